@@ -1,0 +1,149 @@
+//! Composition root: picks the engine, builds the hub and the router, and
+//! runs the server until shutdown. The only place that chooses implementations.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::TokenVerifier,
+    config::{Config, EngineKind},
+    core::{Hub, HubConfig, Registry},
+    engine::{Engine, SharedDispatcher, memory::MemoryEngine},
+    http::{self, AppState},
+};
+
+/// A built, bound, not yet running herald node.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable; the text names the key.
+    #[error("{0}")]
+    Config(String),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address from `server.listen`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A random 8-hex-digit node id, for nodes without `$HOSTNAME`.
+fn random_node_id() -> String {
+    format!("herald-{:08x}", rand::random::<u32>())
+}
+
+impl App {
+    /// Builds the node from `config` and binds its listener.
+    ///
+    /// # Errors
+    /// [`StartError`] when the config is unusable or the address cannot be bound.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let verifier = TokenVerifier::new(&config.auth).map_err(StartError::Config)?;
+        let metrics = crate::metrics::install().map_err(StartError::Config)?;
+        let node_id = config
+            .server
+            .node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(random_node_id);
+        let rules = Arc::new(config.channels.clone());
+        let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
+        let engine: Arc<dyn Engine> = match config.engine.kind {
+            EngineKind::Memory => {
+                Arc::new(MemoryEngine::new(Arc::clone(&registry) as SharedDispatcher))
+            }
+        };
+        let hub_config = HubConfig {
+            node_id,
+            max_connections: config.limits.max_connections,
+            max_subscriptions: config.limits.max_subscriptions,
+            heartbeat_interval: config.heartbeat_interval(),
+            heartbeat_timeout: Duration::from_millis(config.heartbeat.timeout_ms),
+        };
+        let hub = Hub::new(hub_config, rules, registry, engine);
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let state = Arc::new(AppState {
+            hub,
+            verifier,
+            config: Arc::new(config),
+            metrics,
+            tracker: TaskTracker::new(),
+        });
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// If the OS cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (tests inspect the hub through it).
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503,
+    /// new upgrades are refused, open connections are closed with 1012
+    /// spread over the drain window, and the node exits once they are gone
+    /// or the grace period after the window ends.
+    ///
+    /// # Errors
+    /// If the HTTP server fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self { listener, state } = self;
+        let hub = Arc::clone(&state.hub);
+        let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
+        let stop_accepting = CancellationToken::new();
+        let router = http::router(Arc::clone(&state));
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+
+        shutdown.await;
+        let settings = &state.config.shutdown;
+        let window = Duration::from_millis(settings.drain_ms);
+        let grace = Duration::from_millis(settings.grace_ms);
+        tracing::info!(
+            connections = hub.stats(0).connections,
+            drain_ms = settings.drain_ms,
+            "shutting down: draining connections"
+        );
+        // The HTTP listener stays up during the drain so /ready can report 503.
+        hub.drain(window).await;
+        stop_accepting.cancel();
+        state.tracker.close();
+        if tokio::time::timeout(grace, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = state.tracker.len(),
+                "grace period over; dropping remaining connections"
+            );
+        }
+        heartbeats.abort();
+        match server.await {
+            Ok(result) => result,
+            Err(err) => Err(std::io::Error::other(err)),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Configuration: defaults, then a TOML file, then `HERALD_…` environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! Nested keys map to environment variables with `__` between sections:
+//! `limits.max_subscriptions` is `HERALD_LIMITS__MAX_SUBSCRIPTIONS`.
+//! `herald.example.toml` documents every key.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format as _, Serialized, Toml},
+};
+use serde::Deserialize;
+
+use crate::{
+    auth::{AuthConfig, KeyAlgorithm},
+    core::{ChannelRules, OutboxLimits},
+};
+
+/// The development API key used when none is configured. Never use it in production.
+pub const DEV_API_KEY: &str = "herald-insecure-development-api-key";
+
+/// All of herald's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listening address, node id, API key.
+    pub server: ServerConfig,
+    /// `[engine]`: how publications travel between nodes.
+    pub engine: EngineConfig,
+    /// `[auth]`: access token verification.
+    pub auth: AuthConfig,
+    /// `[limits]`: caps on what clients may do.
+    pub limits: LimitsConfig,
+    /// `[websocket]`: socket buffers and timeouts.
+    pub websocket: WebSocketConfig,
+    /// `[heartbeat]`: ping schedule.
+    pub heartbeat: HeartbeatConfig,
+    /// `[outbox]`: per-connection outbound queue caps.
+    pub outbox: OutboxLimits,
+    /// `[channels]`: public, client-publish and latest-value channel patterns.
+    pub channels: ChannelRules,
+    /// `[shutdown]`: drain window and deadline.
+    pub shutdown: ShutdownConfig,
+    /// `[log]`: format and filter.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Node id; defaults to `$HOSTNAME` (the pod name on Kubernetes) or a random id.
+    pub node_id: Option<String>,
+    /// Key that guards `/api/v1/`.
+    pub api_key: String,
+    /// Largest HTTP API request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most publications in one batch request.
+    pub max_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            node_id: None,
+            api_key: DEV_API_KEY.to_owned(),
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// Which engine carries publications between nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One node, no other service.
+    #[default]
+    Memory,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `memory` (default).
+    pub kind: EngineKind,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most connections this node accepts.
+    pub max_connections: usize,
+    /// Most channels one connection may subscribe to (automatic channels not counted).
+    pub max_subscriptions: usize,
+    /// Largest inbound WebSocket message, in bytes.
+    pub max_message_size: usize,
+    /// Longest channel name, in bytes.
+    pub max_channel_length: usize,
+    /// Largest publication `data` (JSON text), in bytes.
+    pub max_data_size: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_subscriptions: 128,
+            max_message_size: 64 * 1024,
+            max_channel_length: 128,
+            max_data_size: 64 * 1024,
+        }
+    }
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Bytes read from the socket at a time; the buffer every connection keeps.
+    pub read_buffer_size: usize,
+    /// Outgoing bytes buffered before a write is forced.
+    pub write_buffer_size: usize,
+    /// Longest a write to one client may block before it is a slow consumer, in milliseconds.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer_size: 1024,
+            write_buffer_size: 16 * 1024,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often each connection is pinged, in milliseconds.
+    pub interval_ms: u64,
+    /// How long past the interval a silent connection is kept, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 25_000,
+            timeout_ms: 20_000,
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Window over which open connections are closed with 1012, in milliseconds.
+    pub drain_ms: u64,
+    /// Extra time after the drain window for connections to finish, in milliseconds.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_ms: 10_000,
+            grace_ms: 5_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `herald=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--node-id`
+    pub node_id: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why the configuration was refused; the text names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, then `overrides`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("HERALD_").split("__").ignore(&["config"]));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(node_id) = &overrides.node_id {
+            figment = figment.merge(Serialized::default("server.node_id", node_id));
+        }
+        if let Some(format) = overrides.log_format {
+            figment = figment.merge(Serialized::default("log.format", format));
+        }
+        let config: Self = figment.extract().map_err(|e| {
+            ConfigError(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations between keys that the types alone cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
+        if self.server.api_key.is_empty() {
+            return fail("server.api_key must not be empty");
+        }
+        if self.limits.max_subscriptions == 0 {
+            return fail("limits.max_subscriptions must be at least 1");
+        }
+        if self.limits.max_message_size < 256 {
+            return fail("limits.max_message_size must be at least 256 bytes");
+        }
+        if self.limits.max_channel_length == 0 {
+            return fail("limits.max_channel_length must be at least 1");
+        }
+        if self.websocket.read_buffer_size < 256 {
+            return fail("websocket.read_buffer_size must be at least 256 bytes");
+        }
+        if self.heartbeat.interval_ms < 100 {
+            return fail("heartbeat.interval_ms must be at least 100");
+        }
+        if self.outbox.max_messages == 0 || self.outbox.max_bytes < self.limits.max_data_size {
+            return fail(
+                "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size",
+            );
+        }
+        if self.auth.timeout_ms == 0 {
+            return fail("auth.timeout_ms must be at least 1");
+        }
+        if !self.server.listen.ip().is_loopback() && !self.insecure_defaults().is_empty() {
+            return fail(&format!(
+                "{} still hold development defaults; set real values before listening on {}",
+                self.insecure_defaults().join(" and "),
+                self.server.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys that still hold insecure development defaults.
+    pub fn insecure_defaults(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.auth.algorithm == KeyAlgorithm::HS256 && self.auth.secret == crate::auth::DEV_SECRET
+        {
+            keys.push("auth.secret");
+        }
+        if self.server.api_key == DEV_API_KEY {
+            keys.push("server.api_key");
+        }
+        keys
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat.interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("herald.example.toml");
+        Config::load(Some(&path), &Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[limits]\nmax_subscriptions = \"many\"\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_subscriptions"), "{err}");
+        std::fs::write(&path, "[limits]\nmax_subscritions = 3\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_subscritions"), "{err}");
+        let overrides = Overrides {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, &overrides).unwrap_err().to_string();
+        assert!(err.contains("auth.secret"), "{err}");
+    }
+}

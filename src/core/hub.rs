@@ -1,0 +1,458 @@
+//! The hub: connections, subscriptions, publishing and lifecycle on one node.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use metrics::{Counter, Gauge};
+use tokio::time::Instant;
+
+use super::{
+    ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions,
+    registry::close_members,
+};
+use crate::{
+    engine::{Engine, EngineError},
+    metrics as names,
+    protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId},
+};
+
+/// Settings of the hub core.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This node's id, shown to clients and in stats.
+    pub node_id: String,
+    /// Most connections this node accepts.
+    pub max_connections: usize,
+    /// Most channels one connection may subscribe to (automatic channels not counted).
+    pub max_subscriptions: usize,
+    /// How often each connection is pinged.
+    pub heartbeat_interval: Duration,
+    /// How long past the interval a silent connection is kept.
+    pub heartbeat_timeout: Duration,
+}
+
+/// Why a request was refused; mapped to a protocol error code in [`HubError::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The connection may not do this on this channel.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    /// Already a member.
+    #[error("already subscribed to {0}")]
+    AlreadySubscribed(ChannelName),
+    /// Not a member.
+    #[error("not subscribed to {0}")]
+    NotSubscribed(ChannelName),
+    /// At the per-connection subscription limit.
+    #[error("subscription limit of {0} reached")]
+    SubscriptionLimit(usize),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl HubError {
+    /// The protocol error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::AlreadySubscribed(_) => ErrorCode::AlreadySubscribed,
+            Self::NotSubscribed(_) => ErrorCode::NotSubscribed,
+            Self::SubscriptionLimit(_) => ErrorCode::SubscriptionLimit,
+            Self::Engine(_) => ErrorCode::EngineUnavailable,
+        }
+    }
+}
+
+/// A point-in-time view of the node for `/api/v1/stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HubStats {
+    /// This node's id.
+    pub node_id: String,
+    /// Seconds since the hub started.
+    pub uptime_seconds: u64,
+    /// Open connections.
+    pub connections: usize,
+    /// Subscriptions held by local connections.
+    pub subscriptions: usize,
+    /// Channels with local subscribers.
+    pub channels: usize,
+    /// Whether the node is draining for shutdown.
+    pub draining: bool,
+    /// Whether the engine is connected.
+    pub engine_connected: bool,
+    /// Channels with the most local subscribers.
+    pub top_channels: Vec<TopChannel>,
+}
+
+/// One row of [`HubStats::top_channels`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TopChannel {
+    /// Channel name.
+    pub channel: ChannelName,
+    /// Local subscribers.
+    pub subscribers: usize,
+}
+
+struct HubMetrics {
+    connections: Gauge,
+    opened: Counter,
+    subscriptions: Gauge,
+    channels: Gauge,
+    published: Counter,
+}
+
+/// One node's hub. Transports drive it; engines feed its [`Registry`].
+pub struct Hub {
+    config: HubConfig,
+    rules: Arc<ChannelRules>,
+    registry: Arc<Registry>,
+    engine: Arc<dyn Engine>,
+    sessions: DashMap<ConnId, Arc<Session>>,
+    connections: AtomicUsize,
+    subscriptions: AtomicUsize,
+    next_id: AtomicU64,
+    draining: AtomicBool,
+    started: Instant,
+    metrics: HubMetrics,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("node_id", &self.config.node_id)
+            .field("connections", &self.connections)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over `registry`, publishing through `engine` (which delivers into `registry`).
+    pub fn new(
+        config: HubConfig,
+        rules: Arc<ChannelRules>,
+        registry: Arc<Registry>,
+        engine: Arc<dyn Engine>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            rules,
+            registry,
+            engine,
+            sessions: DashMap::new(),
+            connections: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            metrics: HubMetrics {
+                connections: metrics::gauge!(names::CONNECTIONS),
+                opened: metrics::counter!(names::CONNECTIONS_OPENED),
+                subscriptions: metrics::gauge!(names::SUBSCRIPTIONS),
+                channels: metrics::gauge!(names::CHANNELS),
+                published: metrics::counter!(names::MESSAGES_PUBLISHED),
+            },
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The channel rules.
+    pub fn rules(&self) -> &ChannelRules {
+        &self.rules
+    }
+
+    /// Whether the node is ready for new connections: not draining and the engine is up.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.engine.is_connected()
+    }
+
+    /// Whether the node is draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Registers a new authenticated (or anonymous) connection.
+    ///
+    /// # Errors
+    /// [`DisconnectReason::Shutdown`] while draining, [`DisconnectReason::ConnectionLimit`] when full.
+    pub fn connect(&self, user: Option<UserId>) -> Result<Arc<Session>, DisconnectReason> {
+        if self.is_draining() {
+            return Err(DisconnectReason::Shutdown);
+        }
+        if self.connections.fetch_add(1, Ordering::AcqRel) >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(DisconnectReason::ConnectionLimit);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(id, user, self.now_ms()));
+        self.sessions.insert(id, Arc::clone(&session));
+        self.metrics.connections.increment(1);
+        self.metrics.opened.increment(1);
+        Ok(session)
+    }
+
+    /// Joins the channels every connection gets: its user's personal channel and broadcast.
+    ///
+    /// # Errors
+    /// If the engine cannot subscribe.
+    pub async fn join_automatic(
+        &self,
+        session: &Arc<Session>,
+        subs: &mut Subscriptions,
+    ) -> Result<Vec<ChannelName>, HubError> {
+        let mut channels = Vec::with_capacity(2);
+        if let Some(user) = session.user() {
+            channels.push(ChannelName::personal(user));
+        }
+        channels.push(ChannelName::broadcast());
+        for channel in &channels {
+            self.join(session, subs, channel.clone()).await?;
+        }
+        subs.automatic = channels.len();
+        Ok(channels)
+    }
+
+    /// Subscribes a connection to a channel, checking permissions and limits.
+    ///
+    /// # Errors
+    /// [`HubError`] names the refused rule; nothing changed in that case.
+    pub async fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        subs: &mut Subscriptions,
+        channel: ChannelName,
+    ) -> Result<(), HubError> {
+        if channel.is_reserved() {
+            return Err(HubError::PermissionDenied(
+                "personal and broadcast channels are joined automatically",
+            ));
+        }
+        if session.user().is_none() && !self.rules.is_public(&channel) {
+            return Err(HubError::PermissionDenied(
+                "anonymous connections may only subscribe to public channels",
+            ));
+        }
+        if subs.contains(&channel) {
+            return Err(HubError::AlreadySubscribed(channel));
+        }
+        if subs.len() - subs.automatic >= self.config.max_subscriptions {
+            return Err(HubError::SubscriptionLimit(self.config.max_subscriptions));
+        }
+        self.join(session, subs, channel).await
+    }
+
+    async fn join(
+        &self,
+        session: &Arc<Session>,
+        subs: &mut Subscriptions,
+        channel: ChannelName,
+    ) -> Result<(), HubError> {
+        if self.registry.join(&channel, session) == Joined::First {
+            self.metrics.channels.increment(1);
+            if let Err(err) = self.engine.subscribe(channel.clone()).await {
+                self.leave(session.id(), &channel);
+                return Err(err.into());
+            }
+        }
+        subs.insert(channel);
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.subscriptions.increment(1);
+        Ok(())
+    }
+
+    /// Unsubscribes a connection from a channel.
+    ///
+    /// # Errors
+    /// [`HubError::PermissionDenied`] for automatic channels, [`HubError::NotSubscribed`].
+    pub fn unsubscribe(
+        &self,
+        session: &Session,
+        subs: &mut Subscriptions,
+        channel: ChannelName,
+    ) -> Result<(), HubError> {
+        if channel.is_reserved() {
+            return Err(HubError::PermissionDenied(
+                "personal and broadcast channels cannot be left",
+            ));
+        }
+        if !subs.remove(&channel) {
+            return Err(HubError::NotSubscribed(channel));
+        }
+        self.leave(session.id(), &channel);
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.subscriptions.decrement(1);
+        Ok(())
+    }
+
+    fn leave(&self, id: ConnId, channel: &ChannelName) {
+        if self.registry.leave(channel, id) == Left::Last {
+            self.metrics.channels.decrement(1);
+            self.engine.unsubscribe(channel.clone());
+        }
+    }
+
+    /// Removes a connection and all its subscriptions.
+    pub fn disconnect(&self, session: &Session, subs: &mut Subscriptions) {
+        let channels = subs.take();
+        for channel in &channels {
+            self.leave(session.id(), channel);
+        }
+        self.subscriptions
+            .fetch_sub(channels.len(), Ordering::Relaxed);
+        self.metrics.subscriptions.decrement(channels.len() as f64);
+        if self.sessions.remove(&session.id()).is_some() {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.connections.decrement(1);
+        }
+    }
+
+    /// Counts a connection that herald closed with `code`.
+    pub fn record_close(&self, code: CloseCode) {
+        metrics::counter!(names::CLOSES, "code" => code.as_u16().to_string()).increment(1);
+    }
+
+    /// Records that the client sent something (any frame counts as alive).
+    pub fn touch(&self, session: &Session) {
+        session.touch(self.now_ms());
+    }
+
+    /// Publishes a batch through the engine. Returns, per publication, the
+    /// number of local subscribers of its channel.
+    ///
+    /// # Errors
+    /// If the engine did not accept the batch; then nothing may be reported as delivered.
+    pub async fn publish(&self, batch: Vec<Publication>) -> Result<Vec<usize>, EngineError> {
+        let counts = batch
+            .iter()
+            .map(|p| self.registry.subscriber_count(p.channel.as_str()))
+            .collect();
+        let len = batch.len() as u64;
+        self.engine.publish(batch).await?;
+        self.metrics.published.increment(len);
+        Ok(counts)
+    }
+
+    /// Publishes on behalf of a client, if the channel rules allow it.
+    ///
+    /// # Errors
+    /// [`HubError::PermissionDenied`] when not allowed, [`HubError::Engine`] when the engine failed.
+    pub async fn client_publish(
+        &self,
+        session: &Session,
+        publication: Publication,
+    ) -> Result<(), HubError> {
+        let channel = &publication.channel;
+        if channel.is_reserved() || !self.rules.allows_client_publish(channel) {
+            return Err(HubError::PermissionDenied(
+                "clients may not publish to this channel",
+            ));
+        }
+        if session.user().is_none() && !self.rules.is_public(channel) {
+            return Err(HubError::PermissionDenied(
+                "anonymous connections may only publish to public channels",
+            ));
+        }
+        self.publish(vec![publication]).await?;
+        Ok(())
+    }
+
+    /// Closes every local connection of `user`; returns how many.
+    pub fn disconnect_user(&self, user: &UserId, reason: DisconnectReason) -> usize {
+        close_members(
+            &self.registry,
+            ChannelName::personal(user).as_str(),
+            &reason,
+        )
+    }
+
+    /// Stops accepting connections and closes every open one with
+    /// [`DisconnectReason::Shutdown`], spread evenly over `window` so that
+    /// clients do not reconnect to the other nodes all at once.
+    pub async fn drain(&self, window: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        let Some(count) = u32::try_from(sessions.len()).ok().filter(|n| *n > 0) else {
+            return;
+        };
+        let step = window / count;
+        let start = Instant::now();
+        for (i, session) in (0..count).zip(&sessions) {
+            tokio::time::sleep_until(start + step * i).await;
+            session.close(DisconnectReason::Shutdown);
+        }
+    }
+
+    /// Pings connections on a shared schedule and closes silent ones.
+    ///
+    /// One task serves every connection, so idle connections carry no timer.
+    /// Each connection is pinged once per interval, at a phase set by its id,
+    /// which spreads pings evenly instead of bursting them.
+    pub async fn run_heartbeats(self: Arc<Self>) {
+        let interval = self.config.heartbeat_interval;
+        let tick = (interval / 10).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let slots = (interval.as_millis() / tick.as_millis().max(1)).max(1) as u64;
+        let limit_ms = u64::try_from((interval + self.config.heartbeat_timeout).as_millis())
+            .unwrap_or(u64::MAX);
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        for round in 0u64.. {
+            ticker.tick().await;
+            let now = self.now_ms();
+            let slot = round % slots;
+            for entry in self.sessions.iter() {
+                let session = entry.value();
+                if now.saturating_sub(session.last_seen_ms()) > limit_ms {
+                    session.close(DisconnectReason::HeartbeatTimeout);
+                } else if session.id() % slots == slot {
+                    session.outbox().request_ping();
+                }
+            }
+        }
+    }
+
+    /// A snapshot of this node's state.
+    pub fn stats(&self, top: usize) -> HubStats {
+        HubStats {
+            node_id: self.config.node_id.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connections: self.connections.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            channels: self.registry.channel_count(),
+            draining: self.is_draining(),
+            engine_connected: self.engine.is_connected(),
+            top_channels: self
+                .registry
+                .top_channels(top)
+                .into_iter()
+                .map(|(channel, subscribers)| TopChannel {
+                    channel,
+                    subscribers,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The hub core: connections, channels, fan-out and backpressure policy.
+//!
+//! The core knows nothing of HTTP, WebSocket frames, JSON or Redis. It moves
+//! [`crate::protocol::SharedMessage`]s into per-connection [`Outbox`]es and
+//! reaches other nodes only through the [`crate::engine::Engine`] trait.
+
+mod disconnect;
+mod hub;
+mod outbox;
+mod policy;
+mod registry;
+mod session;
+
+pub use disconnect::DisconnectReason;
+pub use hub::{Hub, HubConfig, HubError, HubStats, TopChannel};
+pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
+pub use policy::{ChannelPattern, ChannelRules};
+pub use registry::Registry;
+pub(crate) use registry::{Joined, Left};
+pub use session::{ConnId, Session, Subscriptions};

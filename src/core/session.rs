@@ -1,0 +1,99 @@
+//! The hub's side of one connection: identity, outbox and liveness.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{DisconnectReason, Outbox};
+use crate::protocol::{ChannelName, UserId};
+
+/// A connection id, unique on this node.
+pub type ConnId = u64;
+
+/// What the hub knows about one connection. Shared between the connection's
+/// own task, the fan-out and the heartbeat scanner.
+#[derive(Debug)]
+pub struct Session {
+    id: ConnId,
+    user: Option<UserId>,
+    outbox: Outbox,
+    /// Milliseconds since hub start when the client last sent anything.
+    last_seen_ms: AtomicU64,
+}
+
+impl Session {
+    pub(super) fn new(id: ConnId, user: Option<UserId>, now_ms: u64) -> Self {
+        Self {
+            id,
+            user,
+            outbox: Outbox::default(),
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The authenticated user, `None` for anonymous connections.
+    pub fn user(&self) -> Option<&UserId> {
+        self.user.as_ref()
+    }
+
+    /// The outbound queue the connection's writer drains.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Asks the connection to close with `reason`.
+    pub fn close(&self, reason: DisconnectReason) {
+        self.outbox.request_close(reason);
+    }
+
+    pub(super) fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(super) fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// The channels one connection subscribed to; owned by the connection's task.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    channels: Vec<ChannelName>,
+    /// How many of `channels` (the first ones) were joined automatically.
+    pub(super) automatic: usize,
+}
+
+impl Subscriptions {
+    /// Whether `channel` is among them.
+    pub fn contains(&self, channel: &ChannelName) -> bool {
+        self.channels.contains(channel)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    pub(super) fn insert(&mut self, channel: ChannelName) {
+        self.channels.push(channel);
+    }
+
+    pub(super) fn remove(&mut self, channel: &ChannelName) -> bool {
+        let before = self.channels.len();
+        self.channels.retain(|c| c != channel);
+        before != self.channels.len()
+    }
+
+    pub(super) fn take(&mut self) -> Vec<ChannelName> {
+        self.automatic = 0;
+        std::mem::take(&mut self.channels)
+    }
+}

@@ -1,0 +1,62 @@
+//! Engines carry publications between herald nodes.
+//!
+//! An [`Engine`] takes publications from this node and delivers every
+//! publication, from any node or outside publisher, to this node's
+//! [`Dispatcher`] (the hub's local fan-out). The hub tells the engine which
+//! channels have local subscribers, so a distributed engine listens only to
+//! those.
+//!
+//! The in-memory engine ([`memory`]) serves one node with no other service.
+//! This module knows only [`crate::protocol`]: no hub internals, no transport.
+
+pub mod memory;
+
+use std::{fmt, sync::Arc};
+
+use futures_util::future::BoxFuture;
+
+use crate::protocol::{ChannelName, Publication};
+
+/// Why an engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine lost its backend and is reconnecting.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the operation.
+    #[error("engine operation failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Local delivery: where an engine hands the publications it receives.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Fans `publication` out to this node's subscribers of its channel.
+    /// Returns how many connections it was queued for.
+    fn dispatch(&self, publication: Publication) -> usize;
+}
+
+/// A shared handle to the local fan-out.
+pub type SharedDispatcher = Arc<dyn Dispatcher>;
+
+/// Carries publications between nodes.
+///
+/// Implementations must keep per-channel order: two publications to one
+/// channel from one publisher reach every subscriber in publish order.
+pub trait Engine: Send + Sync + fmt::Debug + 'static {
+    /// Publishes a batch to every node, this one included.
+    ///
+    /// Resolves once the engine has accepted every publication; an error
+    /// means none of the batch may be reported as delivered.
+    fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// This node gained its first local subscriber of `channel`.
+    ///
+    /// Resolves once publications to the channel will reach this node.
+    fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// This node lost its last local subscriber of `channel`.
+    fn unsubscribe(&self, channel: ChannelName);
+
+    /// Whether the engine can currently carry publications.
+    fn is_connected(&self) -> bool;
+}

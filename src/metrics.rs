@@ -1,0 +1,106 @@
+//! Metric names, and the Prometheus exporter behind `/metrics`.
+//!
+//! Names live here as constants so that code and docs/OPERATIONS.md agree;
+//! the hub records through the `metrics` facade and never sees the exporter.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "herald_connections";
+/// Connections accepted since start (counter).
+pub const CONNECTIONS_OPENED: &str = "herald_connections_opened_total";
+/// Channel subscriptions held by local connections (gauge).
+pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
+/// Channels with at least one local subscriber (gauge).
+pub const CHANNELS: &str = "herald_channels";
+/// Publications accepted from the API or clients on this node (counter).
+pub const MESSAGES_PUBLISHED: &str = "herald_messages_published_total";
+/// Messages queued to local connections (counter).
+pub const MESSAGES_DELIVERED: &str = "herald_messages_delivered_total";
+/// Messages not delivered, by `reason` (counter).
+pub const MESSAGES_DROPPED: &str = "herald_messages_dropped_total";
+/// Connections closed because their queue overflowed (counter).
+pub const SLOW_CONSUMER_DISCONNECTS: &str = "herald_slow_consumer_disconnects_total";
+/// Connections closed by the server, by close `code` (counter).
+pub const CLOSES: &str = "herald_closes_total";
+/// Time to queue one publication to every local subscriber (histogram, seconds).
+pub const FANOUT_DURATION: &str = "herald_fanout_duration_seconds";
+/// Whether the engine can carry publications: 1 or 0 (gauge).
+pub const ENGINE_CONNECTED: &str = "herald_engine_connected";
+
+/// `reason` label of [`MESSAGES_DROPPED`]: the recipient's queue overflowed.
+pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
+/// `reason` label of [`MESSAGES_DROPPED`]: replaced by a newer latest-value message.
+pub const DROP_CONFLATED: &str = "conflated";
+/// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the client's format.
+pub const DROP_ENCODE_ERROR: &str = "encode_error";
+
+/// Installs the Prometheus recorder for this process and returns its handle.
+///
+/// The recorder is global; installing twice (several hubs in one test
+/// process) returns the first handle.
+///
+/// # Errors
+/// If the histogram buckets are rejected, which they are not.
+pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(FANOUT_DURATION.to_owned()),
+                    &[
+                        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+                    ],
+                )
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
+            describe();
+            let upkeep = handle.clone();
+            // Histograms are folded into their buckets by upkeep; without it
+            // their samples would pile up between scrapes.
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
+    describe_counter!(CONNECTIONS_OPENED, "Connections accepted since start.");
+    describe_gauge!(
+        SUBSCRIPTIONS,
+        "Channel subscriptions held by local connections."
+    );
+    describe_gauge!(CHANNELS, "Channels with at least one local subscriber.");
+    describe_counter!(MESSAGES_PUBLISHED, "Publications accepted on this node.");
+    describe_counter!(MESSAGES_DELIVERED, "Messages queued to local connections.");
+    describe_counter!(MESSAGES_DROPPED, "Messages not delivered, by reason.");
+    describe_counter!(
+        SLOW_CONSUMER_DISCONNECTS,
+        "Connections closed as slow consumers."
+    );
+    describe_counter!(CLOSES, "Connections closed by the server, by close code.");
+    describe_histogram!(
+        FANOUT_DURATION,
+        Unit::Seconds,
+        "Time to queue one publication to every local subscriber."
+    );
+    describe_gauge!(
+        ENGINE_CONNECTED,
+        "Whether the engine can carry publications."
+    );
+}

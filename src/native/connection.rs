@@ -1,0 +1,467 @@
+//! One task per connection: authenticate, then serve requests and write
+//! queued pushes until either side closes.
+//!
+//! The task alone owns the socket. The fan-out never touches it: it fills
+//! the session's outbox, and this task drains the whole outbox, writes every
+//! frame and flushes once.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite;
+use tracing::Instrument;
+
+use crate::{
+    auth::AuthError,
+    core::{DisconnectReason, HubError, Session, Subscriptions},
+    http::AppState,
+    protocol::{
+        ChannelName, ClientMessage, DecodeError, ErrorCode, EventName, Format, JsonData,
+        PROTOCOL_VERSION, Publication, ServerMessage, SharedMessage, UserId, decode, encode,
+        unix_ms,
+    },
+};
+
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a connection ended.
+enum End {
+    /// Herald closes it with this reason.
+    Close(DisconnectReason),
+    /// The client closed or vanished; nothing left to send.
+    Gone,
+}
+
+impl From<DisconnectReason> for End {
+    fn from(reason: DisconnectReason) -> Self {
+        Self::Close(reason)
+    }
+}
+
+struct Connection {
+    ws: WebSocket,
+    format: Format,
+    state: Arc<AppState>,
+    write_timeout: Duration,
+}
+
+/// Serves one upgraded socket until it closes.
+pub(super) async fn run(
+    ws: WebSocket,
+    state: Arc<AppState>,
+    format: Format,
+    token: Option<String>,
+) {
+    let write_timeout = Duration::from_millis(state.config.websocket.write_timeout_ms);
+    let mut conn = Connection {
+        ws,
+        format,
+        state,
+        write_timeout,
+    };
+    let end = match conn.authenticate(token).await {
+        Ok((user, auth_id)) => conn.serve(user, auth_id).await,
+        Err(end) => end,
+    };
+    if let End::Close(reason) = end {
+        conn.state.hub.record_close(reason.close_code());
+        conn.close(&reason).await;
+    }
+}
+
+impl Connection {
+    /// Authenticates from the upgrade token, or from the first message.
+    async fn authenticate(
+        &mut self,
+        token: Option<String>,
+    ) -> Result<(Option<UserId>, Option<u64>), End> {
+        if let Some(token) = token {
+            return self.verify(&token).map(|user| (Some(user), None));
+        }
+        let wait = Duration::from_millis(self.state.config.auth.timeout_ms);
+        match timeout(wait, self.await_auth()).await {
+            Ok(result) => result,
+            Err(_) => Err(DisconnectReason::AuthTimeout.into()),
+        }
+    }
+
+    async fn await_auth(&mut self) -> Result<(Option<UserId>, Option<u64>), End> {
+        loop {
+            let message = match self.next_request().await? {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    self.reply_decode_error(err).await?;
+                    continue;
+                }
+                None => continue,
+            };
+            match message {
+                ClientMessage::Auth {
+                    id,
+                    token: Some(token),
+                } => {
+                    return self.verify(&token).map(|user| (Some(user), id));
+                }
+                ClientMessage::Auth { id, token: None }
+                    if self.state.config.auth.allow_anonymous =>
+                {
+                    return Ok((None, id));
+                }
+                ClientMessage::Auth { .. } => return Err(DisconnectReason::Forbidden.into()),
+                ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }).await?,
+                other => {
+                    let reason = "send an `auth` message first".to_owned();
+                    self.reply_error(request_id(&other), ErrorCode::NotAuthenticated, reason)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<UserId, End> {
+        match self.state.verifier.verify(token) {
+            Ok(verified) => Ok(verified.user),
+            Err(AuthError::Expired) => Err(DisconnectReason::TokenExpired.into()),
+            Err(err) => Err(DisconnectReason::InvalidToken(err.to_string()).into()),
+        }
+    }
+
+    /// Registers with the hub, welcomes the client and runs until the end.
+    async fn serve(&mut self, user: Option<UserId>, auth_id: Option<u64>) -> End {
+        let hub = Arc::clone(&self.state.hub);
+        let session = match hub.connect(user) {
+            Ok(session) => session,
+            Err(reason) => return reason.into(),
+        };
+        let span = tracing::info_span!(
+            "conn",
+            conn_id = session.id(),
+            user_id = session.user().map(UserId::as_str)
+        );
+        let mut subs = Subscriptions::default();
+        let end = self
+            .serve_session(&session, &mut subs, auth_id)
+            .instrument(span.clone())
+            .await;
+        hub.disconnect(&session, &mut subs);
+        span.in_scope(|| match &end {
+            End::Close(reason) => tracing::debug!(code = reason.close_code().as_u16(), "closing"),
+            End::Gone => tracing::debug!("client gone"),
+        });
+        end
+    }
+
+    async fn serve_session(
+        &mut self,
+        session: &Arc<Session>,
+        subs: &mut Subscriptions,
+        auth_id: Option<u64>,
+    ) -> End {
+        let hub = Arc::clone(&self.state.hub);
+        let channels = match hub.join_automatic(session, subs).await {
+            Ok(channels) => channels,
+            Err(err) => {
+                tracing::warn!(error = %err, "joining automatic channels failed");
+                return DisconnectReason::Internal.into();
+            }
+        };
+        let welcome = ServerMessage::Welcome {
+            id: auth_id,
+            conn_id: format!("{}-{}", hub.node_id(), session.id()),
+            user_id: session.user().cloned(),
+            node_id: hub.node_id().to_owned(),
+            heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
+            protocol: PROTOCOL_VERSION,
+            channels,
+        };
+        if let Err(end) = self.send(&welcome).await {
+            return end;
+        }
+        tracing::debug!("connected");
+        match self.pump(session, subs).await {
+            Ok(()) => End::Gone,
+            Err(end) => end,
+        }
+    }
+
+    /// The session loop: outbound queue and inbound requests.
+    async fn pump(&mut self, session: &Arc<Session>, subs: &mut Subscriptions) -> Result<(), End> {
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                // Outbound first: a client that floods requests must not
+                // starve its own pushes (or its close signal).
+                biased;
+                () = session.outbox().ready() => {
+                    let signals = session.outbox().take(&mut batch);
+                    self.write_batch(&batch, signals.ping).await?;
+                    batch.clear();
+                    if let Some(reason) = signals.close {
+                        return Err(reason.into());
+                    }
+                }
+                request = self.next_request() => {
+                    self.state.hub.touch(session);
+                    match request? {
+                        Some(Ok(message)) => self.handle(session, subs, message).await?,
+                        Some(Err(err)) => self.reply_decode_error(err).await?,
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the next frame. `Ok(None)` for control frames, `Err` when the connection ends.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the WebSocket keeps partial frames in its own buffer.
+    async fn next_request(&mut self) -> Result<Option<Result<ClientMessage, DecodeError>>, End> {
+        let frame = match self.ws.recv().await {
+            None => return Err(End::Gone),
+            Some(Err(err)) => return Err(classify(err)),
+            Some(Ok(frame)) => frame,
+        };
+        Ok(match frame {
+            Message::Text(text) => Some(decode(text.as_bytes(), Format::Json)),
+            Message::Binary(bytes) => Some(decode(&bytes, Format::MsgPack)),
+            // Pings are answered by the WebSocket layer; any frame proves liveness.
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => return Err(End::Gone),
+        })
+    }
+
+    async fn handle(
+        &mut self,
+        session: &Arc<Session>,
+        subs: &mut Subscriptions,
+        message: ClientMessage,
+    ) -> Result<(), End> {
+        let hub = Arc::clone(&self.state.hub);
+        let max_len = self.state.config.limits.max_channel_length;
+        let (id, result) = match message {
+            ClientMessage::Ping { id } => return self.send(&ServerMessage::Pong { id }).await,
+            ClientMessage::Auth { id, .. } => (
+                id,
+                Err(Refusal::code(
+                    ErrorCode::AlreadyAuthenticated,
+                    "already authenticated",
+                )),
+            ),
+            ClientMessage::Subscribe { id, channel } => {
+                let result = match channel_name(&channel, max_len) {
+                    Ok(channel) => hub
+                        .subscribe(session, subs, channel)
+                        .await
+                        .map_err(Refusal::from),
+                    Err(refusal) => Err(refusal),
+                };
+                (id, result)
+            }
+            ClientMessage::Unsubscribe { id, channel } => {
+                let result = channel_name(&channel, max_len).and_then(|channel| {
+                    hub.unsubscribe(session, subs, channel)
+                        .map_err(Refusal::from)
+                });
+                (id, result)
+            }
+            ClientMessage::Publish {
+                id,
+                channel,
+                event,
+                data,
+            } => {
+                let result = match self.publication(&channel, &event, data) {
+                    Ok(publication) => hub
+                        .client_publish(session, publication)
+                        .await
+                        .map_err(Refusal::from),
+                    Err(refusal) => Err(refusal),
+                };
+                (id, result)
+            }
+        };
+        match result {
+            Ok(()) => self.send(&ServerMessage::Ok { id }).await,
+            Err(refusal) => self.reply_error(id, refusal.code, refusal.reason).await,
+        }
+    }
+
+    fn publication(
+        &self,
+        channel: &str,
+        event: &str,
+        data: JsonData,
+    ) -> Result<Publication, Refusal> {
+        let limits = &self.state.config.limits;
+        let channel = channel_name(channel, limits.max_channel_length)?;
+        let event = EventName::parse(event).map_err(|e| {
+            Refusal::code(ErrorCode::InvalidEvent, format!("invalid event name: {e}"))
+        })?;
+        if data.len() > limits.max_data_size {
+            return Err(Refusal::code(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "data is {} bytes; the limit is {}",
+                    data.len(),
+                    limits.max_data_size
+                ),
+            ));
+        }
+        Ok(Publication {
+            channel,
+            event,
+            data,
+            ts: Some(unix_ms()),
+        })
+    }
+
+    async fn reply_decode_error(&mut self, err: DecodeError) -> Result<(), End> {
+        self.reply_error(err.id, err.code, err.reason).await
+    }
+
+    async fn reply_error(
+        &mut self,
+        id: Option<u64>,
+        code: ErrorCode,
+        reason: String,
+    ) -> Result<(), End> {
+        let message = ServerMessage::Error {
+            id,
+            code: code.as_u16(),
+            reason,
+        };
+        self.send(&message).await
+    }
+
+    /// Encodes and sends one reply, flushing it.
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), End> {
+        let bytes = encode(message, self.format).map_err(|err| {
+            tracing::error!(%err, "encoding a reply failed");
+            End::Close(DisconnectReason::Internal)
+        })?;
+        let frame = frame(bytes, self.format)?;
+        self.write(|ws| Box::pin(ws.send(frame))).await
+    }
+
+    /// Writes every message of a batch (and a ping if due), then flushes once.
+    async fn write_batch(&mut self, batch: &[Arc<SharedMessage>], ping: bool) -> Result<(), End> {
+        let format = self.format;
+        let mut frames = Vec::with_capacity(batch.len() + usize::from(ping));
+        for message in batch {
+            match message.encoded(format) {
+                Some(bytes) => frames.push(frame(bytes.clone(), format)?),
+                None => metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1),
+            }
+        }
+        if ping {
+            frames.push(Message::Ping(bytes::Bytes::new()));
+        }
+        self.write(|ws| {
+            Box::pin(async move {
+                for frame in frames {
+                    ws.feed(frame).await?;
+                }
+                ws.flush().await
+            })
+        })
+        .await
+    }
+
+    /// Runs a write under the write timeout; a client that does not take
+    /// its bytes in time is a slow consumer.
+    async fn write<F>(&mut self, op: F) -> Result<(), End>
+    where
+        F: for<'a> FnOnce(
+            &'a mut WebSocket,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), axum::Error>>,
+    {
+        match timeout(self.write_timeout, op(&mut self.ws)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(DisconnectReason::SlowConsumer.into()),
+        }
+    }
+
+    /// Sends a close frame, waiting at most [`CLOSE_TIMEOUT`].
+    async fn close(&mut self, reason: &DisconnectReason) {
+        let frame = CloseFrame {
+            code: reason.close_code().as_u16(),
+            reason: Utf8Bytes::from(reason.reason().into_owned()),
+        };
+        let _ = timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+/// An error reply in the making.
+struct Refusal {
+    code: ErrorCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn code(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<HubError> for Refusal {
+    fn from(err: HubError) -> Self {
+        Self {
+            code: err.code(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+fn channel_name(name: &str, max_len: usize) -> Result<ChannelName, Refusal> {
+    ChannelName::parse(name, max_len).map_err(|e| {
+        Refusal::code(
+            ErrorCode::InvalidChannel,
+            format!("invalid channel name: {e}"),
+        )
+    })
+}
+
+fn request_id(message: &ClientMessage) -> Option<u64> {
+    match message {
+        ClientMessage::Auth { id, .. }
+        | ClientMessage::Subscribe { id, .. }
+        | ClientMessage::Unsubscribe { id, .. }
+        | ClientMessage::Publish { id, .. }
+        | ClientMessage::Ping { id } => *id,
+    }
+}
+
+fn frame(bytes: bytes::Bytes, format: Format) -> Result<Message, End> {
+    match format {
+        Format::MsgPack => Ok(Message::Binary(bytes)),
+        // JSON encoders emit UTF-8; the check is linear and cheap but cannot be skipped safely.
+        Format::Json => Utf8Bytes::try_from(bytes)
+            .map(Message::Text)
+            .map_err(|_| End::Close(DisconnectReason::Internal)),
+    }
+}
+
+/// Maps a read error to how the connection ends.
+fn classify(err: axum::Error) -> End {
+    match err.into_inner().downcast::<tungstenite::Error>() {
+        Ok(err) => match *err {
+            tungstenite::Error::Capacity(_) => DisconnectReason::MessageTooLarge.into(),
+            tungstenite::Error::Protocol(e) => {
+                DisconnectReason::ProtocolViolation(e.to_string()).into()
+            }
+            tungstenite::Error::Utf8(_) => {
+                DisconnectReason::ProtocolViolation("text frame is not UTF-8".into()).into()
+            }
+            _ => End::Gone,
+        },
+        Err(_) => End::Gone,
+    }
+}

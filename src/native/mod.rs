@@ -1,0 +1,76 @@
+//! The native protocol v1 transport: `GET /ws`.
+//!
+//! The upgrade handler picks the wire format and an optional token from the
+//! request, then hands the socket to one [`connection`] task that owns it for
+//! its whole life. docs/PROTOCOL.md is the contract this module implements.
+
+mod connection;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, State, WebSocketUpgrade},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{http::AppState, protocol::Format};
+
+/// Subprotocol selecting JSON frames.
+pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
+/// Subprotocol selecting MessagePack frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "herald.v1.msgpack";
+/// Prefix of a subprotocol entry carrying the access token (`bearer.<jwt>`).
+const TOKEN_SUBPROTOCOL_PREFIX: &str = "bearer.";
+
+/// Query parameters of `GET /ws`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UpgradeParams {
+    /// `json` (default) or `msgpack`.
+    format: Option<String>,
+    /// Access token, for clients that cannot send it in the first message.
+    token: Option<String>,
+}
+
+/// `GET /ws`: upgrades to a WebSocket speaking protocol v1.
+pub(crate) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<UpgradeParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if state.hub.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let header_token = ws
+        .requested_protocols()
+        .filter_map(|p| p.to_str().ok())
+        .find_map(|p| p.strip_prefix(TOKEN_SUBPROTOCOL_PREFIX))
+        .map(str::to_owned);
+    let ws = ws.protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]);
+    let format = match (ws.selected_protocol(), params.format.as_deref()) {
+        (Some(p), _) if p == SUBPROTOCOL_MSGPACK => Format::MsgPack,
+        (Some(_), _) | (None, None | Some("json")) => Format::Json,
+        (None, Some("msgpack")) => Format::MsgPack,
+        (None, Some(other)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown format {other:?}: use json or msgpack"),
+            )
+                .into_response();
+        }
+    };
+    let token = header_token.or(params.token);
+    let settings = &state.config.websocket;
+    let max_message = state.config.limits.max_message_size;
+    let tracker = state.tracker.clone();
+    ws.read_buffer_size(settings.read_buffer_size)
+        .write_buffer_size(settings.write_buffer_size)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            // Herald tracks its sockets itself: axum's graceful shutdown does
+            // not wait for upgraded connections.
+            tracker.track_future(connection::run(socket, state, format, token))
+        })
+}

@@ -1,0 +1,188 @@
+//! The two wire formats and the one place that turns bytes into messages.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{ClientMessage, ErrorCode, JsonData, ServerMessage};
+
+/// A wire format. JSON travels in text frames, MessagePack in binary frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// UTF-8 JSON in text frames (the default).
+    Json,
+    /// MessagePack maps with named fields in binary frames.
+    MsgPack,
+}
+
+/// A client message that could not be turned into a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct DecodeError {
+    /// The request id, when it could be read despite the error.
+    pub id: Option<u64>,
+    /// [`ErrorCode::BadRequest`] or [`ErrorCode::UnknownType`].
+    pub code: ErrorCode,
+    /// What is wrong, for the error reply.
+    pub reason: String,
+}
+
+/// The fields every request has; read first so that errors can carry the id.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+// One body struct per message type, deserialized straight from the input
+// (not through serde's tagged-enum buffering, which would hide the format
+// from `JsonData` and copy every payload).
+
+#[derive(Deserialize)]
+struct AuthBody {
+    id: Option<u64>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelBody {
+    id: Option<u64>,
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishBody {
+    id: Option<u64>,
+    channel: String,
+    event: String,
+    data: JsonData,
+}
+
+#[derive(Deserialize)]
+struct PingBody {
+    id: Option<u64>,
+}
+
+/// Decodes one client message.
+///
+/// # Errors
+/// [`DecodeError`] with the request id when the message had a readable one.
+pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError> {
+    let head: Head<'_> = parse(bytes, format).map_err(|reason| DecodeError {
+        id: None,
+        code: ErrorCode::BadRequest,
+        reason: format!("message must be a map with a string `type` field: {reason}"),
+    })?;
+    let invalid = |reason: String| DecodeError {
+        id: head.id,
+        code: ErrorCode::BadRequest,
+        reason: format!("invalid `{}` message: {reason}", head.kind),
+    };
+    let message = match &*head.kind {
+        "auth" => parse(bytes, format).map(|b: AuthBody| ClientMessage::Auth {
+            id: b.id,
+            token: b.token,
+        }),
+        "subscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Subscribe {
+            id: b.id,
+            channel: b.channel,
+        }),
+        "unsubscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Unsubscribe {
+            id: b.id,
+            channel: b.channel,
+        }),
+        "publish" => parse(bytes, format).map(|b: PublishBody| ClientMessage::Publish {
+            id: b.id,
+            channel: b.channel,
+            event: b.event,
+            data: b.data,
+        }),
+        "ping" => parse(bytes, format).map(|b: PingBody| ClientMessage::Ping { id: b.id }),
+        other => {
+            return Err(DecodeError {
+                id: head.id,
+                code: ErrorCode::UnknownType,
+                reason: format!("unknown message type {other:?}"),
+            });
+        }
+    };
+    message.map_err(invalid)
+}
+
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, String> {
+    match format {
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+    }
+}
+
+/// Encodes one server message.
+///
+/// # Errors
+/// Only if the message data cannot be represented in the format, which a
+/// valid [`super::JsonData`] always can; the error text says why.
+pub fn encode(message: &ServerMessage, format: Format) -> Result<Bytes, String> {
+    match format {
+        Format::Json => serde_json::to_vec(message).map_err(|e| e.to_string()),
+        Format::MsgPack => rmp_serde::to_vec_named(message).map_err(|e| e.to_string()),
+    }
+    .map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ChannelName, EventName};
+
+    #[test]
+    fn decodes_every_client_message_in_both_formats() {
+        let cases = [
+            r#"{"type":"auth","id":1,"token":"t"}"#,
+            r#"{"type":"subscribe","id":2,"channel":"prices.btc"}"#,
+            r#"{"type":"unsubscribe","channel":"prices.btc"}"#,
+            r#"{"type":"publish","id":4,"channel":"c","event":"e","data":{"p":[1,2.5,"x",null]}}"#,
+            r#"{"type":"ping","id":5}"#,
+        ];
+        for json in cases {
+            let from_json = decode(json.as_bytes(), Format::Json).unwrap();
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let packed = rmp_serde::to_vec_named(&value).unwrap();
+            let from_msgpack = decode(&packed, Format::MsgPack).unwrap();
+            assert_eq!(from_json, from_msgpack, "{json}");
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_request_id() {
+        let err = decode(br#"{"type":"dance","id":7}"#, Format::Json).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(7), ErrorCode::UnknownType));
+        let err = decode(br#"{"type":"subscribe","id":8}"#, Format::Json).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(8), ErrorCode::BadRequest));
+        let err = decode(b"{not json", Format::Json).unwrap_err();
+        assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
+        let err = decode(&[0xc1, 0x00], Format::MsgPack).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn push_data_is_native_in_msgpack_and_verbatim_in_json() {
+        let push = ServerMessage::Push {
+            channel: ChannelName::parse("prices.btc", 128).unwrap(),
+            event: EventName::parse("price_update").unwrap(),
+            data: JsonData::from_json(r#"{"price":64000.5,"sym":"BTC"}"#).unwrap(),
+            ts: None,
+        };
+        let json = encode(&push, Format::Json).unwrap();
+        assert_eq!(
+            &json[..],
+            br#"{"type":"push","channel":"prices.btc","event":"price_update","data":{"price":64000.5,"sym":"BTC"}}"#
+        );
+        let packed = encode(&push, Format::MsgPack).unwrap();
+        let value: serde_json::Value = rmp_serde::from_slice(&packed).unwrap();
+        assert_eq!(value["data"]["price"], 64000.5);
+        assert_eq!(value["type"], "push");
+    }
+}

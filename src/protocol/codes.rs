@@ -1,0 +1,108 @@
+//! Stable numeric codes: error replies and WebSocket close codes.
+//!
+//! Numbers never change meaning once released; docs/PROTOCOL.md lists each.
+
+/// The code in an `error` reply: what went wrong with one request.
+///
+/// The connection stays open after every error reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The server failed in a way the client cannot fix.
+    Internal = 100,
+    /// The message could not be decoded or misses a required field.
+    BadRequest = 101,
+    /// The message `type` is not one this protocol version knows.
+    UnknownType = 102,
+    /// A channel name breaks the charset or length rules.
+    InvalidChannel = 103,
+    /// The connection may not do this on this channel.
+    PermissionDenied = 104,
+    /// The connection is already subscribed to the channel.
+    AlreadySubscribed = 105,
+    /// The connection is not subscribed to the channel.
+    NotSubscribed = 106,
+    /// The connection holds the maximum number of subscriptions.
+    SubscriptionLimit = 107,
+    /// A request other than `auth` arrived before authentication.
+    NotAuthenticated = 108,
+    /// An `auth` message arrived on an authenticated connection.
+    AlreadyAuthenticated = 109,
+    /// An event name breaks the charset or length rules.
+    InvalidEvent = 110,
+    /// The engine that carries publications between nodes is unavailable.
+    EngineUnavailable = 112,
+    /// The publication data exceeds the size limit.
+    PayloadTooLarge = 113,
+}
+
+impl ErrorCode {
+    /// The numeric value sent on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}
+
+/// A WebSocket close code herald sends, and whether the client should reconnect.
+///
+/// Herald's own codes are split into two ranges: 4000–4499 mean "reconnect
+/// (with backoff)", 4500–4999 mean "do not reconnect until something changes".
+/// 1012 (service restart) is the standard code and means "reconnect".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// The client closed, or the server closed a healthy connection on request.
+    Normal = 1000,
+    /// The server is restarting or draining: reconnect, ideally to another node.
+    ServiceRestart = 1012,
+    /// The server hit an internal error; reconnect with backoff.
+    InternalError = 4000,
+    /// The client did not read its messages fast enough; its queue overflowed.
+    SlowConsumer = 4001,
+    /// The client neither sent anything nor answered pings in time.
+    HeartbeatTimeout = 4002,
+    /// The client did not authenticate within the timeout.
+    AuthTimeout = 4003,
+    /// The node holds its maximum number of connections.
+    ConnectionLimit = 4004,
+    /// The access token expired; fetch a fresh token, then reconnect.
+    TokenExpired = 4005,
+    /// The token is invalid (bad signature, algorithm, claims); do not retry it.
+    InvalidToken = 4500,
+    /// The connection is not allowed: anonymous access is disabled.
+    Forbidden = 4501,
+    /// The client broke the protocol (for example a frame type herald does not accept).
+    ProtocolViolation = 4502,
+    /// A message exceeded the inbound size limit.
+    MessageTooLarge = 4503,
+    /// A backend disconnected this user through the API.
+    Kicked = 4504,
+}
+
+impl CloseCode {
+    /// The numeric value sent in the close frame.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Whether a well-behaved client reconnects (with backoff) after this code.
+    pub fn should_reconnect(self) -> bool {
+        let code = self.as_u16();
+        code == 1012 || (4000..4500).contains(&code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_code_ranges_decide_reconnect() {
+        assert!(CloseCode::ServiceRestart.should_reconnect());
+        assert!(CloseCode::SlowConsumer.should_reconnect());
+        assert!(CloseCode::TokenExpired.should_reconnect());
+        assert!(!CloseCode::InvalidToken.should_reconnect());
+        assert!(!CloseCode::Kicked.should_reconnect());
+        assert!(!CloseCode::Normal.should_reconnect());
+    }
+}

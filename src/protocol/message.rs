@@ -1,0 +1,106 @@
+//! The messages of protocol v1. Every message is a map with a `type` field.
+
+use serde::Serialize;
+
+use super::{ChannelName, EventName, JsonData, UserId};
+
+/// The protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// A message from a client. Field names and types are in docs/PROTOCOL.md;
+/// [`super::decode`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// Authenticate with an access token; no token means anonymous.
+    Auth {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// The JWT access token.
+        token: Option<String>,
+    },
+    /// Join a channel.
+    Subscribe {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// Channel to join (validated later, so the error names the channel).
+        channel: String,
+    },
+    /// Leave a channel.
+    Unsubscribe {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// Channel to leave.
+        channel: String,
+    },
+    /// Publish to a channel, where the server allows client publishing.
+    Publish {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// Target channel.
+        channel: String,
+        /// Event name the subscribers see.
+        event: String,
+        /// Application payload.
+        data: JsonData,
+    },
+    /// Application-level ping, for clients that cannot see WebSocket pings.
+    Ping {
+        /// Request id echoed in the `pong`.
+        id: Option<u64>,
+    },
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Sent once, after successful authentication.
+    Welcome {
+        /// Request id of the `auth` message, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// This connection's id, unique across the cluster.
+        conn_id: String,
+        /// The authenticated user, or null for anonymous connections.
+        user_id: Option<UserId>,
+        /// The node that holds the connection.
+        node_id: String,
+        /// How often the server pings, in milliseconds.
+        heartbeat_ms: u64,
+        /// Protocol version, `1`.
+        protocol: u8,
+        /// Channels the connection joined automatically.
+        channels: Vec<ChannelName>,
+    },
+    /// A request succeeded.
+    Ok {
+        /// Request id, null if the request had none.
+        id: Option<u64>,
+    },
+    /// A request failed; the connection stays open.
+    Error {
+        /// Request id, null if the request had none or could not be read.
+        id: Option<u64>,
+        /// Stable numeric code (see [`super::ErrorCode`]).
+        code: u16,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// Answer to a client `ping`.
+    Pong {
+        /// Request id of the ping.
+        id: Option<u64>,
+    },
+    /// A publication on a channel the connection is subscribed to.
+    Push {
+        /// Channel it was published to.
+        channel: ChannelName,
+        /// Event name.
+        event: EventName,
+        /// Application payload.
+        data: JsonData,
+        /// Publish time, milliseconds since the Unix epoch, when the publisher set it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ts: Option<u64>,
+    },
+}
