@@ -66,7 +66,10 @@ enum Item {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Item>,
-    /// Pending message per latest-value channel; boxed so idle connections pay one pointer.
+    /// Pending message per latest-value channel.
+    // Boxed on purpose: an empty HashMap is 48 bytes inline, and most
+    // connections never conflate; this way they pay one pointer.
+    #[allow(clippy::box_collection)]
     latest: Option<Box<HashMap<ChannelName, Arc<SharedMessage>>>>,
     bytes: usize,
     ping: bool,
