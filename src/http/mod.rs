@@ -1,6 +1,7 @@
 //! HTTP surface: the router, the backend API under `/api/v1/`, and the
 //! operational endpoints (`/health`, `/ready`, `/metrics`).
 
+mod demo;
 mod error;
 mod ops;
 mod publish;
@@ -53,6 +54,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/demo", get(demo::page))
+        .route("/demo/herald.js", get(demo::client))
+        .route("/demo/demo.js", get(demo::script))
         .nest("/api/v1", api)
         .with_state(state)
 }
