@@ -48,6 +48,24 @@ impl App {
     /// # Errors
     /// [`StartError`] when the config is unusable or the address cannot be bound.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let kind = config.engine.kind;
+        Self::build_with_engine(config, move |dispatcher| -> Arc<dyn Engine> {
+            match kind {
+                EngineKind::Memory => Arc::new(MemoryEngine::new(dispatcher)),
+            }
+        })
+        .await
+    }
+
+    /// Builds the node with an engine made by `engine` from the local
+    /// dispatcher. Tests use it to run the hub over a stub or faulty engine.
+    ///
+    /// # Errors
+    /// [`StartError`] when the config is unusable or the address cannot be bound.
+    pub async fn build_with_engine(
+        config: Config,
+        engine: impl FnOnce(SharedDispatcher) -> Arc<dyn Engine>,
+    ) -> Result<Self, StartError> {
         let verifier = TokenVerifier::new(&config.auth).map_err(StartError::Config)?;
         let metrics = crate::metrics::install().map_err(StartError::Config)?;
         let node_id = config
@@ -58,11 +76,7 @@ impl App {
             .unwrap_or_else(random_node_id);
         let rules = Arc::new(config.channels.clone());
         let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
-        let engine: Arc<dyn Engine> = match config.engine.kind {
-            EngineKind::Memory => {
-                Arc::new(MemoryEngine::new(Arc::clone(&registry) as SharedDispatcher))
-            }
-        };
+        let engine = engine(Arc::clone(&registry) as SharedDispatcher);
         let hub_config = HubConfig {
             node_id,
             max_connections: config.limits.max_connections,

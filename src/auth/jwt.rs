@@ -122,7 +122,9 @@ pub struct Verified {
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    // Optional here so that a token without `sub` is reported as such,
+    // not as an undecodable token.
+    sub: Option<String>,
     exp: u64,
 }
 
@@ -203,7 +205,8 @@ impl TokenVerifier {
                 ErrorKind::MissingRequiredClaim(_) => AuthError::Claim("exp is required"),
                 _ => AuthError::Malformed,
             })?;
-        let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::Subject)?;
+        let sub = data.claims.sub.ok_or(AuthError::Subject)?;
+        let user = UserId::parse(&sub).map_err(|_| AuthError::Subject)?;
         Ok(Verified {
             user,
             expires_at: data.claims.exp,

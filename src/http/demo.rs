@@ -21,5 +21,8 @@ pub(super) async fn script() -> impl IntoResponse {
 }
 
 fn javascript(body: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        body,
+    )
 }

@@ -386,13 +386,28 @@ impl Connection {
         }
     }
 
-    /// Sends a close frame, waiting at most [`CLOSE_TIMEOUT`].
+    /// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the
+    /// client's answering close frame before the socket is dropped.
+    ///
+    /// Dropping right away would make the kernel answer the client's next
+    /// write (a pong, say) with a reset, and a reset discards what the client
+    /// has not read yet, the close frame with its code included.
     async fn close(&mut self, reason: &DisconnectReason) {
         let frame = CloseFrame {
             code: reason.close_code().as_u16(),
             reason: Utf8Bytes::from(reason.reason().into_owned()),
         };
-        let _ = timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(Some(frame)))).await;
+        let handshake = async {
+            if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = self.ws.recv().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_TIMEOUT, handshake).await;
     }
 }
 

@@ -1,0 +1,295 @@
+//! Test harness: a hub on port 0, token minting, and a WebSocket client that
+//! speaks JSON or MessagePack and never waits forever.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use herald::{
+    app::App,
+    auth::TokenIssuer,
+    config::{Config, DEV_API_KEY},
+    engine::{Engine, SharedDispatcher},
+    http::AppState,
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest},
+};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running hub on an ephemeral port.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A config for tests: ephemeral port, fast shutdown.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.shutdown.drain_ms = 200;
+    config.shutdown.grace_ms = 2000;
+    config
+}
+
+impl TestHub {
+    pub async fn spawn() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(edit: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        edit(&mut config);
+        config.validate().unwrap();
+        Self::start(App::build(config).await.unwrap())
+    }
+
+    pub async fn with_engine(
+        edit: impl FnOnce(&mut Config),
+        engine: impl FnOnce(SharedDispatcher) -> Arc<dyn Engine>,
+    ) -> Self {
+        let mut config = test_config();
+        edit(&mut config);
+        Self::start(App::build_with_engine(config, engine).await.unwrap())
+    }
+
+    fn start(app: App) -> Self {
+        let addr = app.local_addr().unwrap();
+        let state = app.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        TokenIssuer::new(&self.state.config.auth)
+            .unwrap()
+            .mint(user, 600)
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Connects as `user` (token in the query) and reads the welcome.
+    pub async fn connect(&self, user: &str) -> Client {
+        let mut client = self
+            .connect_raw(&format!("/ws?token={}", self.token(user)), &[])
+            .await;
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client
+    }
+
+    /// Connects with MessagePack frames as `user` and reads the welcome.
+    pub async fn connect_msgpack(&self, user: &str) -> Client {
+        let protocols = [
+            "herald.v1.msgpack".to_owned(),
+            format!("bearer.{}", self.token(user)),
+        ];
+        let mut client = self.connect_raw("/ws", &protocols).await;
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client
+    }
+
+    /// Opens a WebSocket to `path_and_query` offering `protocols`; reads nothing.
+    pub async fn connect_raw(&self, path_and_query: &str, protocols: &[String]) -> Client {
+        let mut request = format!("ws://{}{path_and_query}", self.addr)
+            .into_client_request()
+            .unwrap();
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                protocols.join(", ").parse().unwrap(),
+            );
+        }
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        let msgpack = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .is_some_and(|p| p == "herald.v1.msgpack");
+        Client {
+            ws,
+            msgpack,
+            last_binary: false,
+        }
+    }
+
+    /// POSTs `body` to the API path with the dev API key.
+    pub async fn api(&self, path: &str, body: Value) -> (u16, Value) {
+        api_request(&self.url(path), Some(DEV_API_KEY), body).await
+    }
+
+    pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Value {
+        let (status, body) = self
+            .api(
+                "/api/v1/publish",
+                json!({"channel": channel, "event": event, "data": data}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Triggers shutdown and waits for the hub to exit.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("hub did not stop in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn api_request(url: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A protocol v1 test client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    msgpack: bool,
+    /// Whether the last message arrived in a binary frame.
+    pub last_binary: bool,
+}
+
+impl Client {
+    pub async fn send(&mut self, message: Value) {
+        let frame = if self.msgpack {
+            Message::Binary(rmp_serde::to_vec_named(&message).unwrap().into())
+        } else {
+            Message::Text(message.to_string().into())
+        };
+        self.ws.send(frame).await.unwrap();
+    }
+
+    /// The next protocol message; fails the test after [`WAIT`] or on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_message(WAIT).await {
+            Some(Ok(value)) => value,
+            Some(Err((code, reason))) => panic!("closed with {code}: {reason}"),
+            None => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    /// The next push, skipping nothing else: asserts it is a push.
+    pub async fn recv_push(&mut self) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], "push", "{message}");
+        message
+    }
+
+    /// The next message, a close (`Err((code, reason))`), or `None` after `wait`.
+    pub async fn next_message(&mut self, wait: Duration) -> Option<Result<Value, (u16, String)>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    self.last_binary = false;
+                    return Some(Ok(serde_json::from_str(&text).unwrap()));
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    self.last_binary = true;
+                    return Some(Ok(rmp_serde::from_slice(&bytes).unwrap()));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Err(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    })));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Some(Err((1006, err.to_string()))),
+                None => return Some(Err((1006, "stream ended".into()))),
+            }
+        }
+    }
+
+    /// Sends `message` and returns the reply.
+    pub async fn request(&mut self, message: Value) -> Value {
+        self.send(message).await;
+        self.recv().await
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        let reply = self
+            .request(json!({"type": "subscribe", "id": 1, "channel": channel}))
+            .await;
+        assert_eq!(reply, json!({"type": "ok", "id": 1}));
+    }
+
+    /// Waits for the server to close; returns (code, reason). Skips other messages.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_message(left).await {
+                Some(Ok(_)) => {}
+                Some(Err(close)) => return close,
+                None => panic!("connection not closed in time"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(message) = self.next_message(wait).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+}
+
+/// Polls `check` until it holds or [`WAIT`] passes.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

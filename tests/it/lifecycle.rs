@@ -1,0 +1,157 @@
+//! Heartbeats, connection limits, engine failures and graceful shutdown.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::future::{BoxFuture, FutureExt, ready};
+use herald::{
+    engine::{Engine, EngineError, SharedDispatcher, memory::MemoryEngine},
+    protocol::{ChannelName, Publication},
+};
+use serde_json::json;
+
+use crate::helpers::TestHub;
+
+#[tokio::test]
+async fn a_silent_client_is_closed_with_4002_and_a_live_one_is_kept() {
+    let hub = TestHub::with(|c| {
+        c.heartbeat.interval_ms = 200;
+        c.heartbeat.timeout_ms = 200;
+    })
+    .await;
+    let mut silent = hub.connect("silent").await;
+    let mut live = hub.connect("live").await;
+    // `live` keeps reading, so its WebSocket layer answers every ping.
+    live.expect_silence(Duration::from_millis(1200)).await;
+    assert_eq!(
+        live.request(json!({"type": "ping", "id": 1})).await["type"],
+        "pong"
+    );
+    // `silent` read nothing for 1.2 s: no pongs went out, so it was closed.
+    assert_eq!(silent.expect_close().await.0, 4002);
+}
+
+#[tokio::test]
+async fn connections_past_the_node_limit_are_closed_with_4004() {
+    let hub = TestHub::with(|c| c.limits.max_connections = 2).await;
+    let _a = hub.connect("a").await;
+    let _b = hub.connect("b").await;
+    let mut c = hub
+        .connect_raw(&format!("/ws?token={}", hub.token("c")), &[])
+        .await;
+    assert_eq!(c.expect_close().await.0, 4004);
+}
+
+#[tokio::test]
+async fn shutdown_sends_1012_to_every_client_and_readiness_turns_503() {
+    let hub = TestHub::with(|c| c.shutdown.drain_ms = 1000).await;
+    let mut clients = Vec::new();
+    for user in ["a", "b", "c", "d"] {
+        clients.push(hub.connect(user).await);
+    }
+    let ready = reqwest::get(hub.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let url = hub.url("/ready");
+    let ws_url = format!("ws://{}/ws", hub.addr);
+    let stopping = tokio::spawn(hub.shutdown());
+    // During the drain window: not ready, and new upgrades are refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = reqwest::get(&url).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(tokio_tungstenite::connect_async(ws_url).await.is_err());
+    for client in &mut clients {
+        let (code, reason) = client.expect_close().await;
+        assert_eq!((code, reason.as_str()), (1012, "server shutting down"));
+    }
+    stopping.await.unwrap();
+}
+
+/// The memory engine, with a switch that makes it fail like a lost backend.
+#[derive(Debug)]
+struct FlakyEngine {
+    inner: MemoryEngine,
+    down: Arc<AtomicBool>,
+}
+
+impl FlakyEngine {
+    fn check(&self) -> Result<(), EngineError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(EngineError::Unavailable("backend unreachable".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Engine for FlakyEngine {
+    fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.publish(batch),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
+    fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.subscribe(channel),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
+    fn unsubscribe(&self, channel: ChannelName) {
+        self.inner.unsubscribe(channel);
+    }
+    fn is_connected(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn engine_failures_are_reported_never_swallowed() {
+    let down = Arc::new(AtomicBool::new(false));
+    let switch = Arc::clone(&down);
+    let hub = TestHub::with_engine(
+        |c| c.channels.client_publish = vec![herald::core::ChannelPattern::parse("*").unwrap()],
+        move |dispatcher: SharedDispatcher| -> Arc<dyn Engine> {
+            Arc::new(FlakyEngine {
+                inner: MemoryEngine::new(dispatcher),
+                down: switch,
+            })
+        },
+    )
+    .await;
+    let mut client = hub.connect("u").await;
+    down.store(true, Ordering::SeqCst);
+
+    let reply = client
+        .request(json!({"type": "subscribe", "id": 1, "channel": "new"}))
+        .await;
+    assert_eq!(reply["code"], 112);
+    let reply = client
+        .request(json!({"type": "publish", "id": 2, "channel": "x", "event": "e", "data": 1}))
+        .await;
+    assert_eq!(reply["code"], 112);
+    let (status, body) = hub
+        .api(
+            "/api/v1/publish",
+            json!({"channel": "x", "event": "e", "data": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("engine_unavailable"))
+    );
+    assert_eq!(reqwest::get(hub.url("/ready")).await.unwrap().status(), 503);
+    // A new connection cannot join its automatic channels: internal error, reconnect later.
+    let mut late = hub
+        .connect_raw(&format!("/ws?token={}", hub.token("late")), &[])
+        .await;
+    assert_eq!(late.expect_close().await.0, 4000);
+
+    down.store(false, Ordering::SeqCst);
+    client.subscribe("new").await;
+    assert_eq!(reqwest::get(hub.url("/ready")).await.unwrap().status(), 200);
+}

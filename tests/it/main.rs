@@ -1,0 +1,13 @@
+//! Integration tests: real WebSocket clients over TCP against hubs on ephemeral ports.
+//! One test binary (faster to link), one module per feature.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod helpers;
+
+mod api;
+mod architecture;
+mod auth;
+mod backpressure;
+mod lifecycle;
+mod protocol;
+mod pubsub;
