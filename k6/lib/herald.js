@@ -372,6 +372,8 @@ export class Subscriber {
     this.endSeen = false;
     this.subscribedOnce = false;
     this.tracker = new SeqTracker(false);
+    this.totals = { received: 0, lost: 0, duplicated: 0 };
+    this.recycled = 0; // planned reconnects (churn)
     this.done = false;
     this.stopping = false;
     this.ws = null;
@@ -551,6 +553,7 @@ export class Subscriber {
     if (msg.event === 'end') {
       const missing = this.tracker.end(data.pub, data.last);
       if (missing > 0) {
+        this.totals.lost += missing;
         metrics.lost.add(missing);
         if (config.verbose) console.warn(`${this.user}: ${missing} lost at the tail of ${data.pub}`);
       }
@@ -560,15 +563,20 @@ export class Subscriber {
     }
     if (typeof data.seq !== 'number') return; // not one of ours
     metrics.received.add(1);
+    this.totals.received += 1;
     if (typeof data.sent === 'number') metrics.deliveryLatency.add(now - data.sent);
     if (typeof msg.ts === 'number') metrics.hubLatency.add(now - msg.ts);
     const before = this.tracker.duplicated;
     const missing = this.tracker.observe(data.pub, data.seq);
     if (missing > 0) {
+      this.totals.lost += missing;
       metrics.lost.add(missing);
       if (config.verbose) console.warn(`${this.user}: ${missing} lost before seq ${data.seq} of ${data.pub}`);
     }
-    if (this.tracker.duplicated > before) metrics.duplicated.add(1);
+    if (this.tracker.duplicated > before) {
+      this.totals.duplicated += 1;
+      metrics.duplicated.add(1);
+    }
   }
 
   /** Runs once per connection attempt, when its socket is gone (or given up on). */
@@ -580,9 +588,13 @@ export class Subscriber {
       this.clearTimer('connect');
     }
     if (conn.clientClosed && !forced) {
-      // We asked for it (stop, end marker). Herald drops the TCP connection
-      // without echoing the close frame, which k6 reports as 1006: not the
-      // hub failing a connection, so not counted here.
+      // We asked for it (stop, end marker, churn). Herald drops the TCP
+      // connection without echoing the close frame, which k6 reports as
+      // 1006: not the hub failing a connection, so not counted here.
+      if (conn.recycle && !this.stopping) {
+        this.connect();
+        return;
+      }
       this.maybeFinish();
       return;
     }
@@ -613,6 +625,23 @@ export class Subscriber {
       return;
     }
     this.setTimer('reconnect', () => this.connect(), delay);
+  }
+
+  /**
+   * Planned reconnect (connection churn): closes the current connection and
+   * opens a new one at once. Not counted as unexpected or as a reconnect.
+   */
+  recycle() {
+    const conn = this.conn;
+    if (this.stopping || conn === undefined || conn.recorded || !conn.welcomed) return;
+    this.recycled += 1;
+    this.attempts -= 1; // the next attempt is not a failure-driven reconnect
+    conn.recycle = true;
+    this.closeSocket(conn, this.ws);
+    if (conn.abandoned) return;
+    this.setTimer('closing', () => {
+      if (!conn.recorded) this.connectionEnded(conn, '', false);
+    }, 3000);
   }
 
   /** Closes for good: no reconnect, timers cleared, `onDone` once the socket is gone. */
