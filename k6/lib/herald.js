@@ -193,7 +193,7 @@ export function runId() {
  * Publishes one message or a batch. Returns the per-publication subscriber
  * counts, or null when the request failed.
  */
-export function publish(publications) {
+export function publish(publications, counted = true) {
   const batch = publications.length > 1;
   const url = `${config.httpUrl}/api/v1/publish${batch ? '/batch' : ''}`;
   const body = JSON.stringify(batch ? { publications } : publications[0]);
@@ -212,34 +212,46 @@ export function publish(publications) {
     return null;
   }
   const counts = batch ? parsed.results.map((r) => r.subscribers) : [parsed.subscribers];
-  metrics.published.add(publications.length);
-  for (const n of counts) metrics.expectedDeliveries.add(n);
+  if (counted) {
+    metrics.published.add(publications.length);
+    for (const n of counts) metrics.expectedDeliveries.add(n);
+  }
   return counts;
 }
 
 /**
- * Publishes `{seq, pub, sent}` on `channel` at `rate` publications per
- * second for `durationMs`, `batch` per request, then an `end` marker that
- * carries the last sequence number. Blocking: run it as the whole iteration
- * of a one-VU scenario. Bounded by `durationMs` plus `endDelayMs`.
+ * Publishes `{seq, pub, sent}` at `rate` publications per second for
+ * `durationMs`, `batch` publications per request, round-robin over
+ * `channels` (one sequence per channel: `pub` is `p<vu>/<channel>`), then
+ * one `end` marker per channel carrying its last sequence number.
+ * Blocking: run it as the whole iteration of a one-VU scenario. Bounded by
+ * `durationMs` plus `endDelayMs` plus one request.
  */
-export function runPublisher({ channel, rate, durationMs, batch = 1, endDelayMs = 500, event = 'tick' }) {
+export function runPublisher({ channels, rate, durationMs, batch = 1, endDelayMs = 500, event = 'tick' }) {
   if (!(rate > 0)) throw new Error(`publish rate must be > 0, got ${rate}`);
-  const pub = `p${exec.vu.idInTest}`;
+  if (!(batch >= 1)) throw new Error(`publish batch must be ≥ 1, got ${batch}`);
+  const streams = channels.map((channel) => ({ channel, pub: `p${exec.vu.idInTest}/${channel}`, seq: 0 }));
   const intervalMs = (1000 * batch) / rate;
   const start = Date.now();
   let due = start;
-  let seq = 0;
+  let next = 0; // round-robin position
   while (Date.now() - start < durationMs) {
     const sent = Date.now();
     metrics.publisherLag.add(Math.max(0, sent - due));
     const publications = [];
-    for (let i = 1; i <= batch; i++) {
-      publications.push({ channel, event, data: { seq: seq + i, pub, sent } });
+    const used = [];
+    for (let i = 0; i < batch; i++) {
+      const stream = streams[next];
+      next = (next + 1) % streams.length;
+      stream.seq += 1;
+      used.push(stream);
+      publications.push({ channel: stream.channel, event, data: { seq: stream.seq, pub: stream.pub, sent } });
     }
-    // A failed request published nothing: reuse its numbers so that the
+    // A failed request published nothing: give its numbers back so that the
     // subscribers do not count the failure as loss.
-    if (publish(publications) !== null) seq += batch;
+    if (publish(publications) === null) {
+      for (const stream of used) stream.seq -= 1;
+    }
     due += intervalMs;
     const wait = due - Date.now();
     if (wait > 0) {
@@ -248,11 +260,16 @@ export function runPublisher({ channel, rate, durationMs, batch = 1, endDelayMs 
       due = Date.now(); // more than a second behind: do not burst to catch up
     }
   }
-  // Let in-flight pushes arrive before the marker (it travels the same queue
-  // anyway; the delay only keeps the marker out of latency-critical bursts).
   sleep(endDelayMs / 1000);
-  publish([{ channel, event: 'end', data: { pub, last: seq, sent: Date.now() } }]);
-  return seq;
+  const markers = streams.map((s) => ({
+    channel: s.channel,
+    event: 'end',
+    data: { pub: s.pub, last: s.seq, sent: Date.now() },
+  }));
+  for (let i = 0; i < markers.length; i += 500) {
+    publish(markers.slice(i, i + 500), false);
+  }
+  return streams.reduce((sum, s) => sum + s.seq, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +425,8 @@ export class Subscriber {
   connect() {
     if (this.stopping) return;
     this.attempts += 1;
-    if (this.attempts > 1) metrics.reconnects.add(1);
+    if (this.attempts > 1 && !this.planned) metrics.reconnects.add(1);
+    this.planned = false;
     const token = mintToken(this.user, this.tokenTtl);
     let url = config.wsUrl;
     const params = { tags: { name: 'ws' } };
@@ -635,7 +653,7 @@ export class Subscriber {
     const conn = this.conn;
     if (this.stopping || conn === undefined || conn.recorded || !conn.welcomed) return;
     this.recycled += 1;
-    this.attempts -= 1; // the next attempt is not a failure-driven reconnect
+    this.planned = true; // the next attempt is not a failure-driven reconnect
     conn.recycle = true;
     this.closeSocket(conn, this.ws);
     if (conn.abandoned) return;
@@ -670,4 +688,93 @@ export class Subscriber {
     for (const name of Object.keys(this.timers)) this.clearTimer(name);
     this.onDone(this);
   }
+}
+
+// ---------------------------------------------------------------------------
+// End-of-test report
+
+/** Trend statistics every script asks k6 to keep. */
+export const summaryTrendStats = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'];
+
+function fmtNum(v, unit) {
+  if (v === undefined || v === null || Number.isNaN(v)) return '-';
+  if (unit === 'ms') return v >= 1000 ? `${(v / 1000).toFixed(2)}s` : `${v.toFixed(2)}ms`;
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+function describe(metric) {
+  const v = metric.values;
+  switch (metric.type) {
+    case 'trend': {
+      const unit = metric.contains === 'time' ? 'ms' : '';
+      return ['avg', 'med', 'p(95)', 'p(99)', 'max']
+        .map((k) => `${k}=${fmtNum(v[k], unit)}`)
+        .join(' ') + (v.count !== undefined ? ` n=${v.count}` : '');
+    }
+    case 'rate':
+      return `${(100 * v.rate).toFixed(2)}% (${v.passes} of ${v.passes + v.fails})`;
+    case 'counter':
+      return `${v.count} (${v.rate.toFixed(1)}/s)`;
+    case 'gauge':
+      return `${v.value} (min ${v.min}, max ${v.max})`;
+    default:
+      return JSON.stringify(v);
+  }
+}
+
+function collectChecks(group, out) {
+  for (const c of group.checks || []) out.push(c);
+  for (const g of group.groups || []) collectChecks(g, out);
+  return out;
+}
+
+/**
+ * A plain-text report: thresholds with pass/fail, every herald_* metric,
+ * checks, then the script's own `lines`. Returned by handleSummary, so it
+ * replaces k6's default summary; set HERALD_SUMMARY_JSON=<path> to also get
+ * k6's full summary data as JSON.
+ */
+export function report(data, title, lines = []) {
+  const out = [];
+  const m = data.metrics;
+  out.push('', `== ${title}`, '');
+  out.push('thresholds:');
+  let failed = 0;
+  for (const name of Object.keys(m).sort()) {
+    const thresholds = m[name].thresholds;
+    if (!thresholds) continue;
+    for (const expr of Object.keys(thresholds)) {
+      const ok = thresholds[expr].ok;
+      if (!ok) failed += 1;
+      out.push(`  ${ok ? 'PASS' : 'FAIL'}  ${name} ${expr}   [${describe(m[name])}]`);
+    }
+  }
+  out.push('', 'herald metrics:');
+  for (const name of Object.keys(m).sort()) {
+    if (!name.startsWith('herald_')) continue;
+    out.push(`  ${name.padEnd(28, '.')} ${describe(m[name])}`);
+  }
+  out.push('', 'k6 metrics:');
+  for (const name of ['ws_connecting', 'ws_sessions', 'ws_msgs_received', 'ws_msgs_sent', 'http_req_duration', 'http_req_failed', 'iterations', 'vus_max']) {
+    if (m[name]) out.push(`  ${name.padEnd(28, '.')} ${describe(m[name])}`);
+  }
+  const checks = collectChecks(data.root_group, []);
+  if (checks.length > 0) {
+    out.push('', 'checks:');
+    for (const c of checks) {
+      out.push(`  ${c.fails === 0 ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.passes} passed, ${c.fails} failed`);
+    }
+  }
+  if (lines.length > 0) out.push('', ...lines);
+  out.push('', failed === 0 ? 'result: all thresholds passed' : `result: ${failed} threshold(s) FAILED`, '');
+  const files = { stdout: out.join('\n') };
+  const jsonPath = __ENV.HERALD_SUMMARY_JSON;
+  if (jsonPath) files[jsonPath] = JSON.stringify(data, null, 2);
+  return files;
+}
+
+/** Value of one statistic of a metric in the summary data, or undefined. */
+export function stat(data, name, key) {
+  const metric = data.metrics[name];
+  return metric ? metric.values[key] : undefined;
 }

@@ -1,0 +1,228 @@
+{{/*
+Names, labels, the rendered herald.toml, and the checks that refuse values
+which would deploy a herald that cannot work.
+*/}}
+
+{{- define "herald.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-herald, or the release name alone when it already says herald. */}}
+{{- define "herald.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.headlessName" -}}
+{{- printf "%s-headless" (include "herald.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "herald.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "herald.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "herald.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "herald.labels" -}}
+helm.sh/chart: {{ include "herald.chart" . }}
+{{ include "herald.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: herald
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The main Service and the pods are component "server"; the headless Service is
+"peers". The ServiceMonitor selects "server" only, or every pod would be
+scraped twice when the headless Service is on.
+*/}}
+{{- define "herald.serverComponent" -}}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "herald.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "herald.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.secretName" -}}
+{{- default (include "herald.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{- define "herald.image" -}}
+{{- $image := .Values.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.isRedis" -}}
+{{- if eq (.Values.config.engine.kind | default "memory") "redis" }}true{{ end }}
+{{- end }}
+
+{{- define "herald.usesPublicKey" -}}
+{{- if has (.Values.config.auth.algorithm | default "HS256") (list "RS256" "ES256") }}true{{ end }}
+{{- end }}
+
+{{/* Where the projected volume puts the public key; matches herald.example.toml. */}}
+{{- define "herald.publicKeyFile" -}}
+/etc/herald/jwt.pub.pem
+{{- end }}
+
+{{/*
+Milliseconds from a shutdown key, or herald's own default when the key was
+removed (set to null) so that the grace period is never computed from 0.
+*/}}
+{{- define "herald.shutdownMs" -}}
+{{- $shutdown := index . 0 }}
+{{- $key := index . 1 }}
+{{- $fallback := index . 2 }}
+{{- if and (hasKey $shutdown $key) (not (kindIs "invalid" (index $shutdown $key))) }}
+{{- int64 (index $shutdown $key) }}
+{{- else }}
+{{- $fallback }}
+{{- end }}
+{{- end }}
+
+{{/* preStop sleep + drain + grace, in whole seconds rounded up. */}}
+{{- define "herald.minGraceSeconds" -}}
+{{- $shutdown := .Values.config.shutdown | default dict }}
+{{- $drain := include "herald.shutdownMs" (list $shutdown "drain_ms" 10000) | int64 }}
+{{- $grace := include "herald.shutdownMs" (list $shutdown "grace_ms" 5000) | int64 }}
+{{- add (int64 .Values.preStopSleepSeconds) (div (add $drain $grace 999) 1000) }}
+{{- end }}
+
+{{/*
+The kubelet sends SIGKILL when this runs out, counting from before the preStop
+hook, so it must cover the hook, herald's drain window and its grace deadline.
+*/}}
+{{- define "herald.terminationGracePeriodSeconds" -}}
+{{- $min := include "herald.minGraceSeconds" . | int64 }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $min (max 1 (int64 .Values.terminationGraceSlackSeconds)) }}
+{{- else }}
+{{- $set := int64 .Values.terminationGracePeriodSeconds }}
+{{- if le $set $min }}
+{{- fail (printf "herald: terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + shutdown.drain_ms + shutdown.grace_ms (%d s), or herald is killed mid-drain; leave it empty to compute it" $set $min) }}
+{{- end }}
+{{- $set }}
+{{- end }}
+{{- end }}
+
+{{/* One TOML table; nulls and empty strings are left out so herald's default applies. */}}
+{{- define "herald.tomlTable" -}}
+{{- $title := index . 0 }}
+{{- $table := index . 1 | default dict }}
+[{{ $title }}]
+{{- range $key, $value := $table }}
+{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
+{{/* JSON scalars and arrays are valid TOML, and toJson prints integers without the exponent Helm's float64 would get. */}}
+{{- $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "herald.config" -}}
+{{- $c := .Values.config }}
+{{- $engine := dict "kind" ($c.engine.kind | default "memory") }}
+{{- if include "herald.isRedis" . }}
+{{- if $c.engine.cluster_urls }}
+{{- $_ := set $engine "cluster_urls" $c.engine.cluster_urls }}
+{{- else }}
+{{- $_ := set $engine "url" $c.engine.url }}
+{{- end }}
+{{- $_ := set $engine "prefix" $c.engine.prefix }}
+{{- $_ := set $engine "reader_shards" $c.engine.reader_shards }}
+{{- end }}
+{{- $auth := deepCopy ($c.auth | default dict) }}
+{{- if include "herald.usesPublicKey" . }}
+{{- $_ := set $auth "public_key_file" (include "herald.publicKeyFile" .) }}
+{{- end -}}
+# Rendered by the herald Helm chart from .Values.config: change the values, not this file.
+# server.listen comes from HERALD_SERVER__LISTEN; auth.secret, server.api_key and
+# engine.password come from the Secret as HERALD_* environment variables.
+{{ include "herald.tomlTable" (list "server" $c.server) }}
+
+{{ include "herald.tomlTable" (list "engine" $engine) }}
+
+{{ include "herald.tomlTable" (list "auth" $auth) }}
+{{- range $section := list "limits" "websocket" "heartbeat" "outbox" "channels" "shutdown" "log" }}
+
+{{ include "herald.tomlTable" (list $section (index $c $section)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse values that render fine but deploy a broken herald. Included by the
+Deployment, so every install and `helm template` runs it.
+*/}}
+{{- define "herald.validate" -}}
+{{- $c := .Values.config }}
+{{- $engine := $c.engine.kind | default "memory" }}
+{{- $multi := or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- if and (eq $engine "memory") $multi }}
+{{- fail "herald: the memory engine runs on one pod only (each pod would see only its own publications); set replicaCount: 1 and autoscaling.enabled: false, or config.engine.kind: redis" }}
+{{- end }}
+{{- if and $multi $c.server.node_id }}
+{{- fail "herald: config.server.node_id must be empty with more than one pod, so that each pod uses its own name" }}
+{{- end }}
+{{- if eq $engine "redis" }}
+{{- if and (not $c.engine.url) (not $c.engine.cluster_urls) }}
+{{- fail "herald: config.engine.kind is redis: set config.engine.url (redis://host:6379/0) or config.engine.cluster_urls" }}
+{{- end }}
+{{- if and $c.engine.url $c.engine.cluster_urls }}
+{{- fail "herald: set config.engine.url or config.engine.cluster_urls, not both" }}
+{{- end }}
+{{- range $url := concat (list ($c.engine.url | default "")) ($c.engine.cluster_urls | default list) }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" $url }}
+{{- fail "herald: a Redis URL holds a password, which would land in a ConfigMap; put it in secret.redisPassword or the existingSecret instead" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (include "herald.usesPublicKey" .) (not .Values.secret.existingSecret) (not .Values.secret.jwtPublicKey) }}
+{{- fail (printf "herald: config.auth.algorithm %s needs a public key: set secret.jwtPublicKey (PEM) or secret.existingSecret" $c.auth.algorithm) }}
+{{- end }}
+{{- if and $c.outbox.max_bytes $c.limits.max_data_size (lt (int64 $c.outbox.max_bytes) (int64 $c.limits.max_data_size)) }}
+{{- fail "herald: config.outbox.max_bytes must be at least config.limits.max_data_size" }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- $a := .Values.autoscaling }}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
+{{- fail "herald: autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if not (or $a.targetCPUUtilizationPercentage $a.targetMemoryUtilizationPercentage $a.metrics) }}
+{{- fail "herald: autoscaling needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or metrics" }}
+{{- end }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if $pdb.enabled }}
+{{- $hasMin := not (kindIs "invalid" $pdb.minAvailable) }}
+{{- $hasMax := not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if eq $hasMin $hasMax }}
+{{- fail "herald: set exactly one of podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable" }}
+{{- end }}
+{{- $replicas := ternary (int .Values.autoscaling.minReplicas) (int .Values.replicaCount) .Values.autoscaling.enabled }}
+{{- if and $hasMin (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $replicas) }}
+{{- fail "herald: podDisruptionBudget.minAvailable is not below the replica count, so no pod could ever be evicted and node drains would hang" }}
+{{- end }}
+{{- end }}
+{{- end }}
