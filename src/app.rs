@@ -10,7 +10,7 @@ use crate::{
     auth::TokenVerifier,
     config::{Config, EngineKind},
     core::{Hub, HubConfig, Registry},
-    engine::{Engine, SharedDispatcher, memory::MemoryEngine},
+    engine::{Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
     http::{self, AppState},
 };
 
@@ -48,13 +48,26 @@ impl App {
     /// # Errors
     /// [`StartError`] when the config is unusable or the address cannot be bound.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let kind = config.engine.kind;
-        Self::build_with_engine(config, move |dispatcher| -> Arc<dyn Engine> {
-            match kind {
+        let engine_config = config.engine.clone();
+        let max_data_size = config.limits.max_data_size;
+        let mut failure = None;
+        let app = Self::build_with_engine(config, |dispatcher| -> Arc<dyn Engine> {
+            match engine_config.kind {
                 EngineKind::Memory => Arc::new(MemoryEngine::new(dispatcher)),
+                EngineKind::Redis => match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher)) {
+                    Ok(engine) => Arc::new(engine),
+                    Err(err) => {
+                        failure = Some(err);
+                        Arc::new(MemoryEngine::new(dispatcher))
+                    }
+                },
             }
         })
-        .await
+        .await?;
+        match failure {
+            Some(err) => Err(StartError::Config(err)),
+            None => Ok(app),
+        }
     }
 
     /// Builds the node with an engine made by `engine` from the local
@@ -83,14 +96,16 @@ impl App {
             max_subscriptions: config.limits.max_subscriptions,
             heartbeat_interval: config.heartbeat_interval(),
             heartbeat_timeout: Duration::from_millis(config.heartbeat.timeout_ms),
+            ready_requires_engine: config.engine.ready_requires_connection,
         };
-        let hub = Hub::new(hub_config, rules, registry, engine);
+        let hub = Hub::new(hub_config, rules, registry, Arc::clone(&engine));
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let state = Arc::new(AppState {
             hub,
+            engine,
             verifier,
             config: Arc::new(config),
             metrics,
@@ -126,6 +141,7 @@ impl App {
         let Self { listener, state } = self;
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
+        let announcer = tokio::spawn(announce(Arc::clone(&state)));
         let stop_accepting = CancellationToken::new();
         let router = http::router(Arc::clone(&state));
         let server = axum::serve(listener, router)
@@ -155,9 +171,25 @@ impl App {
             );
         }
         heartbeats.abort();
+        announcer.abort();
         match server.await {
             Ok(result) => result,
             Err(err) => Err(std::io::Error::other(err)),
+        }
+    }
+}
+
+/// Records this node's stats in the engine periodically, for `/api/v1/stats`.
+async fn announce(state: Arc<AppState>) {
+    let every = Duration::from_millis(state.config.engine.announce_interval_ms.max(100));
+    // Three missed rounds and the node counts as gone.
+    let ttl = (every * 3).as_secs().max(1);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let stats = serde_json::to_string(&state.hub.stats(10)).unwrap_or_default();
+        if let Err(err) = state.engine.announce(state.hub.node_id(), stats, ttl).await {
+            tracing::debug!(error = %err, "announcing node stats failed");
         }
     }
 }

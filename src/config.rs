@@ -82,14 +82,73 @@ pub enum EngineKind {
     /// One node, no other service.
     #[default]
     Memory,
+    /// Many nodes sharing a Redis server or Redis Cluster.
+    Redis,
 }
 
 /// `[engine]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// `memory` (default).
+    /// `memory` (default) or `redis`.
     pub kind: EngineKind,
+    /// Redis URL (`redis://` or `rediss://` for TLS; password and db from the URL).
+    pub url: String,
+    /// Redis Cluster seed URLs; when set, herald uses the cluster and sharded pub/sub.
+    pub cluster_urls: Vec<String>,
+    /// Password, overriding the URL's (give it through `HERALD_ENGINE__PASSWORD`).
+    pub password: Option<String>,
+    /// Prefix of herald's Redis channels and keys: channel `c` is `<prefix>c`.
+    pub prefix: String,
+    /// Pub/sub connections (each with its own reader task) channels are spread over.
+    pub reader_shards: usize,
+    /// How long a channel stays subscribed after its last local subscriber left, ms.
+    pub unsubscribe_linger_ms: u64,
+    /// Event name given to raw (non-envelope) payloads published to Redis.
+    pub default_event: String,
+    /// Whether `/ready` reports 503 while the engine is disconnected.
+    pub ready_requires_connection: bool,
+    /// First reconnect delay, ms (doubles up to `reconnect_max_ms`, with full jitter).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, ms.
+    pub reconnect_max_ms: u64,
+    /// Longest a publish may wait for Redis before failing, ms.
+    pub command_timeout_ms: u64,
+    /// How often this node records its stats in Redis for `/api/v1/stats`, ms.
+    pub announce_interval_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            kind: EngineKind::Memory,
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_urls: Vec::new(),
+            password: None,
+            prefix: "herald:".into(),
+            reader_shards: 4,
+            unsubscribe_linger_ms: 2000,
+            default_event: "message".into(),
+            ready_requires_connection: true,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            command_timeout_ms: 2000,
+            announce_interval_ms: 5000,
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("cluster_urls", &self.cluster_urls)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("reader_shards", &self.reader_shards)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[limits]`
@@ -294,6 +353,12 @@ impl Config {
             return fail(
                 "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size",
             );
+        }
+        if self.engine.reader_shards == 0 || self.engine.reader_shards > 64 {
+            return fail("engine.reader_shards must be between 1 and 64");
+        }
+        if self.engine.prefix.is_empty() {
+            return fail("engine.prefix must not be empty");
         }
         if self.auth.timeout_ms == 0 {
             return fail("auth.timeout_ms must be at least 1");

@@ -30,10 +30,19 @@ pub const FANOUT_DURATION: &str = "herald_fanout_duration_seconds";
 /// Whether the engine can carry publications: 1 or 0 (gauge).
 pub const ENGINE_CONNECTED: &str = "herald_engine_connected";
 
+/// Reconnections of the engine's pub/sub connections (counter).
+pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
+/// Time to reconnect and resubscribe after losing the engine (histogram, seconds).
+pub const ENGINE_RESUBSCRIBE_DURATION: &str = "herald_engine_resubscribe_duration_seconds";
+/// Publish time to local receipt, for publications that carry `ts` (histogram, seconds).
+pub const ENGINE_PUBSUB_LAG: &str = "herald_engine_pubsub_lag_seconds";
+
 /// `reason` label of [`MESSAGES_DROPPED`]: the recipient's queue overflowed.
 pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
 /// `reason` label of [`MESSAGES_DROPPED`]: replaced by a newer latest-value message.
 pub const DROP_CONFLATED: &str = "conflated";
+/// `reason` label of [`MESSAGES_DROPPED`]: a publication from Redis exceeded `limits.max_data_size`.
+pub const DROP_TOO_LARGE: &str = "too_large";
 /// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the client's format.
 pub const DROP_ENCODE_ERROR: &str = "encode_error";
 
@@ -55,6 +64,16 @@ pub fn install() -> Result<PrometheusHandle, String> {
                     &[
                         0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
                     ],
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(ENGINE_RESUBSCRIBE_DURATION.to_owned()),
+                    &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(ENGINE_PUBSUB_LAG.to_owned()),
+                    &[0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
                 )
                 .map_err(|e| e.to_string())?
                 .install_recorder()

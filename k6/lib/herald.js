@@ -366,6 +366,7 @@ let nextSubscriberId = 0;
  *                   expects every stream from seq 1 (default: never)
  *   stopOnEnd       close after the first `end` marker (default true)
  *   tokenTtl        seconds (default 3600)
+ *   onSubscribed(sub) called each time a connection has all its subscriptions
  *   onDone(sub)     called once, when the subscriber has finished
  */
 export class Subscriber {
@@ -381,6 +382,7 @@ export class Subscriber {
     this.stopOnEnd = opts.stopOnEnd !== false;
     this.tokenTtl = opts.tokenTtl || 3600;
     this.onDone = opts.onDone || (() => {});
+    this.onSubscribedHook = opts.onSubscribed || (() => {});
 
     this.attempts = 0; // connection attempts so far
     this.failures = 0; // consecutive attempts that ended badly
@@ -563,6 +565,7 @@ export class Subscriber {
     this.setTimer('stable', () => {
       this.failures = 0;
     }, 5000);
+    this.onSubscribedHook(this);
   }
 
   onPush(conn, ws, msg) {

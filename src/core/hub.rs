@@ -12,10 +12,7 @@ use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
-use super::{
-    ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions,
-    registry::close_members,
-};
+use super::{ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions};
 use crate::{
     engine::{Engine, EngineError},
     metrics as names,
@@ -35,6 +32,8 @@ pub struct HubConfig {
     pub heartbeat_interval: Duration,
     /// How long past the interval a silent connection is kept.
     pub heartbeat_timeout: Duration,
+    /// Whether readiness requires a connected engine.
+    pub ready_requires_engine: bool,
 }
 
 /// Why a request was refused; mapped to a protocol error code in [`HubError::code`].
@@ -179,7 +178,7 @@ impl Hub {
 
     /// Whether the node is ready for new connections: not draining and the engine is up.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.engine.is_connected()
+        !self.is_draining() && (!self.config.ready_requires_engine || self.engine.is_connected())
     }
 
     /// Whether the node is draining for shutdown.
@@ -376,13 +375,16 @@ impl Hub {
         Ok(())
     }
 
-    /// Closes every local connection of `user`; returns how many.
-    pub fn disconnect_user(&self, user: &UserId, reason: DisconnectReason) -> usize {
-        close_members(
-            &self.registry,
-            ChannelName::personal(user).as_str(),
-            &reason,
-        )
+    /// Closes every connection of `user` on every node (code 4504).
+    /// Returns how many were open on this node.
+    ///
+    /// # Errors
+    /// If the engine cannot reach the other nodes.
+    pub async fn disconnect_user(&self, user: &UserId) -> Result<usize, EngineError> {
+        let channel = ChannelName::personal(user);
+        let local = self.registry.subscriber_count(channel.as_str());
+        self.engine.disconnect(channel).await?;
+        Ok(local)
     }
 
     /// Stops accepting connections and closes every open one with

@@ -19,7 +19,7 @@ use super::{ChannelRules, ConnId, DisconnectReason, OutboxLimits, Pushed, Sessio
 use crate::{
     engine::Dispatcher,
     metrics as names,
-    protocol::{ChannelName, Publication, SharedMessage},
+    protocol::{ChannelName, Publication, ServerMessage, SharedMessage},
 };
 
 /// Outcome of adding a member.
@@ -178,6 +178,11 @@ impl Registry {
         all
     }
 
+    /// The channel, cloned out so the shard lock is released before any loop.
+    fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels.get(name).map(|c| Arc::clone(c.value()))
+    }
+
     fn fan_out(&self, channel: &Channel, message: &Arc<SharedMessage>) -> usize {
         let mut queued = 0;
         let mut conflated = 0;
@@ -211,12 +216,7 @@ impl Registry {
 impl Dispatcher for Registry {
     fn dispatch(&self, publication: Publication) -> usize {
         let started = Instant::now();
-        // Clone the channel out so the shard lock is released before the loop.
-        let Some(channel) = self
-            .channels
-            .get(publication.channel.as_str())
-            .map(|c| Arc::clone(c.value()))
-        else {
+        let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
         let message = Arc::new(SharedMessage::push(publication));
@@ -224,27 +224,31 @@ impl Dispatcher for Registry {
         self.metrics.duration.record(started.elapsed());
         reached
     }
+
+    fn disconnect(&self, channel: &str) -> usize {
+        let Some(channel) = self.channel(channel) else {
+            return 0;
+        };
+        let members = channel.snapshot();
+        for session in members.iter() {
+            session.close(DisconnectReason::Kicked);
+        }
+        members.len()
+    }
+
+    fn notify_gap(&self, name: &ChannelName) {
+        if let Some(channel) = self.channel(name.as_str()) {
+            let notice = Arc::new(SharedMessage::new(ServerMessage::Gap {
+                channel: name.clone(),
+            }));
+            // Never conflated: a gap notice must not be replaced by a push.
+            for session in channel.snapshot().iter() {
+                session.outbox().push(&notice, false, self.limits);
+            }
+        }
+    }
 }
 
-/// Closes every member of `channel` with `reason`; returns how many.
-pub(crate) fn close_members(
-    registry: &Registry,
-    channel: &str,
-    reason: &DisconnectReason,
-) -> usize {
-    let Some(channel) = registry
-        .channels
-        .get(channel)
-        .map(|c| Arc::clone(c.value()))
-    else {
-        return 0;
-    };
-    let members = channel.snapshot();
-    for session in members.iter() {
-        session.close(reason.clone());
-    }
-    members.len()
-}
 
 #[cfg(test)]
 mod tests {

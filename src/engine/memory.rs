@@ -1,5 +1,7 @@
 //! The in-memory engine: a single node, no other service.
 
+use std::sync::{Mutex, PoisonError};
+
 use futures_util::future::{BoxFuture, FutureExt, ready};
 
 use super::{Engine, EngineError, SharedDispatcher};
@@ -8,12 +10,17 @@ use crate::protocol::{ChannelName, Publication};
 /// Delivers every publication straight to the local fan-out.
 pub struct MemoryEngine {
     dispatcher: SharedDispatcher,
+    /// The last stats this node announced: the whole "cluster".
+    stats: Mutex<Option<String>>,
 }
 
 impl MemoryEngine {
     /// An engine that delivers into `dispatcher`.
     pub fn new(dispatcher: SharedDispatcher) -> Self {
-        Self { dispatcher }
+        Self {
+            dispatcher,
+            stats: Mutex::new(None),
+        }
     }
 }
 
@@ -39,7 +46,22 @@ impl Engine for MemoryEngine {
 
     fn unsubscribe(&self, _channel: ChannelName) {}
 
+    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.dispatcher.disconnect(channel.as_str());
+        ready(Ok(())).boxed()
+    }
+
     fn is_connected(&self) -> bool {
         true
+    }
+
+    fn announce(&self, _node_id: &str, stats: String, _ttl_secs: u64) -> BoxFuture<'static, Result<(), EngineError>> {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+        ready(Ok(())).boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        ready(Ok(stats.into_iter().collect())).boxed()
     }
 }

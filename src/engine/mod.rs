@@ -9,7 +9,9 @@
 //! The in-memory engine ([`memory`]) serves one node with no other service.
 //! This module knows only [`crate::protocol`]: no hub internals, no transport.
 
+pub mod envelope;
 pub mod memory;
+pub mod redis;
 
 use std::{fmt, sync::Arc};
 
@@ -28,11 +30,18 @@ pub enum EngineError {
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Local delivery: where an engine hands the publications it receives.
+/// Local delivery: where an engine hands what it receives.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Fans `publication` out to this node's subscribers of its channel.
     /// Returns how many connections it was queued for.
     fn dispatch(&self, publication: Publication) -> usize;
+
+    /// Closes this node's subscribers of `channel` (code 4504). Returns how many.
+    fn disconnect(&self, channel: &str) -> usize;
+
+    /// Tells this node's subscribers of `channel` that publications may have
+    /// been missed (the engine lost and regained its backend).
+    fn notify_gap(&self, channel: &ChannelName);
 }
 
 /// A shared handle to the local fan-out.
@@ -57,6 +66,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// This node lost its last local subscriber of `channel`.
     fn unsubscribe(&self, channel: ChannelName);
 
+    /// Closes the subscribers of `channel` on every node.
+    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>>;
+
     /// Whether the engine can currently carry publications.
     fn is_connected(&self) -> bool;
+
+    /// Records this node's stats (a JSON object) for cluster-wide views,
+    /// valid for `ttl_secs`.
+    fn announce(&self, node_id: &str, stats: String, ttl_secs: u64) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// The stats of every live node (JSON objects), this one included.
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>>;
 }

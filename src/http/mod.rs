@@ -20,13 +20,15 @@ use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 
-use crate::{auth::TokenVerifier, config::Config, core::Hub};
+use crate::{auth::TokenVerifier, config::Config, core::Hub, engine::Engine};
 
 /// What every handler and connection task shares.
 #[derive(Debug)]
 pub struct AppState {
     /// The hub core.
     pub hub: Arc<Hub>,
+    /// The engine the hub publishes through (for cluster-wide views).
+    pub engine: Arc<dyn Engine>,
     /// Verifies access tokens.
     pub verifier: TokenVerifier,
     /// The loaded configuration.

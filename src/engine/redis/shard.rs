@@ -1,0 +1,334 @@
+//! One reader shard: a pub/sub connection, the channels it serves, and the
+//! task that reads it and hands messages to the local fan-out.
+//!
+//! Subscription changes arrive as commands; every command already queued is
+//! applied as one SUBSCRIBE and one UNSUBSCRIBE, so churn costs few round
+//! trips. A channel that loses its last local subscriber lingers before it
+//! is unsubscribed, so a client that leaves and rejoins does not flap it.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use metrics::{Counter, Histogram};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Instant, sleep, sleep_until},
+};
+
+use super::{
+    Status,
+    backend::{Backend, Connection, Event},
+};
+use crate::{
+    engine::{
+        EngineError, SharedDispatcher,
+        envelope::{self, Decoded},
+    },
+    metrics as names,
+    protocol::{ChannelName, EventName, unix_ms},
+};
+
+/// A request to a shard.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Serve this channel; answer once publications to it will arrive.
+    Subscribe(ChannelName, oneshot::Sender<Result<(), EngineError>>),
+    /// This node no longer needs the channel.
+    Unsubscribe(ChannelName),
+}
+
+/// Settings every shard shares.
+#[derive(Debug, Clone)]
+pub(super) struct ShardConfig {
+    pub(super) prefix: String,
+    pub(super) linger: Duration,
+    pub(super) default_event: EventName,
+    pub(super) max_data_size: usize,
+    pub(super) backoff_min: Duration,
+    pub(super) backoff_max: Duration,
+}
+
+struct Metrics {
+    reconnects: Counter,
+    resubscribe: Histogram,
+    lag: Histogram,
+    oversized: Counter,
+}
+
+pub(super) struct Shard<B: Backend> {
+    backend: B,
+    config: ShardConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    dispatcher: SharedDispatcher,
+    status: Arc<Status>,
+    /// Channels subscribed in Redis because this node has local subscribers.
+    active: HashSet<ChannelName>,
+    /// Channels still subscribed in Redis, waiting out their linger.
+    lingering: HashMap<ChannelName, Instant>,
+    /// `lingering` in deadline order (entries may be stale; the map decides).
+    expiry: VecDeque<(Instant, ChannelName)>,
+    metrics: Metrics,
+}
+
+/// The connection was lost; reconnect.
+struct Lost;
+
+impl<B: Backend> Shard<B> {
+    pub(super) fn new(
+        backend: B,
+        config: ShardConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        dispatcher: SharedDispatcher,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            backend,
+            config,
+            commands,
+            dispatcher,
+            status,
+            active: HashSet::new(),
+            lingering: HashMap::new(),
+            expiry: VecDeque::new(),
+            metrics: Metrics {
+                reconnects: metrics::counter!(names::ENGINE_RECONNECTS),
+                resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
+                lag: metrics::histogram!(names::ENGINE_PUBSUB_LAG),
+                oversized: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_TOO_LARGE),
+            },
+        }
+    }
+
+    /// Runs until the engine is dropped (its command channel closes).
+    pub(super) async fn run(mut self) {
+        let mut delay = self.config.backoff_min;
+        let mut ever_connected = false;
+        loop {
+            let started = Instant::now();
+            let conn = match self.connect().await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?delay, "redis pub/sub connection failed");
+                    if self.wait_disconnected(jitter(delay)).await.is_err() {
+                        return;
+                    }
+                    delay = (delay * 2).min(self.config.backoff_max);
+                    continue;
+                }
+            };
+            delay = self.config.backoff_min;
+            self.status.shard_up();
+            if ever_connected {
+                self.metrics.reconnects.increment(1);
+                self.metrics.resubscribe.record(started.elapsed());
+                tracing::info!(channels = self.active.len(), "redis pub/sub reconnected");
+                // Anything published while we were away is gone: say so.
+                for channel in &self.active {
+                    self.dispatcher.notify_gap(channel);
+                }
+            }
+            ever_connected = true;
+            let closed = self.serve(conn).await;
+            self.status.shard_down();
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Connects and resubscribes every channel that still has local subscribers.
+    async fn connect(&mut self) -> redis::RedisResult<B::Conn> {
+        let mut conn = self.backend.connect().await?;
+        // Lingering channels have no local subscribers: let them go.
+        self.lingering.clear();
+        self.expiry.clear();
+        let channels: Vec<String> = self.active.iter().map(|c| self.key(c)).collect();
+        for chunk in channels.chunks(1000) {
+            conn.subscribe(chunk.to_vec()).await?;
+        }
+        Ok(conn)
+    }
+
+    /// Serves a live connection. Returns `true` when the engine is gone.
+    async fn serve(&mut self, mut conn: B::Conn) -> bool {
+        loop {
+            let linger_deadline = self.expiry.front().map(|(deadline, _)| *deadline);
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return true };
+                    if self.apply(&mut conn, command).await.is_err() {
+                        return false;
+                    }
+                }
+                event = conn.next() => match event {
+                    Some(Event::Message { channel, payload }) => self.deliver(&channel, &payload),
+                    Some(Event::Dropped(channel)) => {
+                        if self.resubscribe_dropped(&mut conn, &channel).await.is_err() {
+                            return false;
+                        }
+                    }
+                    None => {
+                        tracing::warn!("redis pub/sub connection lost");
+                        return false;
+                    }
+                },
+                () = sleep_until(linger_deadline.unwrap_or_else(Instant::now)), if linger_deadline.is_some() => {
+                    if self.expire(&mut conn).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// While disconnected: refuse subscriptions, honour unsubscriptions, wait `delay`.
+    async fn wait_disconnected(&mut self, delay: Duration) -> Result<(), ()> {
+        let wake = sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => return Ok(()),
+                command = self.commands.recv() => match command {
+                    None => return Err(()),
+                    Some(Command::Subscribe(_, reply)) => {
+                        let _ = reply.send(Err(EngineError::Unavailable("redis is unreachable".into())));
+                    }
+                    Some(Command::Unsubscribe(channel)) => {
+                        self.active.remove(&channel);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Applies `first` and every command already queued behind it, batched.
+    async fn apply(&mut self, conn: &mut B::Conn, first: Command) -> Result<(), Lost> {
+        let mut to_subscribe = Vec::new();
+        let mut waiting = Vec::new();
+        let mut command = Some(first);
+        while let Some(next) = command {
+            match next {
+                Command::Subscribe(channel, reply) => {
+                    if self.lingering.remove(&channel).is_some() || self.active.contains(&channel) {
+                        self.active.insert(channel);
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        to_subscribe.push(channel);
+                        waiting.push(reply);
+                    }
+                }
+                Command::Unsubscribe(channel) => {
+                    to_subscribe.retain(|c| c != &channel);
+                    if self.active.remove(&channel) {
+                        let deadline = Instant::now() + self.config.linger;
+                        self.lingering.insert(channel.clone(), deadline);
+                        self.expiry.push_back((deadline, channel));
+                    }
+                }
+            }
+            command = self.commands.try_recv().ok();
+        }
+        if to_subscribe.is_empty() {
+            for reply in waiting {
+                let _ = reply.send(Ok(()));
+            }
+            return Ok(());
+        }
+        let keys = to_subscribe.iter().map(|c| self.key(c)).collect();
+        match conn.subscribe(keys).await {
+            Ok(()) => {
+                self.active.extend(to_subscribe);
+                for reply in waiting {
+                    let _ = reply.send(Ok(()));
+                }
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "redis subscribe failed");
+                for reply in waiting {
+                    let _ = reply.send(Err(EngineError::Unavailable(err.to_string())));
+                }
+                Err(Lost)
+            }
+        }
+    }
+
+    /// Unsubscribes every channel whose linger is over, in one command.
+    async fn expire(&mut self, conn: &mut B::Conn) -> Result<(), Lost> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        while let Some((deadline, _)) = self.expiry.front()
+            && *deadline <= now
+        {
+            let Some((deadline, channel)) = self.expiry.pop_front() else { break };
+            // Rejoined (removed from the map) or re-lingered (newer deadline): skip.
+            if self.lingering.get(&channel) == Some(&deadline) {
+                self.lingering.remove(&channel);
+                expired.push(self.key(&channel));
+            }
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        conn.unsubscribe(expired).await.map_err(|err| {
+            tracing::warn!(error = %err, "redis unsubscribe failed");
+            Lost
+        })
+    }
+
+    /// The server dropped a subscription we still need (its cluster slot
+    /// moved): subscribe again, which reaches the new owner, and warn the
+    /// subscribers that messages may have been missed meanwhile.
+    async fn resubscribe_dropped(&mut self, conn: &mut B::Conn, key: &str) -> Result<(), Lost> {
+        let Some(channel) = self.channel_of(key) else {
+            return Ok(());
+        };
+        if !self.active.contains(&channel) {
+            return Ok(());
+        }
+        tracing::info!(%channel, "subscription dropped by the server; resubscribing");
+        conn.subscribe(vec![key.to_owned()]).await.map_err(|_| Lost)?;
+        self.dispatcher.notify_gap(&channel);
+        Ok(())
+    }
+
+    fn deliver(&self, key: &str, payload: &[u8]) {
+        let Some(channel) = self.channel_of(key) else {
+            return;
+        };
+        if payload.len() > self.config.max_data_size {
+            self.metrics.oversized.increment(1);
+            tracing::warn!(%channel, bytes = payload.len(), "dropping an oversized publication from redis");
+            return;
+        }
+        match envelope::decode(channel, payload, &self.config.default_event) {
+            Decoded::Publish(publication) => {
+                if let Some(ts) = publication.ts {
+                    let lag_ms = unix_ms().saturating_sub(ts);
+                    self.metrics.lag.record(Duration::from_millis(lag_ms));
+                }
+                self.dispatcher.dispatch(publication);
+            }
+            Decoded::Disconnect => {
+                self.dispatcher.disconnect(key.get(self.config.prefix.len()..).unwrap_or_default());
+            }
+        }
+    }
+
+    fn key(&self, channel: &ChannelName) -> String {
+        format!("{}{channel}", self.config.prefix)
+    }
+
+    fn channel_of(&self, key: &str) -> Option<ChannelName> {
+        let name = key.strip_prefix(&self.config.prefix)?;
+        ChannelName::parse(name, usize::MAX).ok()
+    }
+}
+
+/// Full jitter: a random delay up to `delay`, so nodes do not reconnect in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::random::<f64>()).max(Duration::from_millis(10))
+}
