@@ -54,13 +54,16 @@ impl App {
         let app = Self::build_with_engine(config, |dispatcher| -> Arc<dyn Engine> {
             match engine_config.kind {
                 EngineKind::Memory => Arc::new(MemoryEngine::new(dispatcher)),
-                EngineKind::Redis => match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher)) {
-                    Ok(engine) => Arc::new(engine),
-                    Err(err) => {
-                        failure = Some(err);
-                        Arc::new(MemoryEngine::new(dispatcher))
+                EngineKind::Redis => {
+                    match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher))
+                    {
+                        Ok(engine) => Arc::new(engine),
+                        Err(err) => {
+                            failure = Some(err);
+                            Arc::new(MemoryEngine::new(dispatcher))
+                        }
                     }
-                },
+                }
             }
         })
         .await?;

@@ -56,6 +56,7 @@ pub struct ServerConfig {
     /// Node id; defaults to `$HOSTNAME` (the pod name on Kubernetes) or a random id.
     pub node_id: Option<String>,
     /// Key that guards `/api/v1/`.
+    #[serde(deserialize_with = "text")]
     pub api_key: String,
     /// Largest HTTP API request body, in bytes.
     pub max_body_bytes: usize,
@@ -97,6 +98,7 @@ pub struct EngineConfig {
     /// Redis Cluster seed URLs; when set, herald uses the cluster and sharded pub/sub.
     pub cluster_urls: Vec<String>,
     /// Password, overriding the URL's (give it through `HERALD_ENGINE__PASSWORD`).
+    #[serde(deserialize_with = "optional_text")]
     pub password: Option<String>,
     /// Prefix of herald's Redis channels and keys: channel `c` is `<prefix>c`.
     pub prefix: String,
@@ -271,6 +273,31 @@ impl Default for LogConfig {
     }
 }
 
+/// A string setting that also accepts what the environment parser turns
+/// into a number or boolean: a secret such as `123456` must stay text.
+pub(crate) fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i128),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(s) => s,
+        Scalar::Int(n) => n.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
+}
+
+fn optional_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    text(deserializer).map(Some)
+}
+
 /// Command-line overrides, applied last.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -303,7 +330,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("HERALD_").split("__").ignore(&["config"]));
+        // Only HERALD_<SECTION>__<KEY> variables are settings. Others share the
+        // prefix by accident, like the HERALD_SERVICE_HOST that Kubernetes
+        // injects for a Service named `herald`, and must not break startup.
+        figment = figment.merge(
+            Env::prefixed("HERALD_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         if let Some(listen) = overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen));
         }

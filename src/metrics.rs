@@ -73,7 +73,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 .map_err(|e| e.to_string())?
                 .set_buckets_for_metric(
                     Matcher::Full(ENGINE_PUBSUB_LAG.to_owned()),
-                    &[0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
+                    &[
+                        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                    ],
                 )
                 .map_err(|e| e.to_string())?
                 .install_recorder()

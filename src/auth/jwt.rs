@@ -44,6 +44,7 @@ pub struct AuthConfig {
     /// Signing algorithm of access tokens.
     pub algorithm: KeyAlgorithm,
     /// Shared secret for HS256.
+    #[serde(deserialize_with = "crate::config::text")]
     pub secret: String,
     /// PEM public key for RS256/ES256, inline.
     pub public_key: Option<String>,

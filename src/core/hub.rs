@@ -12,7 +12,9 @@ use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
-use super::{ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions};
+use super::{
+    ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions,
+};
 use crate::{
     engine::{Engine, EngineError},
     metrics as names,

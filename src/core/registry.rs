@@ -249,7 +249,6 @@ impl Dispatcher for Registry {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

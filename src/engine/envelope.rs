@@ -108,7 +108,10 @@ mod tests {
             data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
             ts: Some(7),
         };
-        assert_eq!(publication(decode(ch(), &encode(&original), &message())), original);
+        assert_eq!(
+            publication(decode(ch(), &encode(&original), &message())),
+            original
+        );
     }
 
     #[test]

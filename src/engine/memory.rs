@@ -55,13 +55,22 @@ impl Engine for MemoryEngine {
         true
     }
 
-    fn announce(&self, _node_id: &str, stats: String, _ttl_secs: u64) -> BoxFuture<'static, Result<(), EngineError>> {
+    fn announce(
+        &self,
+        _node_id: &str,
+        stats: String,
+        _ttl_secs: u64,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
         ready(Ok(())).boxed()
     }
 
     fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
-        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         ready(Ok(stats.into_iter().collect())).boxed()
     }
 }

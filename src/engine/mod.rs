@@ -74,7 +74,12 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// Records this node's stats (a JSON object) for cluster-wide views,
     /// valid for `ttl_secs`.
-    fn announce(&self, node_id: &str, stats: String, ttl_secs: u64) -> BoxFuture<'static, Result<(), EngineError>>;
+    fn announce(
+        &self,
+        node_id: &str,
+        stats: String,
+        ttl_secs: u64,
+    ) -> BoxFuture<'static, Result<(), EngineError>>;
 
     /// The stats of every live node (JSON objects), this one included.
     fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>>;

@@ -48,7 +48,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
 pub(super) async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let node = state.hub.stats(10);
     let mut nodes: Vec<Value> = match state.engine.nodes().await {
-        Ok(nodes) => nodes.iter().filter_map(|n| serde_json::from_str(n).ok()).collect(),
+        Ok(nodes) => nodes
+            .iter()
+            .filter_map(|n| serde_json::from_str(n).ok())
+            .collect(),
         Err(err) => {
             tracing::warn!(error = %err, "reading cluster stats failed");
             Vec::new()

@@ -74,6 +74,34 @@ impl TestHub {
         }
     }
 
+    /// Waits until `/ready` answers 200 (the engine is connected).
+    pub async fn wait_ready(&self) {
+        let url = self.url("/ready");
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        loop {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hub not ready in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GET `path` with the API key; returns status and JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(DEV_API_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn token(&self, user: &str) -> String {
         TokenIssuer::new(&self.state.config.auth)
             .unwrap()

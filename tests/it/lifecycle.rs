@@ -104,8 +104,25 @@ impl Engine for FlakyEngine {
     fn unsubscribe(&self, channel: ChannelName) {
         self.inner.unsubscribe(channel);
     }
+    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.disconnect(channel),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::SeqCst)
+    }
+    fn announce(
+        &self,
+        node: &str,
+        stats: String,
+        ttl: u64,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.inner.announce(node, stats, ttl)
+    }
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
+        self.inner.nodes()
     }
 }
 

@@ -3,11 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod helpers;
+mod redis_server;
 
 mod api;
 mod architecture;
 mod auth;
 mod backpressure;
+mod cli;
+mod engine_conformance;
 mod lifecycle;
 mod protocol;
 mod pubsub;
+mod redis_nodes;

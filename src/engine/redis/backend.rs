@@ -34,7 +34,10 @@ pub(super) trait Connection: Send + 'static {
     /// Subscribes to every channel in one command.
     fn subscribe(&mut self, channels: Vec<String>) -> impl Future<Output = RedisResult<()>> + Send;
     /// Unsubscribes from every channel in one command.
-    fn unsubscribe(&mut self, channels: Vec<String>) -> impl Future<Output = RedisResult<()>> + Send;
+    fn unsubscribe(
+        &mut self,
+        channels: Vec<String>,
+    ) -> impl Future<Output = RedisResult<()>> + Send;
     /// The next event; `None` when the connection is lost.
     ///
     /// Must be cancel safe: the shard selects on it.

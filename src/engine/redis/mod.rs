@@ -106,7 +106,11 @@ impl RedisEngine {
     ///
     /// # Errors
     /// A message naming the config key when a URL is invalid.
-    pub fn start(config: &EngineConfig, max_data_size: usize, dispatcher: SharedDispatcher) -> Result<Self, String> {
+    pub fn start(
+        config: &EngineConfig,
+        max_data_size: usize,
+        dispatcher: SharedDispatcher,
+    ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
         let status = Arc::new(Status {
             up: AtomicUsize::new(0),
@@ -120,19 +124,31 @@ impl RedisEngine {
                 .map_err(|e| format!("engine.default_event: {e}"))?,
             max_data_size,
             backoff_min: Duration::from_millis(config.reconnect_min_ms.max(1)),
-            backoff_max: Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms)),
+            backoff_max: Duration::from_millis(
+                config.reconnect_max_ms.max(config.reconnect_min_ms),
+            ),
         };
         let mut shards = Vec::with_capacity(shard_count);
         let writer = if config.cluster_urls.is_empty() {
             let client = single_client(config)?;
             for _ in 0..shard_count {
-                let backend = Single { client: client.clone() };
+                let backend = Single {
+                    client: client.clone(),
+                };
                 shards.push(spawn_shard(backend, &shard_config, &dispatcher, &status));
             }
-            Writer::Single { client, conn: OnceCell::new() }
+            Writer::Single {
+                client,
+                conn: OnceCell::new(),
+            }
         } else {
             for _ in 0..shard_count {
-                shards.push(spawn_shard(cluster_backend(config), &shard_config, &dispatcher, &status));
+                shards.push(spawn_shard(
+                    cluster_backend(config),
+                    &shard_config,
+                    &dispatcher,
+                    &status,
+                ));
             }
             Writer::Cluster {
                 backend: cluster_backend(config),
@@ -154,7 +170,9 @@ impl RedisEngine {
         let hash = channel
             .as_str()
             .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 
@@ -170,7 +188,10 @@ impl RedisEngine {
         F: for<'a> FnOnce(&'a Writer) -> BoxFuture<'a, redis::RedisResult<T>> + Send + 'static,
     {
         if !self.status.connected() {
-            return futures_util::future::ready(Err(EngineError::Unavailable("redis is unreachable".into()))).boxed();
+            return futures_util::future::ready(Err(EngineError::Unavailable(
+                "redis is unreachable".into(),
+            )))
+            .boxed();
         }
         let writer = Arc::clone(&self.writer);
         let timeout = self.timeout;
@@ -178,7 +199,9 @@ impl RedisEngine {
             match tokio::time::timeout(timeout, op(&writer)).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(err)) => Err(EngineError::Unavailable(err.to_string())),
-                Err(_) => Err(EngineError::Unavailable("redis did not answer in time".into())),
+                Err(_) => Err(EngineError::Unavailable(
+                    "redis did not answer in time".into(),
+                )),
             }
         }
         .boxed()
@@ -190,22 +213,37 @@ impl Writer {
     async fn publish(&self, messages: Vec<(String, Vec<u8>)>) -> redis::RedisResult<()> {
         match self {
             Self::Single { client, conn } => {
-                let conn = conn.get_or_try_init(|| ConnectionManager::new(client.clone())).await?;
+                let conn = conn
+                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
+                    .await?;
                 let mut pipe = redis::pipe();
                 for (key, payload) in messages {
                     pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
                 }
-                pipe.query_async::<()>(&mut conn.clone()).await
+                match pipe.query_async::<()>(&mut conn.clone()).await {
+                    // The first command after an outage finds the old socket
+                    // dead; the manager reconnects, so try once more. (A
+                    // reply lost after Redis ran the pipeline would deliver
+                    // twice: at-least-once, never silently lost.)
+                    Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                        pipe.query_async::<()>(&mut conn.clone()).await
+                    }
+                    result => result,
+                }
             }
             Self::Cluster { backend, conn } => {
-                let conn = conn.get_or_try_init(|| async { backend.client(false)?.get_async_connection().await }).await?;
-                // Each SPUBLISH goes to its slot's owner; the multiplexed
-                // connection pipelines them per node.
-                let sends = messages.into_iter().map(|(key, payload)| {
-                    let mut conn = conn.clone();
-                    async move { redis::cmd("SPUBLISH").arg(key).arg(payload).query_async::<()>(&mut conn).await }
-                });
-                futures_util::future::try_join_all(sends).await.map(drop)
+                let conn = conn
+                    .get_or_try_init(|| async {
+                        backend.client(false)?.get_async_connection().await
+                    })
+                    .await?;
+                // One pipeline: redis-rs splits it per slot owner and keeps
+                // each node's commands in order, so per-channel order holds.
+                let mut pipe = redis::pipe();
+                for (key, payload) in messages {
+                    pipe.cmd("SPUBLISH").arg(key).arg(payload).ignore();
+                }
+                pipe.query_async::<()>(&mut conn.clone()).await
             }
         }
     }
@@ -213,11 +251,17 @@ impl Writer {
     async fn hset(&self, key: String, field: String, value: String) -> redis::RedisResult<()> {
         match self {
             Self::Single { client, conn } => {
-                let conn = conn.get_or_try_init(|| ConnectionManager::new(client.clone())).await?;
+                let conn = conn
+                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
+                    .await?;
                 conn.clone().hset(key, field, value).await
             }
             Self::Cluster { backend, conn } => {
-                let conn = conn.get_or_try_init(|| async { backend.client(false)?.get_async_connection().await }).await?;
+                let conn = conn
+                    .get_or_try_init(|| async {
+                        backend.client(false)?.get_async_connection().await
+                    })
+                    .await?;
                 conn.clone().hset(key, field, value).await
             }
         }
@@ -226,11 +270,17 @@ impl Writer {
     async fn hgetall(&self, key: String) -> redis::RedisResult<Vec<(String, String)>> {
         match self {
             Self::Single { client, conn } => {
-                let conn = conn.get_or_try_init(|| ConnectionManager::new(client.clone())).await?;
+                let conn = conn
+                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
+                    .await?;
                 conn.clone().hgetall(key).await
             }
             Self::Cluster { backend, conn } => {
-                let conn = conn.get_or_try_init(|| async { backend.client(false)?.get_async_connection().await }).await?;
+                let conn = conn
+                    .get_or_try_init(|| async {
+                        backend.client(false)?.get_async_connection().await
+                    })
+                    .await?;
                 conn.clone().hgetall(key).await
             }
         }
@@ -244,7 +294,13 @@ fn spawn_shard<B: Backend>(
     status: &Arc<Status>,
 ) -> mpsc::UnboundedSender<Command> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let shard = Shard::new(backend, config.clone(), rx, Arc::clone(dispatcher), Arc::clone(status));
+    let shard = Shard::new(
+        backend,
+        config.clone(),
+        rx,
+        Arc::clone(dispatcher),
+        Arc::clone(status),
+    );
     tokio::spawn(shard.run());
     tx
 }
@@ -271,13 +327,18 @@ fn cluster_backend(config: &EngineConfig) -> Cluster {
 
 impl Engine for RedisEngine {
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>> {
-        let messages: Vec<_> = batch.iter().map(|p| (self.key(&p.channel), envelope::encode(p))).collect();
+        let messages: Vec<_> = batch
+            .iter()
+            .map(|p| (self.key(&p.channel), envelope::encode(p)))
+            .collect();
         self.write(move |writer| writer.publish(messages).boxed())
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.shard(&channel).send(Command::Subscribe(channel, reply));
+        let sent = self
+            .shard(&channel)
+            .send(Command::Subscribe(channel, reply));
         async move {
             sent.map_err(|_| EngineError::Unavailable("engine stopped".into()))?;
             answer
@@ -301,7 +362,12 @@ impl Engine for RedisEngine {
         self.status.connected()
     }
 
-    fn announce(&self, node_id: &str, stats: String, ttl_secs: u64) -> BoxFuture<'static, Result<(), EngineError>> {
+    fn announce(
+        &self,
+        node_id: &str,
+        stats: String,
+        ttl_secs: u64,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
         let key = format!("{}nodes", self.prefix);
         let field = node_id.to_owned();
         let value = serde_json::value::RawValue::from_string(stats)
@@ -312,7 +378,9 @@ impl Engine for RedisEngine {
             .and_then(|a| serde_json::to_string(&a));
         match value {
             Ok(value) => self.write(move |writer| writer.hset(key, field, value).boxed()),
-            Err(err) => futures_util::future::ready(Err(EngineError::Failed(Box::new(err)))).boxed(),
+            Err(err) => {
+                futures_util::future::ready(Err(EngineError::Failed(Box::new(err)))).boxed()
+            }
         }
     }
 

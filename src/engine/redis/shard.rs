@@ -70,6 +70,9 @@ pub(super) struct Shard<B: Backend> {
     lingering: HashMap<ChannelName, Instant>,
     /// `lingering` in deadline order (entries may be stale; the map decides).
     expiry: VecDeque<(Instant, ChannelName)>,
+    /// Unsubscribe confirmations still due, per key: on a cluster they arrive
+    /// as the same push as a server-side drop, and must not be taken for one.
+    confirmations: HashMap<String, usize>,
     metrics: Metrics,
 }
 
@@ -93,6 +96,7 @@ impl<B: Backend> Shard<B> {
             active: HashSet::new(),
             lingering: HashMap::new(),
             expiry: VecDeque::new(),
+            confirmations: HashMap::new(),
             metrics: Metrics {
                 reconnects: metrics::counter!(names::ENGINE_RECONNECTS),
                 resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
@@ -145,6 +149,7 @@ impl<B: Backend> Shard<B> {
         // Lingering channels have no local subscribers: let them go.
         self.lingering.clear();
         self.expiry.clear();
+        self.confirmations.clear();
         let channels: Vec<String> = self.active.iter().map(|c| self.key(c)).collect();
         for chunk in channels.chunks(1000) {
             conn.subscribe(chunk.to_vec()).await?;
@@ -263,7 +268,9 @@ impl<B: Backend> Shard<B> {
         while let Some((deadline, _)) = self.expiry.front()
             && *deadline <= now
         {
-            let Some((deadline, channel)) = self.expiry.pop_front() else { break };
+            let Some((deadline, channel)) = self.expiry.pop_front() else {
+                break;
+            };
             // Rejoined (removed from the map) or re-lingered (newer deadline): skip.
             if self.lingering.get(&channel) == Some(&deadline) {
                 self.lingering.remove(&channel);
@@ -272,6 +279,9 @@ impl<B: Backend> Shard<B> {
         }
         if expired.is_empty() {
             return Ok(());
+        }
+        for key in &expired {
+            *self.confirmations.entry(key.clone()).or_default() += 1;
         }
         conn.unsubscribe(expired).await.map_err(|err| {
             tracing::warn!(error = %err, "redis unsubscribe failed");
@@ -283,6 +293,14 @@ impl<B: Backend> Shard<B> {
     /// moved): subscribe again, which reaches the new owner, and warn the
     /// subscribers that messages may have been missed meanwhile.
     async fn resubscribe_dropped(&mut self, conn: &mut B::Conn, key: &str) -> Result<(), Lost> {
+        if let Some(due) = self.confirmations.get_mut(key) {
+            // The confirmation of our own unsubscribe, not a drop.
+            *due -= 1;
+            if *due == 0 {
+                self.confirmations.remove(key);
+            }
+            return Ok(());
+        }
         let Some(channel) = self.channel_of(key) else {
             return Ok(());
         };
@@ -290,7 +308,9 @@ impl<B: Backend> Shard<B> {
             return Ok(());
         }
         tracing::info!(%channel, "subscription dropped by the server; resubscribing");
-        conn.subscribe(vec![key.to_owned()]).await.map_err(|_| Lost)?;
+        conn.subscribe(vec![key.to_owned()])
+            .await
+            .map_err(|_| Lost)?;
         self.dispatcher.notify_gap(&channel);
         Ok(())
     }
@@ -313,7 +333,8 @@ impl<B: Backend> Shard<B> {
                 self.dispatcher.dispatch(publication);
             }
             Decoded::Disconnect => {
-                self.dispatcher.disconnect(key.get(self.config.prefix.len()..).unwrap_or_default());
+                self.dispatcher
+                    .disconnect(key.get(self.config.prefix.len()..).unwrap_or_default());
             }
         }
     }
@@ -330,5 +351,7 @@ impl<B: Backend> Shard<B> {
 
 /// Full jitter: a random delay up to `delay`, so nodes do not reconnect in lockstep.
 fn jitter(delay: Duration) -> Duration {
-    delay.mul_f64(rand::random::<f64>()).max(Duration::from_millis(10))
+    delay
+        .mul_f64(rand::random::<f64>())
+        .max(Duration::from_millis(10))
 }

@@ -1,0 +1,123 @@
+//! One conformance suite, run against every engine: memory and Redis.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use herald::{
+    config::{EngineConfig, EngineKind},
+    engine::{Dispatcher, Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
+    protocol::{ChannelName, EventName, JsonData, Publication},
+};
+
+use crate::{helpers::eventually, redis_server::RedisServer};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Publication(String, String),
+    Disconnect(String),
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seen>>);
+
+impl Recorder {
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Dispatcher for Recorder {
+    fn dispatch(&self, p: Publication) -> usize {
+        self.0.lock().unwrap().push(Seen::Publication(
+            p.channel.to_string(),
+            p.data.as_json().to_owned(),
+        ));
+        1
+    }
+    fn disconnect(&self, channel: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Seen::Disconnect(channel.to_owned()));
+        1
+    }
+    fn notify_gap(&self, _channel: &ChannelName) {}
+}
+
+fn publication(channel: &str, n: usize) -> Publication {
+    Publication {
+        channel: ChannelName::parse(channel, 128).unwrap(),
+        event: EventName::parse("e").unwrap(),
+        data: JsonData::from_json(&n.to_string()).unwrap(),
+        ts: None,
+    }
+}
+
+async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
+    let recorder_ = Arc::clone(&recorder);
+    let engine_ = Arc::clone(&engine);
+    eventually("the engine to connect", move || engine_.is_connected()).await;
+    let channel = ChannelName::parse("conformance", 128).unwrap();
+    engine.subscribe(channel.clone()).await.unwrap();
+
+    // Order is kept within a channel, across batches.
+    engine
+        .publish((0..50).map(|n| publication("conformance", n)).collect())
+        .await
+        .unwrap();
+    engine
+        .publish((50..100).map(|n| publication("conformance", n)).collect())
+        .await
+        .unwrap();
+    let expected: Vec<Seen> = (0..100)
+        .map(|n| Seen::Publication("conformance".into(), n.to_string()))
+        .collect();
+    eventually("100 publications", || recorder_.seen().len() >= 100).await;
+    assert_eq!(recorder.seen()[..100], expected[..]);
+
+    // A disconnect request reaches the dispatcher as such, not as a publication.
+    engine.disconnect(channel.clone()).await.unwrap();
+    let recorder_ = Arc::clone(&recorder);
+    eventually("the disconnect", move || recorder_.seen().len() == 101).await;
+    assert_eq!(recorder.seen()[100], Seen::Disconnect("conformance".into()));
+
+    // Node stats round-trip.
+    engine
+        .announce(
+            "node-x",
+            r#"{"node_id":"node-x","connections":3}"#.into(),
+            5,
+        )
+        .await
+        .unwrap();
+    let nodes = engine.nodes().await.unwrap();
+    assert!(nodes.iter().any(|n| n.contains("node-x")), "{nodes:?}");
+
+    // Unsubscribing is accepted (its effect on delivery is engine-specific).
+    engine.unsubscribe(channel);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn memory_engine_conforms() {
+    let recorder = Arc::new(Recorder::default());
+    let engine = Arc::new(MemoryEngine::new(Arc::clone(&recorder) as SharedDispatcher));
+    conformance(engine, recorder).await;
+}
+
+#[tokio::test]
+async fn redis_engine_conforms() {
+    let redis = RedisServer::start();
+    let recorder = Arc::new(Recorder::default());
+    let config = EngineConfig {
+        kind: EngineKind::Redis,
+        url: redis.url(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        RedisEngine::start(&config, 65536, Arc::clone(&recorder) as SharedDispatcher).unwrap(),
+    );
+    conformance(engine, recorder).await;
+}
