@@ -29,8 +29,9 @@ LABEL org.opencontainers.image.title="herald" \
       org.opencontainers.image.description="A real-time WebSocket push hub" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /usr/local/bin/herald /usr/local/bin/herald
-ENV HERALD_SERVER__LISTEN=0.0.0.0:8080 \
-    HERALD_LOG__FORMAT=json
+# Environment beats the config file: to listen elsewhere, pass
+# -e HERALD_SERVER__LISTEN=... or --listen, not server.listen in a file.
+ENV HERALD_SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
 USER nonroot:nonroot
 # No HEALTHCHECK: there is no shell or curl to run one; orchestrators probe

@@ -49,7 +49,11 @@ CHART_MANAGED_KEYS = {
     "auth.public_key_file", "engine.password",
 }
 # Redis engine keys the chart supports ahead of herald.example.toml (issue 6).
-PENDING_KEYS = {"engine.url", "engine.cluster_urls", "engine.prefix", "engine.reader_shards"}
+PENDING_KEYS = {f"engine.{key}" for key in (
+    "url", "cluster_urls", "prefix", "reader_shards", "unsubscribe_linger_ms", "default_event",
+    "ready_requires_connection", "reconnect_min_ms", "reconnect_max_ms", "command_timeout_ms",
+    "announce_interval_ms",
+)}
 # Chart defaults that differ from herald's on purpose.
 INTENTIONAL_DEFAULTS = {"log.format": "json"}  # log collectors parse JSON lines
 # Redis engine metrics the dashboard charts ahead of src/metrics.rs (issue 6).
@@ -76,6 +80,8 @@ NEGATIVE = [
     ("grace period shorter than the drain", {"terminationGracePeriodSeconds": 15}, "must exceed"),
     ("PDB that blocks node drains",
      {"podDisruptionBudget": {"enabled": True, "minAvailable": 1}}, "node drains"),
+    ("numeric Redis password (herald reads env values as TOML-like values)",
+     {"secret": {"redisPassword": "123456"}}, "secret.redisPassword"),
     ("outbox smaller than one message",
      {"config": {"outbox": {"max_bytes": 1024}}}, "outbox.max_bytes"),
 ]

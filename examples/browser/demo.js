@@ -117,7 +117,7 @@ herald.onError((err) => log(`error ${err.code}: ${err.reason}`, 'err'));
 
 $('#toggle').addEventListener('click', () => {
   if (herald.state === 'disconnected' && $('#toggle').textContent === 'Connect') {
-    herald.connect().catch(() => {});
+    herald.connect();
   } else {
     herald.close('closed from the demo page');
   }
@@ -243,8 +243,7 @@ if (!token) hint('No token in the URL: trying anonymously. Add ?token=<jwt> (her
 for (const channel of [...SYMBOLS.map((s) => `prices.${s}`), TRACKING_CHANNEL]) {
   herald.subscribe(channel).then(
     () => log(`subscribed ${channel}`),
-    // Close codes (≥ 1000) are already reported by the state change.
-    (err) => typeof err.code === 'number' && err.code < 1000 && log(`subscribe ${channel} failed: ${err.code} ${err.reason}`, 'err'),
+    () => {}, // refusals reach onError, closes onStateChange
   );
 }
-herald.connect().catch(() => {});
+herald.connect();

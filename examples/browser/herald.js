@@ -64,9 +64,12 @@
  *   the server's numeric error code (101 bad_request … 113 payload_too_large,
  *   see `ErrorCodes`) or a string for client-side failures: 'not_connected',
  *   'timeout', 'disconnected', 'closed'. `connect()` rejects with the close
- *   code when the session ends without reconnecting. Errors that belong to no
- *   request (failed resubscribe or token refresh, undecodable frames, an
- *   `error` without id) go to `onError()` listeners.
+ *   code when the session ends without reconnecting. The promises of
+ *   `connect()` and `subscribe()` may be ignored (no unhandled rejection):
+ *   their failures are also reported through `onStateChange()` and `onError()`.
+ *   `onError()` listeners get refused subscriptions (also on resubscribe) and
+ *   errors that belong to no request (failed token refresh, undecodable
+ *   frames, an `error` without id).
  * - In `info.code` of a state change, 0 means the client gave up before a
  *   socket existed (`getToken()` threw, or the URL/subprotocol was invalid).
  */
@@ -257,6 +260,7 @@ export class Herald {
    */
   connect() {
     const ready = this._whenReady();
+    ready.catch(() => {}); // may be ignored: failures are reported through onStateChange too
     if (this._closedByClient) {
       this._closedByClient = false;
       if (typeof addEventListener === 'function') addEventListener('online', this._onOnline);
@@ -280,7 +284,11 @@ export class Herald {
     const ws = this._ws;
     if (ws) {
       this._detach(ws);
-      try { ws.close(1000, reason); } catch { /* already closing */ }
+      try {
+        ws.close(1000, reason);
+      } catch {
+        ws.close(1000); // reason longer than 123 bytes
+      }
     }
     this._disconnected(CloseCodes.NORMAL, reason);
   }
@@ -296,7 +304,7 @@ export class Herald {
   }
 
   /**
-   * Listens for errors that belong to no request.
+   * Listens for refused subscriptions and for errors that belong to no request.
    * @param {(err: HeraldError) => void} listener
    * @returns {() => void} removes the listener
    */
@@ -320,6 +328,7 @@ export class Herald {
       this._subs.set(channel, sub);
     }
     const promise = new Promise((resolve, reject) => sub.waiters.push({ resolve, reject }));
+    promise.catch(() => {}); // may be ignored: refusals are reported through onError too
     if (this.state === 'connected' && !sub.inflight) this._sendSubscribe(channel, sub);
     return promise;
   }
@@ -453,28 +462,38 @@ export class Herald {
     }
   }
 
-  async _currentToken() {
-    if (this._getToken) {
-      const exp = this._token ? jwtExp(this._token) : null;
-      if (!this._token || (exp !== null && exp * 1000 <= Date.now() + 1000)) this._token = await this._getToken();
-    }
-    return this._token || null;
+  /** Whether the next connection needs a token from getToken() first. */
+  _needsToken() {
+    if (!this._getToken) return false;
+    if (!this._token) return true;
+    const exp = jwtExp(this._token);
+    return exp !== null && exp * 1000 <= Date.now() + 1000;
   }
 
-  async _open() {
+  _open() {
     const gen = ++this._gen;
     this._retryTimer = null;
     this._setState('connecting', { attempt: this._attempt });
-    let token;
-    try {
-      token = await this._currentToken();
-    } catch (err) {
-      if (gen !== this._gen) return;
-      this._disconnected(0, `getToken failed: ${err?.message ?? err}`, true);
+    if (!this._needsToken()) {
+      this._openSocket(this._token || null);
       return;
     }
-    if (gen !== this._gen) return; // close() meanwhile
+    Promise.resolve()
+      .then(() => this._getToken())
+      .then(
+        (token) => {
+          if (gen !== this._gen) return; // close() meanwhile
+          this._token = token;
+          this._openSocket(token || null);
+        },
+        (err) => {
+          if (gen !== this._gen) return;
+          this._disconnected(0, `getToken failed: ${err?.message ?? err}`, true);
+        },
+      );
+  }
 
+  _openSocket(token) {
     const protocols = [SUBPROTOCOLS[this.format]];
     let url = this.url;
     if (token && this.authMode === 'subprotocol') protocols.push(`bearer.${token}`);
@@ -697,7 +716,7 @@ export class Herald {
         } else if (typeof err.code === 'number') {
           // The server refused the channel: forget it, or every reconnect would fail the same way.
           if (this._subs.get(channel) === sub) this._subs.delete(channel);
-          if (sub.waiters.length === 0) this._emitError(err);
+          this._emitError(new HeraldError(err.code, `subscribe ${channel}: ${err.reason}`));
           this._settleWaiters(sub, err);
         } else if (err.code === 'timeout') {
           this._settleWaiters(sub, err); // stays wanted: retried on the next connection

@@ -103,6 +103,8 @@ test('token in the subprotocol or the query string when asked', async () => {
 
 test('subscribe/unsubscribe resolve on ok and reject with the error code', async () => {
   const h = client({ token: 't' });
+  const errors = [];
+  h.onError((e) => errors.push(e.code));
   h.connect();
   latest().accept();
   latest().welcome();
@@ -115,6 +117,7 @@ test('subscribe/unsubscribe resolve on ok and reject with the error code', async
   ws.push({ type: 'error', id: req.id, code: 103, reason: 'invalid channel name' });
   await assert.rejects(bad, (e) => e instanceof HeraldError && e.code === 103);
   assert.deepEqual(h.channels, ['prices.BTC'], 'a refused channel is forgotten');
+  assert.deepEqual(errors, [103], 'refusals also reach onError');
   const un = h.unsubscribe('prices.BTC');
   ws.reply('unsubscribe');
   await un;
@@ -134,7 +137,7 @@ test('pushes reach exact and wildcard handlers', async () => {
   latest().push({ type: 'push', channel: 'prices.BTC', event: 'price_update', data: { price: 1 }, ts: 5 });
   off();
   latest().push({ type: 'push', channel: 'prices.ETH', event: 'other', data: null });
-  assert.deepEqual(seen, [['exact', 1, 5], ['any-channel', 'prices.BTC'], ['any-event', 'price_update'], ['all']]);
+  assert.deepEqual(seen, [['exact', 1, 5], ['any-event', 'price_update'], ['any-channel', 'prices.BTC'], ['all']]);
 });
 
 test('reconnects after 1006/1012/4xxx and subscribes every channel again', async () => {

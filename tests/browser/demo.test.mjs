@@ -242,6 +242,7 @@ async function step(name, ms, fn) {
 
 async function main() {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const stale of ['demo.png', 'failure.png']) fs.rmSync(path.join(ARTIFACTS, stale), { force: true });
   const bin = heraldBin();
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (run.sh does)`);
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Browser end-to-end test of the /demo page: installs what is missing (Chromium from
+# Browser end-to-end test of the /demo page (after the quick unit tests of herald.js in
+# client.test.mjs): installs what is missing (Chromium from
 # apt, playwright-core from npm — never a browser download), starts a herald hub on a
 # free port, mints a token and runs demo.test.mjs with node. The hub is always killed.
 #
@@ -103,6 +104,9 @@ done
 
 DEMO_TOKEN="$("${hub_env[@]}" "$HERALD_BIN" token --user demo)"
 export DEMO_TOKEN
+
+echo "run.sh: unit tests of examples/browser/herald.js (fake WebSocket)"
+node --test "$here/client.test.mjs"
 
 echo "run.sh: herald $("${hub_env[@]}" "$HERALD_BIN" --version 2>/dev/null | head -1) on 127.0.0.1:$port (pid $first_pid)"
 node "$here/demo.test.mjs"

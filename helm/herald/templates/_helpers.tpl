@@ -144,14 +144,14 @@ hook, so it must cover the hook, herald's drain window and its grace deadline.
 {{- define "herald.config" -}}
 {{- $c := .Values.config }}
 {{- $engine := dict "kind" ($c.engine.kind | default "memory") }}
+{{- /* Redis keys only for the redis engine: the memory engine's config stays minimal. */}}
 {{- if include "herald.isRedis" . }}
+{{- $engine = omit $c.engine "url" "cluster_urls" }}
 {{- if $c.engine.cluster_urls }}
 {{- $_ := set $engine "cluster_urls" $c.engine.cluster_urls }}
 {{- else }}
 {{- $_ := set $engine "url" $c.engine.url }}
 {{- end }}
-{{- $_ := set $engine "prefix" $c.engine.prefix }}
-{{- $_ := set $engine "reader_shards" $c.engine.reader_shards }}
 {{- end }}
 {{- $auth := deepCopy ($c.auth | default dict) }}
 {{- if include "herald.usesPublicKey" . }}
@@ -212,6 +212,13 @@ Deployment, so every install and `helm template` runs it.
 {{- end }}
 {{- if not (or $a.targetCPUUtilizationPercentage $a.targetMemoryUtilizationPercentage $a.metrics) }}
 {{- fail "herald: autoscaling needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or metrics" }}
+{{- end }}
+{{- end }}
+{{- /* herald parses environment values: "123456", "true", "[a]" or "{}" arrive as a number, boolean, array or table and fail the string key. */}}
+{{- range $key := list "apiKey" "jwtSecret" "redisPassword" }}
+{{- $value := index $.Values.secret $key | default "" | toString }}
+{{- if regexMatch "^([-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)|true|false|\\[.*\\]|[{].*[}])$" $value }}
+{{- fail (printf "herald: secret.%s looks like a number, boolean, array or table, and herald would not read it as text from the environment; use a different value" $key) }}
 {{- end }}
 {{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
