@@ -270,10 +270,13 @@ impl Hub {
     ) -> Result<(), HubError> {
         if self.registry.join(&channel, session) == Joined::First {
             self.metrics.channels.increment(1);
-            if let Err(err) = self.engine.subscribe(channel.clone()).await {
-                self.leave(session.id(), &channel);
-                return Err(err.into());
-            }
+        }
+        // Asked on every join, not only the first: a second subscriber that
+        // joins while the first one's engine subscription is still in flight
+        // must also wait for it, or publications in between would be missed.
+        if let Err(err) = self.engine.subscribe(channel.clone()).await {
+            self.leave(session.id(), &channel);
+            return Err(err.into());
         }
         subs.insert(channel);
         self.subscriptions.fetch_add(1, Ordering::Relaxed);

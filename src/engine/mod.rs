@@ -58,12 +58,17 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// means none of the batch may be reported as delivered.
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>>;
 
-    /// This node gained its first local subscriber of `channel`.
+    /// A local connection joins `channel` (called on every join).
     ///
-    /// Resolves once publications to the channel will reach this node.
+    /// Resolves once publications to the channel will reach this node; for
+    /// a channel already served that is at once. Calls for one channel are
+    /// answered in order.
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>>;
 
     /// This node lost its last local subscriber of `channel`.
+    ///
+    /// Not called per leave: an engine may keep serving the channel a little
+    /// longer (linger) so that churn does not flap its subscriptions.
     fn unsubscribe(&self, channel: ChannelName);
 
     /// Closes the subscribers of `channel` on every node.
