@@ -100,6 +100,8 @@ impl App {
             heartbeat_interval: config.heartbeat_interval(),
             heartbeat_timeout: Duration::from_millis(config.heartbeat.timeout_ms),
             ready_requires_engine: config.engine.ready_requires_connection,
+            expiry_warning: Duration::from_millis(config.auth.expiry_warning_ms),
+            expiry_grace: Duration::from_millis(config.auth.expiry_grace_ms),
         };
         let hub = Hub::new(hub_config, rules, registry, Arc::clone(&engine));
         let addr = config.server.listen;

@@ -58,6 +58,10 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Whether connections without a token are accepted (public channels only).
     pub allow_anonymous: bool,
+    /// How long before a connection's token expires `token_expiring` is sent, ms.
+    pub expiry_warning_ms: u64,
+    /// How long after expiry a connection may stay without `refresh` before 4005, ms.
+    pub expiry_grace_ms: u64,
     /// How long a connection may take to send its `auth` message, in milliseconds.
     pub timeout_ms: u64,
 }
@@ -73,6 +77,8 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             allow_anonymous: false,
+            expiry_warning_ms: 60_000,
+            expiry_grace_ms: 5_000,
             timeout_ms: 5000,
         }
     }

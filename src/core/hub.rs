@@ -18,8 +18,15 @@ use super::{
 use crate::{
     engine::{Engine, EngineError},
     metrics as names,
-    protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId},
+    protocol::{
+        ChannelName, CloseCode, ErrorCode, Publication, ServerMessage, SharedMessage, UserId,
+        unix_ms,
+    },
 };
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Settings of the hub core.
 #[derive(Debug, Clone)]
@@ -36,6 +43,10 @@ pub struct HubConfig {
     pub heartbeat_timeout: Duration,
     /// Whether readiness requires a connected engine.
     pub ready_requires_engine: bool,
+    /// How long before token expiry `token_expiring` is sent.
+    pub expiry_warning: Duration,
+    /// How long past token expiry a connection may stay without a refresh.
+    pub expiry_grace: Duration,
 }
 
 /// Why a request was refused; mapped to a protocol error code in [`HubError::code`].
@@ -192,11 +203,16 @@ impl Hub {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Registers a new authenticated (or anonymous) connection.
+    /// Registers a new authenticated (or anonymous) connection whose token
+    /// expires at `expires_at_ms` (Unix ms; 0 = no token).
     ///
     /// # Errors
     /// [`DisconnectReason::Shutdown`] while draining, [`DisconnectReason::ConnectionLimit`] when full.
-    pub fn connect(&self, user: Option<UserId>) -> Result<Arc<Session>, DisconnectReason> {
+    pub fn connect(
+        &self,
+        user: Option<UserId>,
+        expires_at_ms: u64,
+    ) -> Result<Arc<Session>, DisconnectReason> {
         if self.is_draining() {
             return Err(DisconnectReason::Shutdown);
         }
@@ -206,6 +222,7 @@ impl Hub {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session::new(id, user, self.now_ms()));
+        session.set_expiry(expires_at_ms);
         self.sessions.insert(id, Arc::clone(&session));
         self.metrics.connections.increment(1);
         self.metrics.opened.increment(1);
@@ -430,14 +447,39 @@ impl Hub {
             ticker.tick().await;
             let now = self.now_ms();
             let slot = round % slots;
+            let unix_now = unix_ms();
             for entry in self.sessions.iter() {
                 let session = entry.value();
                 if now.saturating_sub(session.last_seen_ms()) > limit_ms {
                     session.close(DisconnectReason::HeartbeatTimeout);
-                } else if session.id() % slots == slot {
+                    continue;
+                }
+                self.check_expiry(session, unix_now);
+                if session.id() % slots == slot {
                     session.outbox().request_ping();
                 }
             }
+        }
+    }
+
+    /// Warns a connection whose token expires soon; closes it once the
+    /// token expired and the grace period passed without a refresh.
+    fn check_expiry(&self, session: &Session, unix_now: u64) {
+        let expires_at = session.expires_at_ms();
+        if expires_at == 0 {
+            return;
+        }
+        let deadline = expires_at + millis(self.config.expiry_grace);
+        if unix_now >= deadline {
+            session.close(DisconnectReason::TokenExpired);
+        } else if unix_now + millis(self.config.expiry_warning) >= expires_at && session.warn_once()
+        {
+            let notice = Arc::new(SharedMessage::new(ServerMessage::TokenExpiring {
+                expires_in_ms: deadline - unix_now,
+            }));
+            session
+                .outbox()
+                .push(&notice, false, self.registry.limits());
         }
     }
 

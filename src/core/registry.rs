@@ -154,6 +154,11 @@ impl Registry {
         Left::Last
     }
 
+    /// The per-connection queue caps.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
     /// Local subscribers of `channel`.
     pub fn subscriber_count(&self, channel: &str) -> usize {
         self.channels

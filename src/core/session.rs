@@ -1,6 +1,6 @@
 //! The hub's side of one connection: identity, outbox and liveness.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{DisconnectReason, Outbox};
 use crate::protocol::{ChannelName, UserId};
@@ -17,6 +17,10 @@ pub struct Session {
     outbox: Outbox,
     /// Milliseconds since hub start when the client last sent anything.
     last_seen_ms: AtomicU64,
+    /// Token expiry, Unix milliseconds; 0 for connections without a token.
+    expires_at_ms: AtomicU64,
+    /// Whether `token_expiring` was sent for the current token.
+    warned: AtomicBool,
 }
 
 impl Session {
@@ -26,7 +30,24 @@ impl Session {
             user,
             outbox: Outbox::default(),
             last_seen_ms: AtomicU64::new(now_ms),
+            expires_at_ms: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
         }
+    }
+
+    /// Sets when the connection's token expires (Unix ms; 0 = never) and re-arms the warning.
+    pub fn set_expiry(&self, expires_at_ms: u64) {
+        self.expires_at_ms.store(expires_at_ms, Ordering::Relaxed);
+        self.warned.store(false, Ordering::Relaxed);
+    }
+
+    pub(super) fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// Marks the expiry warning sent; true the first time.
+    pub(super) fn warn_once(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
     }
 
     /// This connection's id.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
 
 use crate::{
-    auth::AuthError,
+    auth::{AuthError, Verified},
     core::{DisconnectReason, HubError, Session, Subscriptions},
     http::AppState,
     protocol::{
@@ -77,7 +77,7 @@ impl Connection {
     async fn authenticate(
         &mut self,
         token: Option<String>,
-    ) -> Result<(Option<UserId>, Option<u64>), End> {
+    ) -> Result<(Option<Verified>, Option<u64>), End> {
         if let Some(token) = token {
             return self.verify(&token).map(|user| (Some(user), None));
         }
@@ -88,7 +88,7 @@ impl Connection {
         }
     }
 
-    async fn await_auth(&mut self) -> Result<(Option<UserId>, Option<u64>), End> {
+    async fn await_auth(&mut self) -> Result<(Option<Verified>, Option<u64>), End> {
         loop {
             let message = match self.next_request().await? {
                 Some(Ok(message)) => message,
@@ -121,18 +121,22 @@ impl Connection {
         }
     }
 
-    fn verify(&self, token: &str) -> Result<UserId, End> {
+    fn verify(&self, token: &str) -> Result<Verified, End> {
         match self.state.verifier.verify(token) {
-            Ok(verified) => Ok(verified.user),
+            Ok(verified) => Ok(verified),
             Err(AuthError::Expired) => Err(DisconnectReason::TokenExpired.into()),
             Err(err) => Err(DisconnectReason::InvalidToken(err.to_string()).into()),
         }
     }
 
     /// Registers with the hub, welcomes the client and runs until the end.
-    async fn serve(&mut self, user: Option<UserId>, auth_id: Option<u64>) -> End {
+    async fn serve(&mut self, token: Option<Verified>, auth_id: Option<u64>) -> End {
         let hub = Arc::clone(&self.state.hub);
-        let session = match hub.connect(user) {
+        let (user, expires_at_ms) = match token {
+            Some(token) => (Some(token.user), token.expires_at.saturating_mul(1000)),
+            None => (None, 0),
+        };
+        let session = match hub.connect(user, expires_at_ms) {
             Ok(session) => session,
             Err(reason) => return reason.into(),
         };
@@ -248,9 +252,10 @@ impl Connection {
                 id,
                 Err(Refusal::code(
                     ErrorCode::AlreadyAuthenticated,
-                    "already authenticated",
+                    "already authenticated; use `refresh` to replace the token",
                 )),
             ),
+            ClientMessage::Refresh { id, token } => (id, self.refresh(session, &token)),
             ClientMessage::Subscribe { id, channel } => {
                 let result = match channel_name(&channel, max_len) {
                     Ok(channel) => hub
@@ -288,6 +293,22 @@ impl Connection {
             Ok(()) => self.send(&ServerMessage::Ok { id }).await,
             Err(refusal) => self.reply_error(id, refusal.code, refusal.reason).await,
         }
+    }
+
+    /// Replaces the connection's token with a fresh one for the same user.
+    fn refresh(&self, session: &Session, token: &str) -> Result<(), Refusal> {
+        let verified =
+            self.state.verifier.verify(token).map_err(|e| {
+                Refusal::code(ErrorCode::TokenRejected, format!("token rejected: {e}"))
+            })?;
+        if Some(&verified.user) != session.user() {
+            return Err(Refusal::code(
+                ErrorCode::TokenRejected,
+                "token rejected: it belongs to another user",
+            ));
+        }
+        session.set_expiry(verified.expires_at.saturating_mul(1000));
+        Ok(())
     }
 
     fn publication(
@@ -450,6 +471,7 @@ fn request_id(message: &ClientMessage) -> Option<u64> {
         | ClientMessage::Subscribe { id, .. }
         | ClientMessage::Unsubscribe { id, .. }
         | ClientMessage::Publish { id, .. }
+        | ClientMessage::Refresh { id, .. }
         | ClientMessage::Ping { id } => *id,
     }
 }

@@ -62,6 +62,12 @@ struct PublishBody {
 }
 
 #[derive(Deserialize)]
+struct RefreshBody {
+    id: Option<u64>,
+    token: String,
+}
+
+#[derive(Deserialize)]
 struct PingBody {
     id: Option<u64>,
 }
@@ -99,6 +105,10 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
             channel: b.channel,
             event: b.event,
             data: b.data,
+        }),
+        "refresh" => parse(bytes, format).map(|b: RefreshBody| ClientMessage::Refresh {
+            id: b.id,
+            token: b.token,
         }),
         "ping" => parse(bytes, format).map(|b: PingBody| ClientMessage::Ping { id: b.id }),
         other => {
@@ -145,6 +155,7 @@ mod tests {
             r#"{"type":"unsubscribe","channel":"prices.btc"}"#,
             r#"{"type":"publish","id":4,"channel":"c","event":"e","data":{"p":[1,2.5,"x",null]}}"#,
             r#"{"type":"ping","id":5}"#,
+            r#"{"type":"refresh","id":6,"token":"t"}"#,
         ];
         for json in cases {
             let from_json = decode(json.as_bytes(), Format::Json).unwrap();

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     EngineUnavailable = 112,
     /// The publication data exceeds the size limit.
     PayloadTooLarge = 113,
+    /// A `refresh` token was refused (invalid, expired, or another user's).
+    TokenRejected = 114,
 }
 
 impl ErrorCode {

@@ -43,6 +43,13 @@ pub enum ClientMessage {
         /// Application payload.
         data: JsonData,
     },
+    /// Replace the connection's access token before it expires.
+    Refresh {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// A fresh access token for the same user.
+        token: String,
+    },
     /// Application-level ping, for clients that cannot see WebSocket pings.
     Ping {
         /// Request id echoed in the `pong`.
@@ -90,6 +97,12 @@ pub enum ServerMessage {
     Pong {
         /// Request id of the ping.
         id: Option<u64>,
+    },
+    /// The access token expires soon: send `refresh` with a new one.
+    TokenExpiring {
+        /// Milliseconds until the connection is closed with 4005 unless refreshed
+        /// (token expiry plus the grace period).
+        expires_in_ms: u64,
     },
     /// Publications on `channel` may have been missed (the node lost its
     /// engine for a while); refetch the state the channel carries.

@@ -160,3 +160,43 @@ async fn anonymous_is_refused_unless_allowed_and_then_limited_to_public_channels
     assert_eq!(anon.recv_push().await["data"], "hi");
     anon.expect_silence(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn expiring_tokens_are_warned_then_refreshed_in_band_or_closed_with_4005() {
+    let hub = TestHub::with(|c| {
+        c.auth.expiry_warning_ms = 2500;
+        c.auth.expiry_grace_ms = 300;
+        c.heartbeat.interval_ms = 500;
+    })
+    .await;
+    let issuer = herald::auth::TokenIssuer::new(&hub.state.config.auth).unwrap();
+    let short = issuer.mint("r", 2).unwrap();
+    let mut refreshing = hub.connect_raw(&format!("/ws?token={short}"), &[]).await;
+    let mut lapsing = hub.connect_raw(&format!("/ws?token={short}"), &[]).await;
+    for client in [&mut refreshing, &mut lapsing] {
+        assert_eq!(client.recv().await["type"], "welcome");
+        let warning = client.recv().await;
+        assert_eq!(warning["type"], "token_expiring", "{warning}");
+        assert!(warning["expires_in_ms"].as_u64().unwrap() <= 2300);
+    }
+    let reply = refreshing
+        .request(json!({"type": "refresh", "id": 1, "token": hub.token("someone-else")}))
+        .await;
+    assert_eq!(reply["code"], 114);
+    let reply = refreshing
+        .request(json!({"type": "refresh", "id": 2, "token": "garbage"}))
+        .await;
+    assert_eq!(reply["code"], 114);
+    let reply = refreshing
+        .request(json!({"type": "refresh", "id": 3, "token": hub.token("r")}))
+        .await;
+    assert_eq!(reply, json!({"type": "ok", "id": 3}));
+    // Without a refresh: closed at expiry + grace, with the reconnect-range code.
+    assert_eq!(lapsing.expect_close().await, (4005, "token expired".into()));
+    // The refreshed connection lives on.
+    refreshing.expect_silence(Duration::from_millis(500)).await;
+    assert_eq!(
+        refreshing.request(json!({"type": "ping", "id": 4})).await["type"],
+        "pong"
+    );
+}
