@@ -71,8 +71,14 @@ fn tick(prices: &mut [(String, f64)], seq: u64) -> Vec<(String, &'static str, Va
         });
         out.push((format!("prices.{symbol}"), "price_update", data));
     }
-    if seq % 5 == 0 {
-        const STATUSES: [&str; 5] = ["picked_up", "in_transit", "out_for_delivery", "delivered", "exception"];
+    if seq.is_multiple_of(5) {
+        const STATUSES: [&str; 5] = [
+            "picked_up",
+            "in_transit",
+            "out_for_delivery",
+            "delivered",
+            "exception",
+        ];
         const PLACES: [&str; 5] = ["Shenzhen", "Singapore", "Rotterdam", "Duisburg", "Berlin"];
         let n = (seq / 5) as usize;
         let data = json!({
@@ -90,13 +96,19 @@ enum Sink {
 }
 
 impl Sink {
-    async fn send(&mut self, batch: Vec<(String, &'static str, Value)>) -> Result<(), Box<dyn std::error::Error>> {
+    async fn send(
+        &mut self,
+        batch: Vec<(String, &'static str, Value)>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         match self {
             Self::Redis(conn, prefix) => {
                 let mut pipe = redis::pipe();
                 for (channel, event, data) in batch {
                     let envelope = json!({"event": event, "data": data, "ts": unix_ms()});
-                    pipe.cmd("PUBLISH").arg(format!("{prefix}{channel}")).arg(envelope.to_string()).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(format!("{prefix}{channel}"))
+                        .arg(envelope.to_string())
+                        .ignore();
                 }
                 pipe.query_async::<()>(conn).await?;
             }
@@ -112,7 +124,12 @@ impl Sink {
                     .send()
                     .await?;
                 if !response.status().is_success() {
-                    return Err(format!("herald answered {}: {}", response.status(), response.text().await?).into());
+                    return Err(format!(
+                        "herald answered {}: {}",
+                        response.status(),
+                        response.text().await?
+                    )
+                    .into());
                 }
             }
         }
@@ -126,16 +143,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sink = match args.via {
         Via::Redis => {
             let client = redis::Client::open(args.redis_url.as_str())?;
-            Sink::Redis(client.get_multiplexed_async_connection().await?, args.prefix.clone())
+            Sink::Redis(
+                client.get_multiplexed_async_connection().await?,
+                args.prefix.clone(),
+            )
         }
-        Via::Http => Sink::Http(reqwest::Client::new(), args.url.clone(), args.api_key.clone()),
+        Via::Http => Sink::Http(
+            reqwest::Client::new(),
+            args.url.clone(),
+            args.api_key.clone(),
+        ),
     };
     let start_prices = [("BTC", 64_000.0), ("ETH", 3_150.0), ("SOL", 148.0)];
     let mut prices: Vec<(String, f64)> = args
         .symbols
         .iter()
         .map(|s| {
-            let base = start_prices.iter().find(|(n, _)| n == s).map_or(100.0, |(_, p)| *p);
+            let base = start_prices
+                .iter()
+                .find(|(n, _)| n == s)
+                .map_or(100.0, |(_, p)| *p);
             (s.clone(), base)
         })
         .collect();
