@@ -176,7 +176,7 @@ impl Default for LimitsConfig {
             max_subscriptions: 128,
             max_message_size: 64 * 1024,
             max_channel_length: 128,
-            max_data_size: 64 * 1024,
+            max_data_size: 60 * 1024,
         }
     }
 }
@@ -347,7 +347,7 @@ impl Config {
         if let Some(format) = overrides.log_format {
             figment = figment.merge(Serialized::default("log.format", format));
         }
-        let config: Self = figment.extract().map_err(|e| {
+        let mut config: Self = figment.extract().map_err(|e| {
             ConfigError(
                 e.into_iter()
                     .map(|e| e.to_string())
@@ -355,8 +355,24 @@ impl Config {
                     .join("; "),
             )
         })?;
+        config.take_raw_secrets();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads secrets from the environment verbatim: the generic parser would
+    /// turn `0123` into the number 123 and lose the leading zero.
+    fn take_raw_secrets(&mut self) {
+        let raw = |name: &str| std::env::var(name).ok();
+        if let Some(key) = raw("HERALD_SERVER__API_KEY") {
+            self.server.api_key = key;
+        }
+        if let Some(secret) = raw("HERALD_AUTH__SECRET") {
+            self.auth.secret = secret;
+        }
+        if let Some(password) = raw("HERALD_ENGINE__PASSWORD") {
+            self.engine.password = Some(password);
+        }
     }
 
     /// Checks relations between keys that the types alone cannot.
@@ -388,6 +404,11 @@ impl Config {
                 "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size",
             );
         }
+        crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
+        crate::protocol::EventName::parse(&self.engine.default_event)
+            .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         if self.engine.reader_shards == 0 || self.engine.reader_shards > 64 {
             return fail("engine.reader_shards must be between 1 and 64");
         }

@@ -179,7 +179,15 @@ impl TokenVerifier {
                 .map_err(|e| format!("auth.public_key: not an EC public key PEM: {e}"))?,
         };
         let mut validation = Validation::new(config.algorithm.jwt());
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        // A configured issuer or audience must be present, not only match when present.
+        if config.issuer.is_some() {
+            required.push("iss");
+        }
+        if config.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = config.leeway_secs;
         validation.validate_nbf = true;
         if let Some(issuer) = &config.issuer {
@@ -208,8 +216,12 @@ impl TokenVerifier {
                 ErrorKind::ImmatureSignature => AuthError::Claim("nbf is in the future"),
                 ErrorKind::InvalidIssuer => AuthError::Claim("iss"),
                 ErrorKind::InvalidAudience => AuthError::Claim("aud"),
-                ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => AuthError::Subject,
-                ErrorKind::MissingRequiredClaim(_) => AuthError::Claim("exp is required"),
+                ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                    "sub" => AuthError::Subject,
+                    "iss" => AuthError::Claim("iss"),
+                    "aud" => AuthError::Claim("aud"),
+                    _ => AuthError::Claim("exp is required"),
+                },
                 _ => AuthError::Malformed,
             })?;
         let sub = data.claims.sub.ok_or(AuthError::Subject)?;
@@ -270,6 +282,7 @@ impl TokenIssuer {
     /// # Errors
     /// If signing fails, which HMAC does not.
     pub fn mint(&self, user: &str, ttl_secs: u64) -> Result<String, String> {
+        UserId::parse(user).map_err(|e| format!("invalid user id: {e}"))?;
         let now = jsonwebtoken::get_current_timestamp();
         let claims = MintClaims {
             sub: user,

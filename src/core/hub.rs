@@ -350,6 +350,11 @@ impl Hub {
     /// Counts a connection that herald closed with `code`.
     pub fn record_close(&self, code: CloseCode) {
         metrics::counter!(names::CLOSES, "code" => code.as_u16().to_string()).increment(1);
+        // Counted here, where every slow consumer ends (queue overflow or a
+        // blocked write alike), and nowhere else.
+        if code == CloseCode::SlowConsumer {
+            metrics::counter!(names::SLOW_CONSUMER_DISCONNECTS).increment(1);
+        }
     }
 
     /// Records that the client sent something (any frame counts as alive).
@@ -427,6 +432,11 @@ impl Hub {
         for (i, session) in (0..count).zip(&sessions) {
             tokio::time::sleep_until(start + step * i).await;
             session.close(DisconnectReason::Shutdown);
+        }
+        // A connection that passed the draining check just before the flag
+        // was set may have registered after the snapshot: close it too.
+        for entry in self.sessions.iter() {
+            entry.value().close(DisconnectReason::Shutdown);
         }
     }
 

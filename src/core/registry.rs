@@ -72,7 +72,6 @@ struct FanoutMetrics {
     delivered: Counter,
     conflated: Counter,
     dropped_slow: Counter,
-    slow_disconnects: Counter,
     duration: Histogram,
 }
 
@@ -82,7 +81,6 @@ impl FanoutMetrics {
             delivered: metrics::counter!(names::MESSAGES_DELIVERED),
             conflated: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_CONFLATED),
             dropped_slow: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_SLOW_CONSUMER),
-            slow_disconnects: metrics::counter!(names::SLOW_CONSUMER_DISCONNECTS),
             duration: metrics::histogram!(names::FANOUT_DURATION),
         }
     }
@@ -211,7 +209,6 @@ impl Registry {
         }
         if overflowed > 0 {
             self.metrics.dropped_slow.increment(overflowed);
-            self.metrics.slow_disconnects.increment(overflowed);
             tracing::debug!(overflowed, "slow consumers disconnected");
         }
         usize::try_from(queued + conflated).unwrap_or(usize::MAX)

@@ -77,7 +77,11 @@ async fn require_api_key(
             headers
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| {
+                    // The scheme is case-insensitive (RFC 9110).
+                    let (scheme, key) = v.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
+                })
         });
     match presented {
         Some(key) if constant_time_eq(key.as_bytes(), state.config.server.api_key.as_bytes()) => {

@@ -125,7 +125,10 @@ impl Connection {
         match self.state.verifier.verify(token) {
             Ok(verified) => Ok(verified),
             Err(AuthError::Expired) => Err(DisconnectReason::TokenExpired.into()),
-            Err(err) => Err(DisconnectReason::InvalidToken(err.to_string()).into()),
+            Err(err) => {
+                tracing::debug!(error = %err, "token refused");
+                Err(DisconnectReason::InvalidToken(err.to_string()).into())
+            }
         }
     }
 
@@ -234,7 +237,12 @@ impl Connection {
             Message::Binary(bytes) => Some(decode(&bytes, Format::MsgPack)),
             // Pings are answered by the WebSocket layer; any frame proves liveness.
             Message::Ping(_) | Message::Pong(_) => None,
-            Message::Close(_) => return Err(End::Gone),
+            Message::Close(_) => {
+                // The WebSocket layer queued the answering close frame; send it,
+                // so the client sees a clean close instead of 1006.
+                let _ = timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                return Err(End::Gone);
+            }
         })
     }
 
@@ -491,6 +499,11 @@ fn classify(err: axum::Error) -> End {
     match err.into_inner().downcast::<tungstenite::Error>() {
         Ok(err) => match *err {
             tungstenite::Error::Capacity(_) => DisconnectReason::MessageTooLarge.into(),
+            // A client that drops TCP without a close frame is ordinary
+            // network churn, not a protocol violation.
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => End::Gone,
             tungstenite::Error::Protocol(e) => {
                 DisconnectReason::ProtocolViolation(e.to_string()).into()
             }

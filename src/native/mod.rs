@@ -60,7 +60,7 @@ pub(crate) async fn upgrade(
                 .into_response();
         }
     };
-    let token = header_token.or(params.token);
+    let token = header_token.or(params.token).filter(|t| !t.is_empty());
     let settings = &state.config.websocket;
     let max_message = state.config.limits.max_message_size;
     let tracker = state.tracker.clone();

@@ -14,7 +14,7 @@ fn unrelated_herald_variables_and_numeric_secrets_are_fine() {
     let output = herald()
         .env("HERALD_SERVICE_HOST", "10.0.0.1")
         .env("HERALD_PORT", "tcp://10.0.0.1:8080")
-        .env("HERALD_SERVER__API_KEY", "123456")
+        .env("HERALD_SERVER__API_KEY", "0123456")
         .env("HERALD_AUTH__SECRET", "true")
         .arg("check-config")
         .output()
@@ -55,4 +55,39 @@ fn token_prints_a_verifiable_jwt() {
     let token = String::from_utf8(output.stdout).unwrap();
     let verifier = herald::auth::TokenVerifier::new(&herald::auth::AuthConfig::default()).unwrap();
     assert_eq!(verifier.verify(token.trim()).unwrap().user.as_str(), "42");
+}
+
+#[tokio::test]
+async fn a_numeric_looking_api_key_is_used_verbatim() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env_remove("HERALD_CONFIG")
+        .env("HERALD_SERVER__API_KEY", "007")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v1/publish");
+    let body = serde_json::json!({"channel": "c", "event": "e", "data": 1});
+    let mut status = 0;
+    for _ in 0..100 {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth("007")
+            .json(&body)
+            .send()
+            .await;
+        if let Ok(response) = response {
+            status = response.status().as_u16();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the key \"007\" must not become 7");
+    child.kill().await.unwrap();
 }
