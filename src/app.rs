@@ -7,10 +7,17 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::TokenVerifier,
+    auth::{
+        TokenVerifier,
+        sessions::{MemoryStore, RedisStore, SessionStore, Sessions},
+    },
     config::{Config, EngineKind},
-    core::{Hub, HubConfig, Registry},
-    engine::{Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
+    core::{Hub, HubConfig, RateLimits, Registry},
+    engine::{
+        Engine, SharedDispatcher,
+        memory::MemoryEngine,
+        redis::{RedisEngine, RedisHandle},
+    },
     http::{self, AppState},
 };
 
@@ -93,6 +100,15 @@ impl App {
         let rules = Arc::new(config.channels.clone());
         let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
         let engine = engine(Arc::clone(&registry) as SharedDispatcher);
+        let store: Arc<dyn SessionStore> = match config.engine.kind {
+            EngineKind::Memory => Arc::new(MemoryStore::default()),
+            EngineKind::Redis => Arc::new(RedisStore::new(
+                RedisHandle::new(&config.engine).map_err(StartError::Config)?,
+                config.engine.prefix.clone(),
+            )),
+        };
+        let sessions = Sessions::new(store, &config.auth);
+        let limits = RateLimits::new(config.rate_limits.clone());
         let hub_config = HubConfig {
             node_id,
             max_connections: config.limits.max_connections,
@@ -115,6 +131,8 @@ impl App {
             config: Arc::new(config),
             metrics,
             tracker: TaskTracker::new(),
+            sessions,
+            limits,
         });
         Ok(Self { listener, state })
     }
@@ -147,10 +165,14 @@ impl App {
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
         let announcer = tokio::spawn(announce(Arc::clone(&state)));
+        let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
         let stop_accepting = CancellationToken::new();
         let router = http::router(Arc::clone(&state));
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
 
         shutdown.await;
@@ -177,6 +199,7 @@ impl App {
         }
         heartbeats.abort();
         announcer.abort();
+        limiter_upkeep.abort();
         match server.await {
             Ok(result) => result,
             Err(err) => Err(std::io::Error::other(err)),
@@ -196,5 +219,14 @@ async fn announce(state: Arc<AppState>) {
         if let Err(err) = state.engine.announce(state.hub.node_id(), stats, ttl).await {
             tracing::debug!(error = %err, "announcing node stats failed");
         }
+    }
+}
+
+/// Forgets idle per-IP rate-limit state now and then, so memory stays bounded.
+async fn shrink_limiters(state: Arc<AppState>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        state.limits.shrink();
     }
 }

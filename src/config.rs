@@ -14,8 +14,8 @@ use figment::{
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthConfig, KeyAlgorithm},
-    core::{ChannelRules, OutboxLimits},
+    auth::AuthConfig,
+    core::{ChannelRules, OutboxLimits, RateLimitConfig},
 };
 
 /// The development API key used when none is configured. Never use it in production.
@@ -39,8 +39,10 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// `[outbox]`: per-connection outbound queue caps.
     pub outbox: OutboxLimits,
-    /// `[channels]`: public, client-publish and latest-value channel patterns.
+    /// `[channels]`: permissions, client publishing and conflation by namespace.
     pub channels: ChannelRules,
+    /// `[rate_limits]`: rates and concurrency caps per connection, IP, user and key.
+    pub rate_limits: RateLimitConfig,
     /// `[shutdown]`: drain window and deadline.
     pub shutdown: ShutdownConfig,
     /// `[log]`: format and filter.
@@ -62,6 +64,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most publications in one batch request.
     pub max_batch: usize,
+    /// Origins allowed to open WebSockets and call the browser-facing API
+    /// (CORS); `*` matches any run of characters. Requests without an
+    /// `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +80,14 @@ impl Default for ServerConfig {
             api_key: DEV_API_KEY.to_owned(),
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
+            allowed_origins: vec![
+                "http://localhost".into(),
+                "http://localhost:*".into(),
+                "http://127.0.0.1".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            trust_forwarded_for: false,
         }
     }
 }
@@ -292,7 +308,7 @@ pub(crate) fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
     })
 }
 
-fn optional_text<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn optional_text<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     text(deserializer).map(Some)
@@ -405,6 +421,7 @@ impl Config {
             );
         }
         crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
+        self.channels.validate().map_err(ConfigError)?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -431,8 +448,7 @@ impl Config {
     /// The keys that still hold insecure development defaults.
     pub fn insecure_defaults(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if self.auth.algorithm == KeyAlgorithm::HS256 && self.auth.secret == crate::auth::DEV_SECRET
-        {
+        if self.auth.algorithm.is_hmac() && self.auth.secret == crate::auth::DEV_SECRET {
             keys.push("auth.secret");
         }
         if self.server.api_key == DEV_API_KEY {

@@ -30,6 +30,8 @@ pub const FANOUT_DURATION: &str = "herald_fanout_duration_seconds";
 /// Whether the engine can carry publications: 1 or 0 (gauge).
 pub const ENGINE_CONNECTED: &str = "herald_engine_connected";
 
+/// Requests refused by a rate limit or concurrency cap, by `limit` (counter).
+pub const RATE_LIMITED: &str = "herald_rate_limited_total";
 /// Reconnections of the engine's pub/sub connections (counter).
 pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
 /// Time to reconnect and resubscribe after losing the engine (histogram, seconds).

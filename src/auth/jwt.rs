@@ -1,99 +1,19 @@
-//! JWT access tokens: verification on connect, and minting for development.
+//! JWT access tokens: verification on connect, and issuing for sessions.
 //!
-//! Exactly one algorithm is accepted, the one configured with the key, so a
-//! token can never pick its own algorithm (`none`, or HS256 signed with an
-//! RSA public key). `sub` is the user id; `exp` is required.
+//! The key is chosen by the token header's `kid` (none = the default key)
+//! and each key accepts exactly its own algorithm, so a token can never pick
+//! its algorithm (`none`, or HS256 signed with an RSA public key). `sub` is
+//! the user id and `exp` is required; `sid` ties the token to a session and
+//! `channels` grants channel patterns.
 
-use std::{fs, path::PathBuf};
+use std::sync::Arc;
 
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
-};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Header, decode, decode_header, encode, errors::ErrorKind};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
+use super::{AuthConfig, KeySet};
 use crate::protocol::UserId;
-
-/// The key algorithm used to sign access tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum KeyAlgorithm {
-    /// HMAC-SHA256 with a shared secret.
-    HS256,
-    /// RSA PKCS#1 v1.5 with SHA-256; verified with the public key.
-    RS256,
-    /// ECDSA P-256 with SHA-256; verified with the public key.
-    ES256,
-}
-
-impl KeyAlgorithm {
-    fn jwt(self) -> Algorithm {
-        match self {
-            Self::HS256 => Algorithm::HS256,
-            Self::RS256 => Algorithm::RS256,
-            Self::ES256 => Algorithm::ES256,
-        }
-    }
-}
-
-/// The development secret used when none is configured. Never use it in production.
-pub const DEV_SECRET: &str = "herald-insecure-development-secret";
-
-/// Token settings (`[auth]`).
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Signing algorithm of access tokens.
-    pub algorithm: KeyAlgorithm,
-    /// Shared secret for HS256.
-    #[serde(deserialize_with = "crate::config::text")]
-    pub secret: String,
-    /// PEM public key for RS256/ES256, inline.
-    pub public_key: Option<String>,
-    /// PEM public key for RS256/ES256, from a file.
-    pub public_key_file: Option<PathBuf>,
-    /// Clock skew allowed when checking `exp`, in seconds.
-    pub leeway_secs: u64,
-    /// Required `iss` claim, if set.
-    pub issuer: Option<String>,
-    /// Required `aud` claim, if set.
-    pub audience: Option<String>,
-    /// Whether connections without a token are accepted (public channels only).
-    pub allow_anonymous: bool,
-    /// How long before a connection's token expires `token_expiring` is sent, ms.
-    pub expiry_warning_ms: u64,
-    /// How long after expiry a connection may stay without `refresh` before 4005, ms.
-    pub expiry_grace_ms: u64,
-    /// How long a connection may take to send its `auth` message, in milliseconds.
-    pub timeout_ms: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            algorithm: KeyAlgorithm::HS256,
-            secret: DEV_SECRET.to_owned(),
-            public_key: None,
-            public_key_file: None,
-            leeway_secs: 5,
-            issuer: None,
-            audience: None,
-            allow_anonymous: false,
-            expiry_warning_ms: 60_000,
-            expiry_grace_ms: 5_000,
-            timeout_ms: 5000,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("algorithm", &self.algorithm)
-            .field("secret", &"<redacted>")
-            .field("public_key_file", &self.public_key_file)
-            .field("allow_anonymous", &self.allow_anonymous)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why a token was refused. The text is safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,13 +24,16 @@ pub enum AuthError {
     /// The signature does not match the key.
     #[error("bad signature")]
     BadSignature,
-    /// The token's `alg` is not the configured one.
+    /// The token's `alg` is not the one its key allows.
     #[error("algorithm not allowed")]
     Algorithm,
+    /// The header names a `kid` no configured key has.
+    #[error("unknown kid")]
+    UnknownKid,
     /// `sub` is missing or not a valid user id.
     #[error("missing or invalid sub claim")]
     Subject,
-    /// A claim other than `sub` is missing or wrong (`exp`, `nbf`, `iss`, `aud`).
+    /// A claim other than `sub` is missing or wrong (`exp`, `nbf`, `iss`, `aud`, `channels`).
     #[error("invalid claim: {0}")]
     Claim(&'static str),
     /// Not a well-formed JWT.
@@ -125,41 +48,47 @@ pub struct Verified {
     pub user: UserId,
     /// The `exp` claim, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The `sid` claim: the session the token belongs to, if any.
+    pub session: Option<String>,
+    /// The `channels` claim: channel patterns granted to this token.
+    pub grants: Vec<String>,
 }
 
 #[derive(Deserialize)]
-struct Claims {
+struct Decoded {
     // Optional here so that a token without `sub` is reported as such,
     // not as an undecodable token.
     sub: Option<String>,
     exp: u64,
+    sid: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
 }
 
-/// Verifies access tokens against the configured key.
-#[derive(Clone)]
+fn map_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::Algorithm,
+        ErrorKind::ImmatureSignature => AuthError::Claim("nbf is in the future"),
+        ErrorKind::InvalidIssuer => AuthError::Claim("iss"),
+        ErrorKind::InvalidAudience => AuthError::Claim("aud"),
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "sub" => AuthError::Subject,
+            "iss" => AuthError::Claim("iss"),
+            "aud" => AuthError::Claim("aud"),
+            _ => AuthError::Claim("exp is required"),
+        },
+        _ => AuthError::Malformed,
+    }
+}
+
+/// Verifies access tokens against the configured keys.
+#[derive(Debug, Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
-}
-
-impl std::fmt::Debug for TokenVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier")
-            .field("algorithms", &self.validation.algorithms)
-            .finish_non_exhaustive()
-    }
-}
-
-fn public_key_pem(config: &AuthConfig) -> Result<Vec<u8>, String> {
-    match (&config.public_key, &config.public_key_file) {
-        (Some(pem), _) => Ok(pem.as_bytes().to_vec()),
-        (None, Some(path)) => fs::read(path)
-            .map_err(|e| format!("auth.public_key_file: cannot read {}: {e}", path.display())),
-        (None, None) => Err(format!(
-            "auth.public_key or auth.public_key_file is required for {:?}",
-            config.algorithm
-        )),
-    }
+    keys: Arc<KeySet>,
 }
 
 impl TokenVerifier {
@@ -168,37 +97,12 @@ impl TokenVerifier {
     /// # Errors
     /// A message naming the config key that is missing or unusable.
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
-        let key = match config.algorithm {
-            KeyAlgorithm::HS256 if config.secret.is_empty() => {
-                return Err("auth.secret must not be empty for HS256".into());
-            }
-            KeyAlgorithm::HS256 => DecodingKey::from_secret(config.secret.as_bytes()),
-            KeyAlgorithm::RS256 => DecodingKey::from_rsa_pem(&public_key_pem(config)?)
-                .map_err(|e| format!("auth.public_key: not an RSA public key PEM: {e}"))?,
-            KeyAlgorithm::ES256 => DecodingKey::from_ec_pem(&public_key_pem(config)?)
-                .map_err(|e| format!("auth.public_key: not an EC public key PEM: {e}"))?,
-        };
-        let mut validation = Validation::new(config.algorithm.jwt());
-        let mut required = vec!["exp", "sub"];
-        // A configured issuer or audience must be present, not only match when present.
-        if config.issuer.is_some() {
-            required.push("iss");
-        }
-        if config.audience.is_some() {
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        validation.leeway = config.leeway_secs;
-        validation.validate_nbf = true;
-        if let Some(issuer) = &config.issuer {
-            validation.set_issuer(&[issuer]);
-        }
-        if let Some(audience) = &config.audience {
-            validation.set_audience(&[audience]);
-        } else {
-            validation.validate_aud = false;
-        }
-        Ok(Self { key, validation })
+        KeySet::new(config).map(|keys| Self::with_keys(Arc::new(keys)))
+    }
+
+    /// A verifier over already loaded keys.
+    pub fn with_keys(keys: Arc<KeySet>) -> Self {
+        Self { keys }
     }
 
     /// Verifies `token`.
@@ -206,72 +110,65 @@ impl TokenVerifier {
     /// # Errors
     /// [`AuthError`] says which check failed.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let header = decode_header(token).map_err(|e| map_error(e.kind()))?;
+        let key = self
+            .keys
+            .verifying(header.kid.as_deref())
+            .ok_or(AuthError::UnknownKid)?;
         let data =
-            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::InvalidAlgorithmName
-                | ErrorKind::MissingAlgorithm => AuthError::Algorithm,
-                ErrorKind::ImmatureSignature => AuthError::Claim("nbf is in the future"),
-                ErrorKind::InvalidIssuer => AuthError::Claim("iss"),
-                ErrorKind::InvalidAudience => AuthError::Claim("aud"),
-                ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
-                    "sub" => AuthError::Subject,
-                    "iss" => AuthError::Claim("iss"),
-                    "aud" => AuthError::Claim("aud"),
-                    _ => AuthError::Claim("exp is required"),
-                },
-                _ => AuthError::Malformed,
-            })?;
+            decode::<Decoded>(token, &key.key, &key.validation).map_err(|e| map_error(e.kind()))?;
         let sub = data.claims.sub.ok_or(AuthError::Subject)?;
         let user = UserId::parse(&sub).map_err(|_| AuthError::Subject)?;
         Ok(Verified {
             user,
             expires_at: data.claims.exp,
+            session: data.claims.sid,
+            grants: data.claims.channels,
         })
     }
 }
 
-#[derive(Serialize)]
-struct MintClaims<'a> {
-    sub: &'a str,
-    exp: u64,
-    iat: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<&'a str>,
+/// What goes into a token herald issues.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    /// Extra claims from the app (never overriding the ones below).
+    pub extra: Map<String, Value>,
+    /// The session id (`sid`).
+    pub session: Option<String>,
+    /// Granted channel patterns (`channels`).
+    pub grants: Vec<String>,
 }
 
-/// Mints HS256 access tokens with the configured secret (`herald token`, tests, examples).
-#[derive(Clone)]
+/// Issues access tokens signed with the signing key (`herald token`, sessions).
+#[derive(Debug, Clone)]
 pub struct TokenIssuer {
-    key: EncodingKey,
+    keys: Arc<KeySet>,
     issuer: Option<String>,
     audience: Option<String>,
 }
 
-impl std::fmt::Debug for TokenIssuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenIssuer")
-    }
-}
-
 impl TokenIssuer {
-    /// An issuer for the HS256 secret of `config`.
+    /// An issuer for the signing key of `config`.
     ///
     /// # Errors
-    /// If the configured algorithm is not HS256: RS256/ES256 tokens are minted by the app's own backend.
+    /// If no key can sign (an RS256/ES256 key without its private key).
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
-        if config.algorithm != KeyAlgorithm::HS256 {
+        Self::with_keys(Arc::new(KeySet::new(config)?), config)
+    }
+
+    /// An issuer over already loaded keys.
+    ///
+    /// # Errors
+    /// If no key can sign.
+    pub fn with_keys(keys: Arc<KeySet>, config: &AuthConfig) -> Result<Self, String> {
+        if keys.signing().is_none() {
             return Err(
-                "herald can only mint HS256 tokens; sign RS256/ES256 tokens with your private key"
+                "no signing key: set auth.private_key_file (RS256/ES256), or auth.signing_kid naming a key that can sign"
                     .into(),
             );
         }
         Ok(Self {
-            key: EncodingKey::from_secret(config.secret.as_bytes()),
+            keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
         })
@@ -280,18 +177,38 @@ impl TokenIssuer {
     /// A token for `user` valid for `ttl_secs`.
     ///
     /// # Errors
-    /// If signing fails, which HMAC does not.
+    /// If the user id is invalid or signing fails.
     pub fn mint(&self, user: &str, ttl_secs: u64) -> Result<String, String> {
+        self.mint_with(user, ttl_secs, &Claims::default())
+    }
+
+    /// A token for `user` valid for `ttl_secs`, with session, grants and extra claims.
+    ///
+    /// # Errors
+    /// If the user id is invalid or signing fails.
+    pub fn mint_with(&self, user: &str, ttl_secs: u64, claims: &Claims) -> Result<String, String> {
         UserId::parse(user).map_err(|e| format!("invalid user id: {e}"))?;
+        let key = self.keys.signing().ok_or("no signing key")?;
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = MintClaims {
-            sub: user,
-            exp: now + ttl_secs,
-            iat: now,
-            iss: self.issuer.as_deref(),
-            aud: self.audience.as_deref(),
-        };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.key).map_err(|e| e.to_string())
+        let mut body = claims.extra.clone();
+        body.insert("sub".into(), user.into());
+        body.insert("iat".into(), now.into());
+        body.insert("exp".into(), (now + ttl_secs).into());
+        if let Some(issuer) = &self.issuer {
+            body.insert("iss".into(), issuer.clone().into());
+        }
+        if let Some(audience) = &self.audience {
+            body.insert("aud".into(), audience.clone().into());
+        }
+        if let Some(session) = &claims.session {
+            body.insert("sid".into(), session.clone().into());
+        }
+        if !claims.grants.is_empty() {
+            body.insert("channels".into(), claims.grants.clone().into());
+        }
+        let mut header = Header::new(key.algorithm);
+        header.kid.clone_from(&key.kid);
+        encode(&header, &body, &key.key).map_err(|e| e.to_string())
     }
 }
 
@@ -310,5 +227,26 @@ mod tests {
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(verifier.verify(&tampered), Err(AuthError::BadSignature));
         assert_eq!(verifier.verify("nope"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn session_and_grants_round_trip_and_reserved_claims_win() {
+        let config = AuthConfig::default();
+        let mut extra = Map::new();
+        extra.insert("sub".into(), "mallory".into());
+        extra.insert("plan".into(), "pro".into());
+        let claims = Claims {
+            extra,
+            session: Some("s1".into()),
+            grants: vec!["tracking.42".into()],
+        };
+        let token = TokenIssuer::new(&config)
+            .unwrap()
+            .mint_with("42", 60, &claims)
+            .unwrap();
+        let verified = TokenVerifier::new(&config).unwrap().verify(&token).unwrap();
+        assert_eq!(verified.user.as_str(), "42");
+        assert_eq!(verified.session.as_deref(), Some("s1"));
+        assert_eq!(verified.grants, ["tracking.42"]);
     }
 }

@@ -17,6 +17,8 @@ pub enum DisconnectReason {
     AuthTimeout,
     /// The node is at its connection limit.
     ConnectionLimit,
+    /// The user has too many open connections.
+    UserConnectionLimit,
     /// The access token expired.
     TokenExpired,
     /// The access token was refused; the text says why.
@@ -29,6 +31,10 @@ pub enum DisconnectReason {
     MessageTooLarge,
     /// A backend disconnected the user through the API.
     Kicked,
+    /// The login session was revoked (logout, or a refresh token reused).
+    SessionRevoked,
+    /// The client kept exceeding its rate limit.
+    RateLimited,
     /// Herald failed internally.
     Internal,
 }
@@ -41,13 +47,15 @@ impl DisconnectReason {
             Self::SlowConsumer => CloseCode::SlowConsumer,
             Self::HeartbeatTimeout => CloseCode::HeartbeatTimeout,
             Self::AuthTimeout => CloseCode::AuthTimeout,
-            Self::ConnectionLimit => CloseCode::ConnectionLimit,
+            Self::ConnectionLimit | Self::UserConnectionLimit => CloseCode::ConnectionLimit,
             Self::TokenExpired => CloseCode::TokenExpired,
             Self::InvalidToken(_) => CloseCode::InvalidToken,
             Self::Forbidden => CloseCode::Forbidden,
             Self::ProtocolViolation(_) => CloseCode::ProtocolViolation,
             Self::MessageTooLarge => CloseCode::MessageTooLarge,
             Self::Kicked => CloseCode::Kicked,
+            Self::SessionRevoked => CloseCode::SessionRevoked,
+            Self::RateLimited => CloseCode::RateLimited,
             Self::Internal => CloseCode::InternalError,
         }
     }
@@ -60,12 +68,15 @@ impl DisconnectReason {
             Self::HeartbeatTimeout => "heartbeat timeout".into(),
             Self::AuthTimeout => "authentication timeout".into(),
             Self::ConnectionLimit => "node connection limit reached".into(),
+            Self::UserConnectionLimit => "too many connections for this user".into(),
             Self::TokenExpired => "token expired".into(),
             Self::InvalidToken(why) => format!("invalid token: {why}").into(),
             Self::Forbidden => "anonymous connections are not allowed".into(),
             Self::ProtocolViolation(why) => format!("protocol violation: {why}").into(),
             Self::MessageTooLarge => "message too large".into(),
             Self::Kicked => "disconnected by the server".into(),
+            Self::SessionRevoked => "session revoked".into(),
+            Self::RateLimited => "rate limit exceeded".into(),
             Self::Internal => "internal error".into(),
         };
         truncate(text, 123)

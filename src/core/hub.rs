@@ -13,16 +13,24 @@ use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
 use super::{
-    ChannelRules, ConnId, DisconnectReason, Joined, Left, Registry, Session, Subscriptions,
+    ChannelRules, ConnId, DisconnectReason, Identity, Joined, Left, Registry, Requester, Session,
+    Subscriptions,
 };
 use crate::{
-    engine::{Engine, EngineError},
+    engine::{Engine, EngineError, Kick},
     metrics as names,
     protocol::{
         ChannelName, CloseCode, ErrorCode, Publication, ServerMessage, SharedMessage, UserId,
         unix_ms,
     },
 };
+
+fn requester(session: &Session) -> Requester<'_> {
+    Requester {
+        user: session.user().map(UserId::as_str),
+        grants: session.grants(),
+    }
+}
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -203,16 +211,11 @@ impl Hub {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Registers a new authenticated (or anonymous) connection whose token
-    /// expires at `expires_at_ms` (Unix ms; 0 = no token).
+    /// Registers a new authenticated (or anonymous) connection.
     ///
     /// # Errors
     /// [`DisconnectReason::Shutdown`] while draining, [`DisconnectReason::ConnectionLimit`] when full.
-    pub fn connect(
-        &self,
-        user: Option<UserId>,
-        expires_at_ms: u64,
-    ) -> Result<Arc<Session>, DisconnectReason> {
+    pub fn connect(&self, identity: Identity) -> Result<Arc<Session>, DisconnectReason> {
         if self.is_draining() {
             return Err(DisconnectReason::Shutdown);
         }
@@ -221,7 +224,8 @@ impl Hub {
             return Err(DisconnectReason::ConnectionLimit);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(id, user, self.now_ms()));
+        let expires_at_ms = identity.expires_at_ms;
+        let session = Arc::new(Session::new(id, identity, self.now_ms()));
         session.set_expiry(expires_at_ms);
         self.sessions.insert(id, Arc::clone(&session));
         self.metrics.connections.increment(1);
@@ -238,9 +242,12 @@ impl Hub {
         session: &Arc<Session>,
         subs: &mut Subscriptions,
     ) -> Result<Vec<ChannelName>, HubError> {
-        let mut channels = Vec::with_capacity(2);
+        let mut channels = Vec::with_capacity(3);
         if let Some(user) = session.user() {
             channels.push(ChannelName::personal(user));
+        }
+        if let Some(channel) = session.session().and_then(ChannelName::session) {
+            channels.push(channel);
         }
         channels.push(ChannelName::broadcast());
         for channel in &channels {
@@ -265,10 +272,8 @@ impl Hub {
                 "personal and broadcast channels are joined automatically",
             ));
         }
-        if session.user().is_none() && !self.rules.is_public(&channel) {
-            return Err(HubError::PermissionDenied(
-                "anonymous connections may only subscribe to public channels",
-            ));
+        if let Some(why) = self.rules.refuse_subscribe(&channel, requester(session)) {
+            return Err(HubError::PermissionDenied(why));
         }
         if subs.contains(&channel) {
             return Err(HubError::AlreadySubscribed(channel));
@@ -388,15 +393,13 @@ impl Hub {
         publication: Publication,
     ) -> Result<(), HubError> {
         let channel = &publication.channel;
-        if channel.is_reserved() || !self.rules.allows_client_publish(channel) {
+        if channel.is_reserved() {
             return Err(HubError::PermissionDenied(
                 "clients may not publish to this channel",
             ));
         }
-        if session.user().is_none() && !self.rules.is_public(channel) {
-            return Err(HubError::PermissionDenied(
-                "anonymous connections may only publish to public channels",
-            ));
+        if let Some(why) = self.rules.refuse_publish(channel, requester(session)) {
+            return Err(HubError::PermissionDenied(why));
         }
         self.publish(vec![publication]).await?;
         Ok(())
@@ -408,9 +411,24 @@ impl Hub {
     /// # Errors
     /// If the engine cannot reach the other nodes.
     pub async fn disconnect_user(&self, user: &UserId) -> Result<usize, EngineError> {
-        let channel = ChannelName::personal(user);
+        self.kick(ChannelName::personal(user), Kick::User).await
+    }
+
+    /// Closes every connection of login session `session` on every node
+    /// (code 4505). Returns how many were open on this node.
+    ///
+    /// # Errors
+    /// If the engine cannot reach the other nodes.
+    pub async fn revoke_session(&self, session: &str) -> Result<usize, EngineError> {
+        match ChannelName::session(session) {
+            Some(channel) => self.kick(channel, Kick::Revoked).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn kick(&self, channel: ChannelName, kick: Kick) -> Result<usize, EngineError> {
         let local = self.registry.subscriber_count(channel.as_str());
-        self.engine.disconnect(channel).await?;
+        self.engine.disconnect(channel, kick).await?;
         Ok(local)
     }
 

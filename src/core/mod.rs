@@ -8,13 +8,15 @@ mod disconnect;
 mod hub;
 mod outbox;
 mod policy;
+mod rate_limit;
 mod registry;
 mod session;
 
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, HubStats, TopChannel};
 pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
-pub use policy::{ChannelPattern, ChannelRules};
+pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, Requester};
+pub use rate_limit::{Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
 pub use registry::Registry;
 pub(crate) use registry::{Joined, Left};
-pub use session::{ConnId, Session, Subscriptions};
+pub use session::{ConnId, Identity, Session, Subscriptions};

@@ -56,36 +56,143 @@ impl<'de> Deserialize<'de> for ChannelPattern {
     }
 }
 
-/// Channel rules from configuration.
+/// Who may subscribe to the channels of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Anyone, anonymous connections included (if `auth.allow_anonymous`).
+    Public,
+    /// Any authenticated connection.
+    #[default]
+    Authenticated,
+    /// Only the user the channel is named after: `<prefix><user id>`.
+    Personal,
+    /// Only connections whose token grants the channel (`channels` claim).
+    Granted,
+}
+
+/// One namespace (`[[channels.namespaces]]`): channels matching `pattern`
+/// and what connections may do with them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// Which channels (exact name or prefix ending in `*`).
+    pub pattern: ChannelPattern,
+    /// Who may subscribe.
+    #[serde(default)]
+    pub access: Access,
+    /// Whether clients allowed to subscribe may also publish.
+    #[serde(default)]
+    pub client_publish: bool,
+    /// Whether a slow client gets only the newest pending message per channel.
+    #[serde(default)]
+    pub latest_value: bool,
+}
+
+impl Namespace {
+    /// A namespace with `access` and no publishing or conflation.
+    pub fn new(pattern: &str, access: Access) -> Result<Self, String> {
+        Ok(Self {
+            pattern: ChannelPattern::parse(pattern)?,
+            access,
+            client_publish: false,
+            latest_value: false,
+        })
+    }
+}
+
+/// Who is asking, for a permission check.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// The user, `None` when anonymous.
+    pub user: Option<&'a str>,
+    /// Channel patterns the token granted.
+    pub grants: &'a [ChannelPattern],
+}
+
+/// Channel permissions from configuration: the first namespace whose
+/// pattern matches decides; channels matching none are authenticated-only,
+/// without client publishing or conflation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelRules {
-    /// Channels anonymous connections may subscribe to.
-    pub public: Vec<ChannelPattern>,
-    /// Channels clients may publish to (default: none).
-    pub client_publish: Vec<ChannelPattern>,
-    /// Channels where a slow client gets only the newest pending message.
-    pub latest_value: Vec<ChannelPattern>,
+    /// Namespaces, first match wins.
+    pub namespaces: Vec<Namespace>,
 }
 
-fn any(patterns: &[ChannelPattern], channel: &ChannelName) -> bool {
-    patterns.iter().any(|p| p.matches(channel))
-}
+static DEFAULT: Namespace = Namespace {
+    pattern: ChannelPattern {
+        text: String::new(),
+        prefix: true,
+    },
+    access: Access::Authenticated,
+    client_publish: false,
+    latest_value: false,
+};
 
 impl ChannelRules {
-    /// Whether anonymous connections may subscribe to `channel`.
-    pub fn is_public(&self, channel: &ChannelName) -> bool {
-        any(&self.public, channel)
+    fn namespace(&self, channel: &ChannelName) -> &Namespace {
+        self.namespaces
+            .iter()
+            .find(|n| n.pattern.matches(channel))
+            .unwrap_or(&DEFAULT)
     }
 
-    /// Whether clients may publish to `channel`.
-    pub fn allows_client_publish(&self, channel: &ChannelName) -> bool {
-        any(&self.client_publish, channel)
+    /// Why `who` may not subscribe to `channel`, or `None` if it may.
+    pub fn refuse_subscribe(
+        &self,
+        channel: &ChannelName,
+        who: Requester<'_>,
+    ) -> Option<&'static str> {
+        let namespace = self.namespace(channel);
+        match (namespace.access, who.user) {
+            (Access::Public, _) => None,
+            (_, None) => Some("anonymous connections may only subscribe to public channels"),
+            (Access::Authenticated, Some(_)) => None,
+            (Access::Personal, Some(user)) => {
+                let owner = channel
+                    .as_str()
+                    .strip_prefix(namespace.pattern.text.as_str());
+                (owner != Some(user)).then_some("this personal channel belongs to another user")
+            }
+            (Access::Granted, Some(_)) => (!who.grants.iter().any(|g| g.matches(channel)))
+                .then_some("the token does not grant this channel"),
+        }
+    }
+
+    /// Why `who` may not publish to `channel`, or `None` if it may.
+    pub fn refuse_publish(
+        &self,
+        channel: &ChannelName,
+        who: Requester<'_>,
+    ) -> Option<&'static str> {
+        if !self.namespace(channel).client_publish {
+            return Some("clients may not publish to this channel");
+        }
+        self.refuse_subscribe(channel, who)
     }
 
     /// Whether `channel` is latest-value (conflated for slow clients).
     pub fn is_latest_value(&self, channel: &ChannelName) -> bool {
-        any(&self.latest_value, channel)
+        self.namespace(channel).latest_value
+    }
+
+    /// Checks what a pattern alone cannot: personal namespaces need a prefix pattern.
+    ///
+    /// # Errors
+    /// A message naming the offending namespace.
+    pub fn validate(&self) -> Result<(), String> {
+        match self
+            .namespaces
+            .iter()
+            .find(|n| n.access == Access::Personal && !n.pattern.prefix)
+        {
+            Some(n) => Err(format!(
+                "channels.namespaces: personal namespace {:?} needs a prefix pattern such as \"inbox:*\"",
+                n.pattern
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -107,5 +214,51 @@ mod tests {
         assert!(!exact.matches(&ch("news.x")));
         assert!(ChannelPattern::parse("*").unwrap().matches(&ch("anything")));
         assert!(ChannelPattern::parse("bad name*").is_err());
+    }
+
+    fn rules() -> ChannelRules {
+        let mut prices = Namespace::new("prices.*", Access::Authenticated).unwrap();
+        prices.latest_value = true;
+        let mut chat = Namespace::new("chat.*", Access::Public).unwrap();
+        chat.client_publish = true;
+        ChannelRules {
+            namespaces: vec![
+                Namespace::new("public.*", Access::Public).unwrap(),
+                prices,
+                chat,
+                Namespace::new("inbox:*", Access::Personal).unwrap(),
+                Namespace::new("tracking.*", Access::Granted).unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn each_access_kind_allows_and_refuses() {
+        let rules = rules();
+        let grants = [ChannelPattern::parse("tracking.42").unwrap()];
+        let anon = Requester {
+            user: None,
+            grants: &[],
+        };
+        let alice = Requester {
+            user: Some("alice"),
+            grants: &grants,
+        };
+        let bob = Requester {
+            user: Some("bob"),
+            grants: &[],
+        };
+        assert_eq!(rules.refuse_subscribe(&ch("public.news"), anon), None);
+        assert!(rules.refuse_subscribe(&ch("other"), anon).is_some());
+        assert_eq!(rules.refuse_subscribe(&ch("other"), bob), None);
+        assert_eq!(rules.refuse_subscribe(&ch("inbox:alice"), alice), None);
+        assert!(rules.refuse_subscribe(&ch("inbox:alice"), bob).is_some());
+        assert_eq!(rules.refuse_subscribe(&ch("tracking.42"), alice), None);
+        assert!(rules.refuse_subscribe(&ch("tracking.42"), bob).is_some());
+        assert!(rules.refuse_subscribe(&ch("tracking.43"), alice).is_some());
+        assert_eq!(rules.refuse_publish(&ch("chat.lobby"), anon), None);
+        assert!(rules.refuse_publish(&ch("public.news"), alice).is_some());
+        assert!(rules.is_latest_value(&ch("prices.btc")));
+        assert!(!rules.is_latest_value(&ch("public.news")));
     }
 }

@@ -17,7 +17,7 @@ use metrics::{Counter, Histogram};
 
 use super::{ChannelRules, ConnId, DisconnectReason, OutboxLimits, Pushed, Session};
 use crate::{
-    engine::Dispatcher,
+    engine::{Dispatcher, Kick},
     metrics as names,
     protocol::{ChannelName, Publication, ServerMessage, SharedMessage},
 };
@@ -227,13 +227,17 @@ impl Dispatcher for Registry {
         reached
     }
 
-    fn disconnect(&self, channel: &str) -> usize {
+    fn disconnect(&self, channel: &str, kick: Kick) -> usize {
         let Some(channel) = self.channel(channel) else {
             return 0;
         };
+        let reason = match kick {
+            Kick::User => DisconnectReason::Kicked,
+            Kick::Revoked => DisconnectReason::SessionRevoked,
+        };
         let members = channel.snapshot();
         for session in members.iter() {
-            session.close(DisconnectReason::Kicked);
+            session.close(reason.clone());
         }
         members.len()
     }
@@ -254,7 +258,10 @@ impl Dispatcher for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EventName, JsonData};
+    use crate::{
+        core::Identity,
+        protocol::{EventName, JsonData},
+    };
 
     fn ch(name: &str) -> ChannelName {
         ChannelName::parse(name, 128).unwrap()
@@ -272,8 +279,8 @@ mod tests {
     #[test]
     fn first_and_last_member_are_reported() {
         let registry = Registry::new(Arc::default(), OutboxLimits::default());
-        let a = Arc::new(Session::new(1, None, 0));
-        let b = Arc::new(Session::new(2, None, 0));
+        let a = Arc::new(Session::new(1, Identity::default(), 0));
+        let b = Arc::new(Session::new(2, Identity::default(), 0));
         assert_eq!(registry.join(&ch("x"), &a), Joined::First);
         assert_eq!(registry.join(&ch("x"), &b), Joined::Added);
         assert_eq!(registry.leave(&ch("x"), 1), Left::Removed);
@@ -285,8 +292,8 @@ mod tests {
     #[test]
     fn dispatch_reaches_current_members_only() {
         let registry = Registry::new(Arc::default(), OutboxLimits::default());
-        let a = Arc::new(Session::new(1, None, 0));
-        let b = Arc::new(Session::new(2, None, 0));
+        let a = Arc::new(Session::new(1, Identity::default(), 0));
+        let b = Arc::new(Session::new(2, Identity::default(), 0));
         registry.join(&ch("x"), &a);
         assert_eq!(registry.dispatch(publication("x")), 1);
         registry.join(&ch("x"), &b);

@@ -2,8 +2,21 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{DisconnectReason, Outbox};
+use super::{ChannelPattern, DisconnectReason, Outbox};
 use crate::protocol::{ChannelName, UserId};
+
+/// Who a connection is, as its token says.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The user, `None` for anonymous connections.
+    pub user: Option<UserId>,
+    /// The login session, if the token has one.
+    pub session: Option<String>,
+    /// Granted channel patterns.
+    pub grants: Vec<ChannelPattern>,
+    /// Token expiry, Unix milliseconds; 0 for none.
+    pub expires_at_ms: u64,
+}
 
 /// A connection id, unique on this node.
 pub type ConnId = u64;
@@ -14,6 +27,10 @@ pub type ConnId = u64;
 pub struct Session {
     id: ConnId,
     user: Option<UserId>,
+    /// The login session the token belongs to, if any.
+    session: Option<Box<str>>,
+    /// Channel patterns the token granted (empty: no allocation).
+    grants: Box<[ChannelPattern]>,
     outbox: Outbox,
     /// Milliseconds since hub start when the client last sent anything.
     last_seen_ms: AtomicU64,
@@ -24,10 +41,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub(super) fn new(id: ConnId, user: Option<UserId>, now_ms: u64) -> Self {
+    pub(super) fn new(id: ConnId, identity: Identity, now_ms: u64) -> Self {
         Self {
             id,
-            user,
+            user: identity.user,
+            session: identity.session.map(String::into_boxed_str),
+            grants: identity.grants.into_boxed_slice(),
             outbox: Outbox::default(),
             last_seen_ms: AtomicU64::new(now_ms),
             expires_at_ms: AtomicU64::new(0),
@@ -58,6 +77,16 @@ impl Session {
     /// The authenticated user, `None` for anonymous connections.
     pub fn user(&self) -> Option<&UserId> {
         self.user.as_ref()
+    }
+
+    /// The login session the token belongs to, if any.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Channel patterns the token granted.
+    pub fn grants(&self) -> &[ChannelPattern] {
+        &self.grants
     }
 
     /// The outbound queue the connection's writer drains.

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Kick;
 use crate::protocol::{ChannelName, EventName, JsonData, Publication};
 
 #[derive(Serialize)]
@@ -31,7 +32,7 @@ pub enum Decoded {
     /// Deliver a publication.
     Publish(Publication),
     /// Close the channel's local subscribers.
-    Disconnect,
+    Disconnect(Kick),
 }
 
 /// The envelope for `publication` (JSON text; channel travels separately).
@@ -46,13 +47,20 @@ pub fn encode(publication: &Publication) -> Vec<u8> {
 }
 
 /// The control payload that closes a channel's subscribers on every node.
-pub const DISCONNECT: &[u8] = br#"{"control":"disconnect"}"#;
+pub fn control(kick: Kick) -> &'static [u8] {
+    match kick {
+        Kick::User => br#"{"control":"disconnect"}"#,
+        Kick::Revoked => br#"{"control":"revoke"}"#,
+    }
+}
 
 /// Reads a payload received on `channel`.
 pub fn decode(channel: ChannelName, payload: &[u8], default_event: &EventName) -> Decoded {
     if let Ok(envelope) = serde_json::from_slice::<Incoming>(payload) {
-        if envelope.control.as_deref() == Some("disconnect") {
-            return Decoded::Disconnect;
+        match envelope.control.as_deref() {
+            Some("disconnect") => return Decoded::Disconnect(Kick::User),
+            Some("revoke") => return Decoded::Disconnect(Kick::Revoked),
+            _ => {}
         }
         if let (Some(event), Some(data)) = (envelope.event, envelope.data)
             && let Ok(event) = EventName::parse(&event)
@@ -96,7 +104,7 @@ mod tests {
     fn publication(decoded: Decoded) -> Publication {
         match decoded {
             Decoded::Publish(p) => p,
-            Decoded::Disconnect => panic!("expected a publication"),
+            Decoded::Disconnect(_) => panic!("expected a publication"),
         }
     }
 
@@ -124,6 +132,13 @@ mod tests {
         assert_eq!(p.data.as_json(), r#""not json""#);
         let p = publication(decode(ch(), &[0xff, 0x41], &message()));
         assert_eq!(p.data.as_json(), "\"\u{fffd}A\"");
-        assert_eq!(decode(ch(), DISCONNECT, &message()), Decoded::Disconnect);
+        assert_eq!(
+            decode(ch(), control(Kick::User), &message()),
+            Decoded::Disconnect(Kick::User)
+        );
+        assert_eq!(
+            decode(ch(), control(Kick::Revoked), &message()),
+            Decoded::Disconnect(Kick::Revoked)
+        );
     }
 }

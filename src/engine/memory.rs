@@ -4,7 +4,7 @@ use std::sync::{Mutex, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, ready};
 
-use super::{Engine, EngineError, SharedDispatcher};
+use super::{Engine, EngineError, Kick, SharedDispatcher};
 use crate::protocol::{ChannelName, Publication};
 
 /// Delivers every publication straight to the local fan-out.
@@ -46,8 +46,12 @@ impl Engine for MemoryEngine {
 
     fn unsubscribe(&self, _channel: ChannelName) {}
 
-    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
-        self.dispatcher.disconnect(channel.as_str());
+    fn disconnect(
+        &self,
+        channel: ChannelName,
+        kick: Kick,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.dispatcher.disconnect(channel.as_str(), kick);
         ready(Ok(())).boxed()
     }
 

@@ -30,14 +30,23 @@ pub enum EngineError {
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why a channel's connections are closed on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A backend disconnected the user (close code 4504).
+    User,
+    /// The login session was revoked (close code 4505).
+    Revoked,
+}
+
 /// Local delivery: where an engine hands what it receives.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Fans `publication` out to this node's subscribers of its channel.
     /// Returns how many connections it was queued for.
     fn dispatch(&self, publication: Publication) -> usize;
 
-    /// Closes this node's subscribers of `channel` (code 4504). Returns how many.
-    fn disconnect(&self, channel: &str) -> usize;
+    /// Closes this node's subscribers of `channel`. Returns how many.
+    fn disconnect(&self, channel: &str, kick: Kick) -> usize;
 
     /// Tells this node's subscribers of `channel` that publications may have
     /// been missed (the engine lost and regained its backend).
@@ -72,7 +81,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     fn unsubscribe(&self, channel: ChannelName);
 
     /// Closes the subscribers of `channel` on every node.
-    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>>;
+    fn disconnect(
+        &self,
+        channel: ChannelName,
+        kick: Kick,
+    ) -> BoxFuture<'static, Result<(), EngineError>>;
 
     /// Whether the engine can currently carry publications.
     fn is_connected(&self) -> bool;

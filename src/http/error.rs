@@ -31,6 +31,12 @@ pub enum ApiError {
         /// Position in a batch.
         index: Option<usize>,
     },
+    /// 401: a refresh token or session was refused (code says why).
+    #[error("{1}")]
+    Session(&'static str, String),
+    /// 429: a rate limit was exceeded.
+    #[error("{0}")]
+    RateLimited(&'static str),
     /// 503: the engine cannot carry publications right now.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
@@ -71,6 +77,8 @@ impl IntoResponse for ApiError {
             Self::TooLarge { index, .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "data_too_large", *index)
             }
+            Self::Session(code, _) => (StatusCode::UNAUTHORIZED, *code, None),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", None),
         };
         let mut error = json!({ "code": code, "message": self.to_string() });

@@ -4,23 +4,39 @@
 mod demo;
 mod error;
 mod ops;
+pub(crate) mod origin;
 mod publish;
+mod sessions;
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State},
+    http::{HeaderName, HeaderValue, Method, header, request::Parts},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+};
 
 pub use error::ApiError;
 
-use crate::{auth::TokenVerifier, config::Config, core::Hub, engine::Engine};
+use crate::{
+    auth::{TokenVerifier, sessions::Sessions},
+    config::Config,
+    core::{Hub, RateLimits},
+    engine::Engine,
+};
 
 /// What every handler and connection task shares.
 #[derive(Debug)]
@@ -37,6 +53,47 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Login sessions and refresh tokens.
+    pub sessions: Sessions,
+    /// Rate limits and concurrency caps.
+    pub limits: RateLimits,
+}
+
+/// The client's IP: the peer address, or the first `X-Forwarded-For` entry
+/// when `server.trust_forwarded_for` is set.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Infallible> {
+        let forwarded = state
+            .config
+            .server
+            .trust_forwarded_for
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")?
+                    .to_str()
+                    .ok()?
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .flatten();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(Self(forwarded.unwrap_or(peer)))
+    }
 }
 
 /// Builds the router: WebSocket, API and operations endpoints.
@@ -46,12 +103,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/publish/batch", post(publish::batch))
         .route("/stats", get(ops::stats))
         .route("/users/{user}/disconnect", post(ops::disconnect_user))
+        .route("/sessions", post(sessions::create))
+        .route("/sessions/{session}", delete(sessions::revoke))
+        .route("/users/{user}/sessions", delete(sessions::revoke_user))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
-        ))
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes));
-    Router::new()
+        ));
+    // Called by browsers with a refresh token, not the API key: CORS for
+    // the allowed origins only.
+    let browser = Router::new()
+        .route("/sessions/refresh", post(sessions::refresh))
+        .route("/sessions/logout", post(sessions::logout))
+        .layer(cors(&state.config.server.allowed_origins));
+    let api = api
+        .merge(browser)
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    let router = Router::new()
         .route("/ws", get(crate::native::upgrade))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
@@ -60,7 +132,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/demo/herald.js", get(demo::client))
         .route("/demo/demo.js", get(demo::script))
         .nest("/api/v1", api)
-        .with_state(state)
+        .with_state(state);
+    security_headers(router)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins = origins.to_vec();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| origin::allowed(o, &origins))
+        }))
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+}
+
+/// Standard security headers on every response.
+fn security_headers(router: Router) -> Router {
+    let headers = [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ];
+    headers.into_iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ))
+    })
 }
 
 /// Rejects API requests without the configured key (`Authorization: Bearer <key>` or `X-API-Key`).

@@ -71,11 +71,19 @@ impl PublishRequest {
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
 }
 
 async fn send(state: &AppState, batch: Vec<Publication>) -> Result<Vec<usize>, ApiError> {
+    if !state
+        .limits
+        .allow_api_publishes(u32::try_from(batch.len()).unwrap_or(u32::MAX))
+    {
+        return Err(ApiError::RateLimited(
+            "publish rate limit exceeded; slow down",
+        ));
+    }
     state
         .hub
         .publish(batch)

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::{
     auth::{AuthError, Verified},
-    core::{DisconnectReason, HubError, Session, Subscriptions},
+    core::{ChannelPattern, DisconnectReason, HubError, Identity, Session, Subscriptions, Verdict},
     http::AppState,
     protocol::{
         ChannelName, ClientMessage, DecodeError, ErrorCode, EventName, Format, JsonData,
@@ -134,12 +134,29 @@ impl Connection {
 
     /// Registers with the hub, welcomes the client and runs until the end.
     async fn serve(&mut self, token: Option<Verified>, auth_id: Option<u64>) -> End {
-        let hub = Arc::clone(&self.state.hub);
-        let (user, expires_at_ms) = match token {
-            Some(token) => (Some(token.user), token.expires_at.saturating_mul(1000)),
-            None => (None, 0),
+        let identity = match token {
+            Some(token) => match admit(&self.state, token).await {
+                Ok(identity) => identity,
+                Err(end) => return end,
+            },
+            None => Identity::default(),
         };
-        let session = match hub.connect(user, expires_at_ms) {
+        let user = identity.user.clone();
+        if let Some(user) = &user
+            && !self.state.limits.acquire_user(user.as_str())
+        {
+            return DisconnectReason::UserConnectionLimit.into();
+        }
+        let end = self.serve_identity(identity, auth_id).await;
+        if let Some(user) = &user {
+            self.state.limits.release_user(user.as_str());
+        }
+        end
+    }
+
+    async fn serve_identity(&mut self, identity: Identity, auth_id: Option<u64>) -> End {
+        let hub = Arc::clone(&self.state.hub);
+        let session = match hub.connect(identity) {
             Ok(session) => session,
             Err(reason) => return reason.into(),
         };
@@ -197,6 +214,7 @@ impl Connection {
     /// The session loop: outbound queue and inbound requests.
     async fn pump(&mut self, session: &Arc<Session>, subs: &mut Subscriptions) -> Result<(), End> {
         let mut batch = Vec::new();
+        let mut limiter = self.state.limits.message_limiter();
         loop {
             tokio::select! {
                 // Outbound first: a client that floods requests must not
@@ -212,10 +230,20 @@ impl Connection {
                 }
                 request = self.next_request() => {
                     self.state.hub.touch(session);
-                    match request? {
-                        Some(Ok(message)) => self.handle(session, subs, message).await?,
-                        Some(Err(err)) => self.reply_decode_error(err).await?,
-                        None => {}
+                    let Some(request) = request? else { continue };
+                    match limiter.check() {
+                        Verdict::Allow => {}
+                        Verdict::Refuse => {
+                            let id = request.as_ref().map_or_else(|e| e.id, request_id);
+                            let reason = "rate limit exceeded; slow down".to_owned();
+                            self.reply_error(id, ErrorCode::RateLimited, reason).await?;
+                            continue;
+                        }
+                        Verdict::Close => return Err(DisconnectReason::RateLimited.into()),
+                    }
+                    match request {
+                        Ok(message) => self.handle(session, subs, message).await?,
+                        Err(err) => self.reply_decode_error(err).await?,
                     }
                 }
             }
@@ -438,6 +466,41 @@ impl Connection {
         };
         let _ = timeout(CLOSE_TIMEOUT, handshake).await;
     }
+}
+
+/// Checks what the signature alone cannot: a revoked session, malformed grants.
+async fn admit(state: &AppState, token: Verified) -> Result<Identity, End> {
+    if let Some(session) = &token.session {
+        match state.sessions.is_revoked(session).await {
+            Ok(false) => {}
+            Ok(true) => return Err(DisconnectReason::SessionRevoked.into()),
+            Err(err) => {
+                tracing::warn!(error = %err, "checking session revocation failed");
+                return Err(DisconnectReason::Internal.into());
+            }
+        }
+    }
+    identity(token)
+}
+
+/// The hub's view of a verified token; refuses malformed grants.
+fn identity(token: Verified) -> Result<Identity, End> {
+    let grants = token
+        .grants
+        .iter()
+        .map(|g| ChannelPattern::parse(g))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            End::Close(DisconnectReason::InvalidToken(
+                "invalid claim: channels".into(),
+            ))
+        })?;
+    Ok(Identity {
+        user: Some(token.user),
+        session: token.session,
+        grants,
+        expires_at_ms: token.expires_at.saturating_mul(1000),
+    })
 }
 
 /// An error reply in the making.

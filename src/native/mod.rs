@@ -10,12 +10,15 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Query, State, WebSocketUpgrade},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 
-use crate::{http::AppState, protocol::Format};
+use crate::{
+    http::{AppState, ClientIp, origin},
+    protocol::Format,
+};
 
 /// Subprotocol selecting JSON frames.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -36,11 +39,30 @@ pub(crate) struct UpgradeParams {
 /// `GET /ws`: upgrades to a WebSocket speaking protocol v1.
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Query(params): Query<UpgradeParams>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if state.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    // Browsers always send Origin; a page on a foreign site must not be able
+    // to open a socket with the user's cookies or stored token
+    // (cross-site WebSocket hijacking). Non-browser clients send none.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin
+            .to_str()
+            .is_ok_and(|o| origin::allowed(o, &state.config.server.allowed_origins))
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if !state.limits.allow_upgrade(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many new connections from this address",
+        )
+            .into_response();
     }
     let header_token = ws
         .requested_protocols()
@@ -63,6 +85,17 @@ pub(crate) async fn upgrade(
     let token = header_token.or(params.token).filter(|t| !t.is_empty());
     let settings = &state.config.websocket;
     let max_message = state.config.limits.max_message_size;
+    if !state.limits.acquire_ip(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open connections from this address",
+        )
+            .into_response();
+    }
+    let slot = IpSlot {
+        state: Arc::clone(&state),
+        ip,
+    };
     let tracker = state.tracker.clone();
     ws.read_buffer_size(settings.read_buffer_size)
         .write_buffer_size(settings.write_buffer_size)
@@ -71,6 +104,22 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| {
             // Herald tracks its sockets itself: axum's graceful shutdown does
             // not wait for upgraded connections.
-            tracker.track_future(connection::run(socket, state, format, token))
+            tracker.track_future(async move {
+                connection::run(socket, state, format, token).await;
+                drop(slot);
+            })
         })
+}
+
+/// A per-IP connection slot, returned when the connection ends (or the
+/// upgrade fails, since the callback then never runs and the slot drops).
+struct IpSlot {
+    state: Arc<AppState>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.state.limits.release_ip(self.ip);
+    }
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     AlreadyAuthenticated = 109,
     /// An event name breaks the charset or length rules.
     InvalidEvent = 110,
+    /// The client exceeded a rate limit; slow down.
+    RateLimited = 111,
     /// The engine that carries publications between nodes is unavailable.
     EngineUnavailable = 112,
     /// The publication data exceeds the size limit.
@@ -69,6 +71,8 @@ pub enum CloseCode {
     ConnectionLimit = 4004,
     /// The access token expired; fetch a fresh token, then reconnect.
     TokenExpired = 4005,
+    /// The client kept exceeding its message rate limit; reconnect with backoff.
+    RateLimited = 4006,
     /// The token is invalid (bad signature, algorithm, claims); do not retry it.
     InvalidToken = 4500,
     /// The connection is not allowed: anonymous access is disabled.
@@ -79,6 +83,8 @@ pub enum CloseCode {
     MessageTooLarge = 4503,
     /// A backend disconnected this user through the API.
     Kicked = 4504,
+    /// The login session was revoked (logout, revocation, or a reused refresh token).
+    SessionRevoked = 4505,
 }
 
 impl CloseCode {

@@ -16,5 +16,7 @@ pub use codec::{DecodeError, Format, decode, encode};
 pub use codes::{CloseCode, ErrorCode};
 pub use data::JsonData;
 pub use message::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
-pub use names::{BROADCAST_CHANNEL, ChannelName, EventName, NameError, PERSONAL_PREFIX, UserId};
+pub use names::{
+    BROADCAST_CHANNEL, ChannelName, EventName, NameError, PERSONAL_PREFIX, SESSION_PREFIX, UserId,
+};
 pub use shared::{Publication, SharedMessage, unix_ms};

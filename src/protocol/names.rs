@@ -12,6 +12,8 @@ use serde::{Serialize, Serializer};
 pub const BROADCAST_CHANNEL: &str = "broadcast";
 /// The prefix of personal channels: `user:<id>` reaches every connection of that user.
 pub const PERSONAL_PREFIX: &str = "user:";
+/// The prefix of session channels: `session:<sid>` holds the connections of one login session.
+pub const SESSION_PREFIX: &str = "session:";
 
 /// Longest event name, in bytes.
 const MAX_EVENT_LEN: usize = 64;
@@ -128,10 +130,18 @@ impl ChannelName {
         Self(format!("{PERSONAL_PREFIX}{user}").into())
     }
 
-    /// Whether clients may not subscribe to or leave this channel themselves,
-    /// because the server manages it (personal and broadcast channels).
+    /// The session channel of `session`, if the id makes a valid channel name.
+    pub fn session(session: &str) -> Option<Self> {
+        Self::parse(&format!("{SESSION_PREFIX}{session}"), usize::MAX).ok()
+    }
+
+    /// Whether clients may not subscribe to, leave or publish to this channel
+    /// themselves, because the server manages it (personal, session and
+    /// broadcast channels).
     pub fn is_reserved(&self) -> bool {
-        &*self.0 == BROADCAST_CHANNEL || self.0.starts_with(PERSONAL_PREFIX)
+        &*self.0 == BROADCAST_CHANNEL
+            || self.0.starts_with(PERSONAL_PREFIX)
+            || self.0.starts_with(SESSION_PREFIX)
     }
 }
 

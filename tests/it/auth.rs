@@ -141,7 +141,12 @@ async fn anonymous_is_refused_unless_allowed_and_then_limited_to_public_channels
 
     let open = TestHub::with(|c| {
         c.auth.allow_anonymous = true;
-        c.channels.public = vec![herald::core::ChannelPattern::parse("public.*").unwrap()];
+        c.channels.namespaces = vec![crate::helpers::namespace(
+            "public.*",
+            herald::core::Access::Public,
+            false,
+            false,
+        )];
     })
     .await;
     let mut anon = open.connect_raw("/ws", &[]).await;

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{TestHub, eventually};
+use herald::core::Access;
+
+use crate::helpers::{TestHub, eventually, namespace};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -90,7 +92,7 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reader_gets_everything_i
 async fn latest_value_channels_conflate_for_a_slow_client() {
     const COUNT: u64 = 1500;
     let hub = TestHub::with(|c| {
-        c.channels.latest_value = vec![herald::core::ChannelPattern::parse("prices.*").unwrap()];
+        c.channels.namespaces = vec![namespace("prices.*", Access::Authenticated, false, true)];
         c.outbox.max_messages = 4;
         c.websocket.write_timeout_ms = 60_000;
     })

@@ -7,7 +7,9 @@ use std::{
 
 use herald::{
     config::{EngineConfig, EngineKind},
-    engine::{Dispatcher, Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
+    engine::{
+        Dispatcher, Engine, Kick, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine,
+    },
     protocol::{ChannelName, EventName, JsonData, Publication},
 };
 
@@ -36,7 +38,7 @@ impl Dispatcher for Recorder {
         ));
         1
     }
-    fn disconnect(&self, channel: &str) -> usize {
+    fn disconnect(&self, channel: &str, _kick: Kick) -> usize {
         self.0
             .lock()
             .unwrap()
@@ -78,7 +80,10 @@ async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
     assert_eq!(recorder.seen()[..100], expected[..]);
 
     // A disconnect request reaches the dispatcher as such, not as a publication.
-    engine.disconnect(channel.clone()).await.unwrap();
+    engine
+        .disconnect(channel.clone(), Kick::User)
+        .await
+        .unwrap();
     let recorder_ = Arc::clone(&recorder);
     eventually("the disconnect", move || recorder_.seen().len() == 101).await;
     assert_eq!(recorder.seen()[100], Seen::Disconnect("conformance".into()));

@@ -18,6 +18,19 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest},
 };
 
+/// A namespace rule for test configs.
+pub fn namespace(
+    pattern: &str,
+    access: herald::core::Access,
+    client_publish: bool,
+    latest_value: bool,
+) -> herald::core::Namespace {
+    let mut namespace = herald::core::Namespace::new(pattern, access).unwrap();
+    namespace.client_publish = client_publish;
+    namespace.latest_value = latest_value;
+    namespace
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 

@@ -10,7 +10,7 @@ use std::{
 
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use herald::{
-    engine::{Engine, EngineError, SharedDispatcher, memory::MemoryEngine},
+    engine::{Engine, EngineError, Kick, SharedDispatcher, memory::MemoryEngine},
     protocol::{ChannelName, Publication},
 };
 use serde_json::json;
@@ -104,9 +104,13 @@ impl Engine for FlakyEngine {
     fn unsubscribe(&self, channel: ChannelName) {
         self.inner.unsubscribe(channel);
     }
-    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+    fn disconnect(
+        &self,
+        channel: ChannelName,
+        kick: Kick,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
         match self.check() {
-            Ok(()) => self.inner.disconnect(channel),
+            Ok(()) => self.inner.disconnect(channel, kick),
             Err(err) => ready(Err(err)).boxed(),
         }
     }
@@ -131,7 +135,14 @@ async fn engine_failures_are_reported_never_swallowed() {
     let down = Arc::new(AtomicBool::new(false));
     let switch = Arc::clone(&down);
     let hub = TestHub::with_engine(
-        |c| c.channels.client_publish = vec![herald::core::ChannelPattern::parse("*").unwrap()],
+        |c| {
+            c.channels.namespaces = vec![crate::helpers::namespace(
+                "*",
+                herald::core::Access::Authenticated,
+                true,
+                false,
+            )]
+        },
         move |dispatcher: SharedDispatcher| -> Arc<dyn Engine> {
             Arc::new(FlakyEngine {
                 inner: MemoryEngine::new(dispatcher),

@@ -12,7 +12,12 @@ use crate::helpers::TestHub;
 #[tokio::test]
 async fn msgpack_round_trip_for_every_message_type() {
     let hub = TestHub::with(|c| {
-        c.channels.client_publish = vec![herald::core::ChannelPattern::parse("chat.*").unwrap()];
+        c.channels.namespaces = vec![crate::helpers::namespace(
+            "chat.*",
+            herald::core::Access::Authenticated,
+            true,
+            false,
+        )];
     })
     .await;
     // auth in the first message, answered by welcome
@@ -187,7 +192,12 @@ async fn channel_and_subscription_rules() {
 #[tokio::test]
 async fn client_publish_rules_and_limits() {
     let hub = TestHub::with(|c| {
-        c.channels.client_publish = vec![herald::core::ChannelPattern::parse("chat.*").unwrap()];
+        c.channels.namespaces = vec![crate::helpers::namespace(
+            "chat.*",
+            herald::core::Access::Authenticated,
+            true,
+            false,
+        )];
         c.limits.max_data_size = 64;
     })
     .await;

@@ -120,7 +120,12 @@ async fn a_burst_arrives_complete_and_in_order() {
 #[tokio::test]
 async fn client_publish_reaches_subscribers_where_allowed() {
     let hub = TestHub::with(|c| {
-        c.channels.client_publish = vec![herald::core::ChannelPattern::parse("chat.*").unwrap()];
+        c.channels.namespaces = vec![crate::helpers::namespace(
+            "chat.*",
+            herald::core::Access::Authenticated,
+            true,
+            false,
+        )];
     })
     .await;
     let mut alice = hub.connect("alice").await;

@@ -13,7 +13,10 @@
 //!   fast while any reader is down.
 
 mod backend;
+mod handle;
 mod shard;
+
+pub use handle::RedisHandle;
 
 use std::{
     sync::{
@@ -24,15 +27,14 @@ use std::{
 };
 
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::{AsyncCommands, aio::ConnectionManager, cluster_async::ClusterConnection};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use self::{
     backend::{Backend, Cluster, Single},
     shard::{Command, Shard, ShardConfig},
 };
-use super::{Engine, EngineError, SharedDispatcher, envelope};
+use super::{Engine, EngineError, Kick, SharedDispatcher, envelope};
 use crate::{
     config::EngineConfig,
     metrics as names,
@@ -62,25 +64,15 @@ impl Status {
     }
 }
 
-/// The write side: one multiplexed connection, opened on first use.
-enum Writer {
-    Single {
-        client: redis::Client,
-        conn: OnceCell<ConnectionManager>,
-    },
-    Cluster {
-        backend: Cluster,
-        conn: OnceCell<ClusterConnection>,
-    },
-}
-
 /// The Redis (or Redis Cluster) engine.
 pub struct RedisEngine {
     shards: Vec<mpsc::UnboundedSender<Command>>,
-    writer: Arc<Writer>,
+    writer: RedisHandle,
     status: Arc<Status>,
     prefix: String,
     timeout: Duration,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
+    publish_command: &'static str,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -129,17 +121,13 @@ impl RedisEngine {
             ),
         };
         let mut shards = Vec::with_capacity(shard_count);
-        let writer = if config.cluster_urls.is_empty() {
+        if config.cluster_urls.is_empty() {
             let client = single_client(config)?;
             for _ in 0..shard_count {
                 let backend = Single {
                     client: client.clone(),
                 };
                 shards.push(spawn_shard(backend, &shard_config, &dispatcher, &status));
-            }
-            Writer::Single {
-                client,
-                conn: OnceCell::new(),
             }
         } else {
             for _ in 0..shard_count {
@@ -150,17 +138,18 @@ impl RedisEngine {
                     &status,
                 ));
             }
-            Writer::Cluster {
-                backend: cluster_backend(config),
-                conn: OnceCell::new(),
-            }
-        };
+        }
         Ok(Self {
             shards,
-            writer: Arc::new(writer),
+            writer: RedisHandle::new(config)?,
             status,
             prefix: config.prefix.clone(),
             timeout: Duration::from_millis(config.command_timeout_ms),
+            publish_command: if config.cluster_urls.is_empty() {
+                "PUBLISH"
+            } else {
+                "SPUBLISH"
+            },
         })
     }
 
@@ -180,12 +169,17 @@ impl RedisEngine {
         format!("{}{channel}", self.prefix)
     }
 
+    /// The command connection (shared with the session store).
+    pub fn handle(&self) -> RedisHandle {
+        self.writer.clone()
+    }
+
     /// Runs `op` on the writer unless a reader is down (fail fast: a
     /// publication accepted while Redis is away would be lost silently).
     fn write<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, EngineError>>
     where
         T: Send + 'static,
-        F: for<'a> FnOnce(&'a Writer) -> BoxFuture<'a, redis::RedisResult<T>> + Send + 'static,
+        F: FnOnce(RedisHandle) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
     {
         if !self.status.connected() {
             return futures_util::future::ready(Err(EngineError::Unavailable(
@@ -193,10 +187,10 @@ impl RedisEngine {
             )))
             .boxed();
         }
-        let writer = Arc::clone(&self.writer);
+        let writer = self.writer.clone();
         let timeout = self.timeout;
         async move {
-            match tokio::time::timeout(timeout, op(&writer)).await {
+            match tokio::time::timeout(timeout, op(writer)).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(err)) => Err(EngineError::Unavailable(err.to_string())),
                 Err(_) => Err(EngineError::Unavailable(
@@ -205,85 +199,6 @@ impl RedisEngine {
             }
         }
         .boxed()
-    }
-}
-
-impl Writer {
-    /// Sends `(key, payload)` pairs as PUBLISH (or SPUBLISH) in one pipeline.
-    async fn publish(&self, messages: Vec<(String, Vec<u8>)>) -> redis::RedisResult<()> {
-        match self {
-            Self::Single { client, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
-                    .await?;
-                let mut pipe = redis::pipe();
-                for (key, payload) in messages {
-                    pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
-                }
-                match pipe.query_async::<()>(&mut conn.clone()).await {
-                    // The first command after an outage finds the old socket
-                    // dead; the manager reconnects, so try once more. (A
-                    // reply lost after Redis ran the pipeline would deliver
-                    // twice: at-least-once, never silently lost.)
-                    Err(err) if err.is_connection_dropped() || err.is_io_error() => {
-                        pipe.query_async::<()>(&mut conn.clone()).await
-                    }
-                    result => result,
-                }
-            }
-            Self::Cluster { backend, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| async {
-                        backend.client(false)?.get_async_connection().await
-                    })
-                    .await?;
-                // One pipeline: redis-rs splits it per slot owner and keeps
-                // each node's commands in order, so per-channel order holds.
-                let mut pipe = redis::pipe();
-                for (key, payload) in messages {
-                    pipe.cmd("SPUBLISH").arg(key).arg(payload).ignore();
-                }
-                pipe.query_async::<()>(&mut conn.clone()).await
-            }
-        }
-    }
-
-    async fn hset(&self, key: String, field: String, value: String) -> redis::RedisResult<()> {
-        match self {
-            Self::Single { client, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
-                    .await?;
-                conn.clone().hset(key, field, value).await
-            }
-            Self::Cluster { backend, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| async {
-                        backend.client(false)?.get_async_connection().await
-                    })
-                    .await?;
-                conn.clone().hset(key, field, value).await
-            }
-        }
-    }
-
-    async fn hgetall(&self, key: String) -> redis::RedisResult<Vec<(String, String)>> {
-        match self {
-            Self::Single { client, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
-                    .await?;
-                conn.clone().hgetall(key).await
-            }
-            Self::Cluster { backend, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| async {
-                        backend.client(false)?.get_async_connection().await
-                    })
-                    .await?;
-                conn.clone().hgetall(key).await
-            }
-        }
     }
 }
 
@@ -327,11 +242,16 @@ fn cluster_backend(config: &EngineConfig) -> Cluster {
 
 impl Engine for RedisEngine {
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>> {
-        let messages: Vec<_> = batch
-            .iter()
-            .map(|p| (self.key(&p.channel), envelope::encode(p)))
-            .collect();
-        self.write(move |writer| writer.publish(messages).boxed())
+        // One pipeline: on a cluster redis-rs splits it per slot owner and
+        // keeps each node's commands in order, so per-channel order holds.
+        let mut pipe = redis::pipe();
+        for publication in &batch {
+            pipe.cmd(self.publish_command)
+                .arg(self.key(&publication.channel))
+                .arg(envelope::encode(publication))
+                .ignore();
+        }
+        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
@@ -353,9 +273,17 @@ impl Engine for RedisEngine {
         let _ = self.shard(&channel).send(Command::Unsubscribe(channel));
     }
 
-    fn disconnect(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
-        let messages = vec![(self.key(&channel), envelope::DISCONNECT.to_vec())];
-        self.write(move |writer| writer.publish(messages).boxed())
+    fn disconnect(
+        &self,
+        channel: ChannelName,
+        kick: Kick,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd(self.publish_command)
+            .arg(self.key(&channel))
+            .arg(envelope::control(kick))
+            .ignore();
+        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
     }
 
     fn is_connected(&self) -> bool {
@@ -377,7 +305,11 @@ impl Engine for RedisEngine {
             })
             .and_then(|a| serde_json::to_string(&a));
         match value {
-            Ok(value) => self.write(move |writer| writer.hset(key, field, value).boxed()),
+            Ok(value) => {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(key).arg(field).arg(value);
+                self.write(move |writer| async move { writer.query::<()>(cmd).await }.boxed())
+            }
             Err(err) => {
                 futures_util::future::ready(Err(EngineError::Failed(Box::new(err)))).boxed()
             }
@@ -386,7 +318,11 @@ impl Engine for RedisEngine {
 
     fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
         let key = format!("{}nodes", self.prefix);
-        let read = self.write(move |writer| writer.hgetall(key).boxed());
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(key);
+        let read = self.write(move |writer| {
+            async move { writer.query::<Vec<(String, String)>>(cmd).await }.boxed()
+        });
         async move {
             let now = unix_ms();
             Ok(read

@@ -332,9 +332,9 @@ impl<B: Backend> Shard<B> {
                 }
                 self.dispatcher.dispatch(publication);
             }
-            Decoded::Disconnect => {
-                self.dispatcher
-                    .disconnect(key.get(self.config.prefix.len()..).unwrap_or_default());
+            Decoded::Disconnect(kick) => {
+                let channel = key.get(self.config.prefix.len()..).unwrap_or_default();
+                self.dispatcher.disconnect(channel, kick);
             }
         }
     }

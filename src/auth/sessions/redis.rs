@@ -1,0 +1,216 @@
+//! Sessions kept in Redis: shared by every node and surviving restarts.
+//!
+//! One hash per session, `<prefix>s:<sid>`: `record` (JSON), `current`
+//! (hash of the current refresh token), `used:<hash>` for rotated tokens,
+//! `revoked`. Single-key scripts, so they run on a Redis Cluster too.
+
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use redis::Script;
+
+use super::{Record, Rotation, SessionStore, StoreError};
+use crate::engine::redis::RedisHandle;
+
+/// Rotates atomically: KEYS[1] session; ARGV presented hash, next hash.
+/// A rotation renews the session's TTL to its refresh lifetime.
+const ROTATE: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'record', 'current', 'revoked')
+if not s[1] then return {'unknown'} end
+if s[3] == '1' then return {'revoked'} end
+if s[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'used:' .. ARGV[1], '1')
+  local ttl = cjson.decode(s[1])['refresh_ttl_secs']
+  redis.call('PEXPIRE', KEYS[1], ttl * 1000)
+  return {'rotated', s[1]}
+end
+if redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'revoked', '1', 'current', '')
+  return {'reused'}
+end
+return {'unknown'}
+";
+
+/// Revokes if present: KEYS[1] session.
+const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1', 'current', '')
+return 1
+";
+
+/// Fixed-window counter: KEYS[1] counter; ARGV window ms.
+const HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
+/// A [`SessionStore`] in Redis (or a Redis Cluster).
+#[derive(Debug)]
+pub struct RedisStore {
+    redis: RedisHandle,
+    prefix: String,
+}
+
+impl RedisStore {
+    /// A store using `redis`, with keys under `prefix`.
+    pub fn new(redis: RedisHandle, prefix: String) -> Self {
+        Self { redis, prefix }
+    }
+
+    fn session_key(&self, sid: &str) -> String {
+        format!("{}s:{sid}", self.prefix)
+    }
+
+    fn user_key(&self, user: &str) -> String {
+        format!("{}u:{user}", self.prefix)
+    }
+}
+
+fn failed(err: redis::RedisError) -> StoreError {
+    StoreError(err.to_string())
+}
+
+fn millis(secs: u64) -> u64 {
+    secs.saturating_mul(1000)
+}
+
+impl SessionStore for RedisStore {
+    fn create(
+        &self,
+        sid: String,
+        record: Record,
+        hash: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let redis = self.redis.clone();
+        let key = self.session_key(&sid);
+        let user_key = self.user_key(&record.user);
+        let ttl = millis(record.refresh_ttl_secs);
+        async move {
+            let json = serde_json::to_string(&record).map_err(|e| StoreError(e.to_string()))?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("record")
+                .arg(json)
+                .arg("current")
+                .arg(hash)
+                .arg("revoked")
+                .arg("0")
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+            redis.pipeline(pipe).await.map_err(failed)?;
+            // The user index lives in another key (another slot on a cluster):
+            // a separate step; a stale member is skipped when read.
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(&user_key).arg(&sid).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&user_key)
+                .arg(ttl)
+                .arg("GT")
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&user_key)
+                .arg(ttl)
+                .arg("NX")
+                .ignore();
+            redis.pipeline(pipe).await.map_err(failed)
+        }
+        .boxed()
+    }
+
+    fn rotate(
+        &self,
+        sid: String,
+        presented: String,
+        next: String,
+    ) -> BoxFuture<'static, Result<Rotation, StoreError>> {
+        let redis = self.redis.clone();
+        let key = self.session_key(&sid);
+        async move {
+            let script = Script::new(ROTATE);
+            let mut script = script.key(key);
+            script.arg(&presented).arg(&next);
+            let mut reply: Vec<String> = redis.invoke(&mut script).await.map_err(failed)?;
+            let rotation = match reply.first().map(String::as_str) {
+                Some("rotated") if reply.len() == 2 => {
+                    let record: Record = serde_json::from_str(&reply.swap_remove(1))
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    Rotation::Rotated(record)
+                }
+                Some("reused") => Rotation::Reused,
+                Some("revoked") => Rotation::Revoked,
+                _ => Rotation::Unknown,
+            };
+            Ok(rotation)
+        }
+        .boxed()
+    }
+
+    fn revoke(&self, sid: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let redis = self.redis.clone();
+        let key = self.session_key(&sid);
+        async move {
+            let script = Script::new(REVOKE);
+            let mut script = script.key(key);
+            let found: i64 = redis.invoke(&mut script).await.map_err(failed)?;
+            Ok(found == 1)
+        }
+        .boxed()
+    }
+
+    fn sessions_of(&self, user: String) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {
+        let redis = self.redis.clone();
+        let user_key = self.user_key(&user);
+        let prefix = self.prefix.clone();
+        async move {
+            let sids: Vec<String> = redis
+                .query(redis::cmd("SMEMBERS").arg(&user_key).clone())
+                .await
+                .map_err(failed)?;
+            let mut live = Vec::with_capacity(sids.len());
+            for sid in sids {
+                let revoked: Option<String> = redis
+                    .query(
+                        redis::cmd("HGET")
+                            .arg(format!("{prefix}s:{sid}"))
+                            .arg("revoked")
+                            .clone(),
+                    )
+                    .await
+                    .map_err(failed)?;
+                if revoked.as_deref() == Some("0") {
+                    live.push(sid);
+                }
+            }
+            Ok(live)
+        }
+        .boxed()
+    }
+
+    fn is_revoked(&self, sid: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let redis = self.redis.clone();
+        let key = self.session_key(&sid);
+        async move {
+            let revoked: Option<String> = redis
+                .query(redis::cmd("HGET").arg(key).arg("revoked").clone())
+                .await
+                .map_err(failed)?;
+            Ok(revoked.as_deref() == Some("1"))
+        }
+        .boxed()
+    }
+
+    fn hit(&self, key: String, window: Duration) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let redis = self.redis.clone();
+        let key = format!("{}rl:{key}", self.prefix);
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        async move {
+            let script = Script::new(HIT);
+            let mut script = script.key(key);
+            script.arg(window);
+            redis.invoke(&mut script).await.map_err(failed)
+        }
+        .boxed()
+    }
+}

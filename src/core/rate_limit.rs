@@ -1,0 +1,258 @@
+//! Rate limits and concurrency caps that protect a node from one client,
+//! one IP or one API key (governor's GCRA for rates).
+
+use std::{hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc};
+
+use dashmap::DashMap;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+
+use crate::metrics as names;
+
+/// Which limit refused something (the `limit` label of the metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Messages per connection.
+    ConnectionMessages,
+    /// New WebSocket upgrades per client IP.
+    UpgradesPerIp,
+    /// Open connections per client IP.
+    ConnectionsPerIp,
+    /// Open connections per user.
+    ConnectionsPerUser,
+    /// Publications through the API.
+    ApiPublishes,
+    /// Session create/refresh/logout calls per client IP (across nodes).
+    SessionCalls,
+}
+
+impl Limit {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConnectionMessages => "connection_messages",
+            Self::UpgradesPerIp => "upgrades_per_ip",
+            Self::ConnectionsPerIp => "connections_per_ip",
+            Self::ConnectionsPerUser => "connections_per_user",
+            Self::ApiPublishes => "api_publishes",
+            Self::SessionCalls => "session_calls",
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn count(self) {
+        metrics::counter!(names::RATE_LIMITED, "limit" => self.label()).increment(1);
+    }
+}
+
+/// Rate settings (`[rate_limits]`); 0 turns a limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Messages a connection may send per second (burst: the same number).
+    pub messages_per_second: u32,
+    /// Refused messages in a row after which the connection is closed (4006).
+    pub strikes: u32,
+    /// New upgrades per client IP per second (burst: the same number).
+    pub upgrades_per_ip_per_second: u32,
+    /// Open connections per client IP.
+    pub connections_per_ip: u32,
+    /// Open connections per user.
+    pub connections_per_user: u32,
+    /// Publications through the API per second, all keys together (burst: the same).
+    pub api_publishes_per_second: u32,
+    /// Session calls (create, refresh, logout) per client IP per minute, across nodes.
+    pub session_calls_per_ip_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_second: 100,
+            strikes: 20,
+            upgrades_per_ip_per_second: 500,
+            connections_per_ip: 20_000,
+            connections_per_user: 100,
+            api_publishes_per_second: 100_000,
+            session_calls_per_ip_per_minute: 120,
+        }
+    }
+}
+
+fn quota(per_second: u32) -> Option<Quota> {
+    NonZeroU32::new(per_second).map(Quota::per_second)
+}
+
+/// A connection's own message limiter, with its strike count.
+#[derive(Debug)]
+pub struct MessageLimiter {
+    limiter: Option<DefaultDirectRateLimiter>,
+    strikes: u32,
+    max_strikes: u32,
+}
+
+/// What to do with one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the limit.
+    Allow,
+    /// Over the limit: refuse it (error 111).
+    Refuse,
+    /// Over the limit too many times in a row: close (4006).
+    Close,
+}
+
+impl MessageLimiter {
+    /// Checks one message.
+    pub fn check(&mut self) -> Verdict {
+        let Some(limiter) = &self.limiter else {
+            return Verdict::Allow;
+        };
+        if limiter.check().is_ok() {
+            self.strikes = 0;
+            return Verdict::Allow;
+        }
+        Limit::ConnectionMessages.count();
+        self.strikes += 1;
+        if self.strikes >= self.max_strikes {
+            Verdict::Close
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+/// Counts open connections per key, with a cap.
+#[derive(Debug)]
+struct Concurrency<K: Hash + Eq> {
+    open: DashMap<K, u32>,
+    max: u32,
+}
+
+impl<K: Hash + Eq + Clone> Concurrency<K> {
+    fn acquire(&self, key: &K) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut open = self.open.entry(key.clone()).or_insert(0);
+        if *open >= self.max {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn release(&self, key: &K) {
+        if self.max == 0 {
+            return;
+        }
+        // Remove at zero so the map only holds keys with open connections.
+        self.open.remove_if_mut(key, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
+}
+
+/// Every node-local limit.
+#[derive(Debug)]
+pub struct RateLimits {
+    config: RateLimitConfig,
+    upgrades: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    api: Option<DefaultDirectRateLimiter>,
+    per_ip: Concurrency<IpAddr>,
+    per_user: Concurrency<Arc<str>>,
+}
+
+impl RateLimits {
+    /// Limits from `config`.
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self {
+            upgrades: quota(config.upgrades_per_ip_per_second).map(RateLimiter::keyed),
+            api: quota(config.api_publishes_per_second).map(RateLimiter::direct),
+            per_ip: Concurrency {
+                open: DashMap::new(),
+                max: config.connections_per_ip,
+            },
+            per_user: Concurrency {
+                open: DashMap::new(),
+                max: config.connections_per_user,
+            },
+            config,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// A limiter for one new connection's inbound messages.
+    pub fn message_limiter(&self) -> MessageLimiter {
+        MessageLimiter {
+            limiter: quota(self.config.messages_per_second).map(RateLimiter::direct),
+            strikes: 0,
+            max_strikes: self.config.strikes.max(1),
+        }
+    }
+
+    /// Whether `ip` may open another WebSocket now (rate of upgrades).
+    pub fn allow_upgrade(&self, ip: IpAddr) -> bool {
+        let allowed = self
+            .upgrades
+            .as_ref()
+            .is_none_or(|l| l.check_key(&ip).is_ok());
+        if !allowed {
+            Limit::UpgradesPerIp.count();
+        }
+        allowed
+    }
+
+    /// Whether `n` more publications through the API fit the rate now.
+    pub fn allow_api_publishes(&self, n: u32) -> bool {
+        let allowed = match (&self.api, NonZeroU32::new(n)) {
+            (Some(limiter), Some(n)) => matches!(limiter.check_n(n), Ok(Ok(()))),
+            _ => true,
+        };
+        if !allowed {
+            Limit::ApiPublishes.count();
+        }
+        allowed
+    }
+
+    /// Takes a connection slot for `ip`; `false` when it has too many open.
+    pub fn acquire_ip(&self, ip: IpAddr) -> bool {
+        let ok = self.per_ip.acquire(&ip);
+        if !ok {
+            Limit::ConnectionsPerIp.count();
+        }
+        ok
+    }
+
+    /// Returns a slot taken with [`Self::acquire_ip`].
+    pub fn release_ip(&self, ip: IpAddr) {
+        self.per_ip.release(&ip);
+    }
+
+    /// Takes a connection slot for `user`; `false` when it has too many open.
+    pub fn acquire_user(&self, user: &str) -> bool {
+        let ok = self.per_user.acquire(&Arc::from(user));
+        if !ok {
+            Limit::ConnectionsPerUser.count();
+        }
+        ok
+    }
+
+    /// Returns a slot taken with [`Self::acquire_user`].
+    pub fn release_user(&self, user: &str) {
+        self.per_user.release(&Arc::from(user));
+    }
+
+    /// Forgets idle per-IP upgrade state (call now and then).
+    pub fn shrink(&self) {
+        if let Some(upgrades) = &self.upgrades {
+            upgrades.retain_recent();
+            upgrades.shrink_to_fit();
+        }
+    }
+}
