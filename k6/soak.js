@@ -108,7 +108,12 @@ export function subscriber(data) {
     // Tokens outlive the run, so expiry (4005) is not part of the soak.
     tokenTtl: Math.ceil(SUBSCRIBER_MS / 1000) + 3600,
     onSubscribed: (s) => {
-      if (CHURN_MS > 0) s.setTimer('churn', () => s.recycle(), CHURN_MS * (0.5 + Math.random()));
+      if (CHURN_MS <= 0) return;
+      const delay = CHURN_MS * (0.5 + Math.random());
+      // No planned reconnect near the end: the end marker must find everyone connected.
+      if (Date.now() + delay < start + PUBLISH_START_MS + DURATION_MS - 2000) {
+        s.setTimer('churn', () => s.recycle(), delay);
+      }
     },
     onDone: (s) => {
       check(s, {

@@ -125,7 +125,7 @@ export const metrics = {
   lost: new Counter('herald_messages_lost'),
   /** Publications received twice or out of order. */
   duplicated: new Counter('herald_messages_duplicated'),
-  /** Closes the client did not ask for, tagged with `code` (0 = connect failure, 1006 = dropped). */
+  /** Closes the client did not ask for, tagged with `code` (1006 = dropped without a close frame). */
   unexpectedCloses: new Counter('herald_unexpected_closes'),
   /** Connection attempts after the first, per VU. */
   reconnects: new Counter('herald_reconnects'),
@@ -402,7 +402,8 @@ export class Subscriber {
   start() {
     const left = this.deadline - Date.now();
     if (left <= 0) {
-      this.finish();
+      this.stopping = true;
+      this.maybeFinish();
       return;
     }
     this.setTimer('deadline', () => this.stop(), left);
@@ -458,7 +459,8 @@ export class Subscriber {
     this.ws = ws;
     this.setTimer('connect', () => {
       if (!conn.welcomed) {
-        conn.errorText = conn.errorText || 'no welcome before the connect timeout';
+        const phase = ws.readyState === 0 ? 'WebSocket handshake not finished' : 'socket open, no welcome';
+        conn.errorText = conn.errorText || `no welcome within ${config.connectTimeoutMs} ms (${phase})`;
         this.closeSocket(conn, ws);
         // Count it now: a socket that never opens may not report a close promptly.
         this.connectionEnded(conn, conn.errorText, true);
@@ -498,6 +500,7 @@ export class Subscriber {
   }
 
   onMessage(conn, ws, event) {
+    if (conn.recorded) return; // given up on (connect timeout); its close is on the way
     let msg;
     try {
       msg = JSON.parse(event.data);
@@ -609,9 +612,9 @@ export class Subscriber {
       this.clearTimer('connect');
     }
     if (conn.clientClosed && !forced) {
-      // We asked for it (stop, end marker, churn). Herald drops the TCP
-      // connection without echoing the close frame, which k6 reports as
-      // 1006: not the hub failing a connection, so not counted here.
+      // We asked for it (stop, end marker, churn): whatever k6 reports is
+      // not the hub failing a connection. (herald builds before 42ecd93
+      // dropped TCP without echoing the close frame, which k6 saw as 1006.)
       if (conn.recycle && !this.stopping) {
         this.connect();
         return;
@@ -625,12 +628,17 @@ export class Subscriber {
     conn.pending = {};
     let code = closeCodeOf(errorText);
     if (code === 0 && conn.welcomed && errorText === '') code = 1000; // clean close by the server
-    if (!config.expectedCloseCodes.includes(code)) {
+    this.problems = (this.problems || 0) + 1;
+    const loud = config.verbose || this.problems <= 2;
+    if (code === 0) {
+      // No close frame: the connection never got going (refused, bad
+      // handshake such as 503 while draining, timeout). herald_connect_success
+      // counts it; it is not a close code.
+      if (loud) console.warn(`${this.user}: could not connect: ${errorText || 'no reason'}`);
+    } else if (!config.expectedCloseCodes.includes(code)) {
       metrics.unexpectedCloses.add(1, { code: String(code) });
       this.unexpected[code] = (this.unexpected[code] || 0) + 1;
-      if (config.verbose || this.attempts <= 1) {
-        console.warn(`${this.user}: connection closed unexpectedly (code ${code}): ${errorText || 'no reason'}`);
-      }
+      if (loud) console.warn(`${this.user}: connection closed unexpectedly (code ${code}): ${errorText || 'no reason'}`);
     }
     if (this.stopping || !this.reconnect || !shouldReconnect(code) || Date.now() >= this.deadline) {
       this.stopping = true;
@@ -743,12 +751,14 @@ export function report(data, title, lines = []) {
   out.push('', `== ${title}`, '');
   out.push('thresholds:');
   let failed = 0;
+  let passed = 0;
   for (const name of Object.keys(m).sort()) {
     const thresholds = m[name].thresholds;
     if (!thresholds) continue;
     for (const expr of Object.keys(thresholds)) {
       const ok = thresholds[expr].ok;
-      if (!ok) failed += 1;
+      if (ok) passed += 1;
+      else failed += 1;
       out.push(`  ${ok ? 'PASS' : 'FAIL'}  ${name} ${expr}   [${describe(m[name])}]`);
     }
   }
@@ -765,11 +775,13 @@ export function report(data, title, lines = []) {
   if (checks.length > 0) {
     out.push('', 'checks:');
     for (const c of checks) {
-      out.push(`  ${c.fails === 0 ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.passes} passed, ${c.fails} failed`);
+      out.push(`  ${c.fails === 0 ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.passes}/${c.passes + c.fails}`);
     }
   }
   if (lines.length > 0) out.push('', ...lines);
-  out.push('', failed === 0 ? 'result: all thresholds passed' : `result: ${failed} threshold(s) FAILED`, '');
+  out.push('', failed === 0 ? 'result: all thresholds passed' : `result: ${failed} threshold(s) FAILED`);
+  // A plain closing line that test-result readers understand.
+  out.push(`k6: ${passed} passed, ${failed} failed`, '');
   const files = { stdout: out.join('\n') };
   const jsonPath = __ENV.HERALD_SUMMARY_JSON;
   if (jsonPath) files[jsonPath] = JSON.stringify(data, null, 2);

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod redis_server;
+mod sessions;
 
 mod api;
 mod architecture;
@@ -14,4 +15,5 @@ mod engine_conformance;
 mod lifecycle;
 mod protocol;
 mod pubsub;
+mod rate_limits;
 mod redis_nodes;

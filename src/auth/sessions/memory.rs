@@ -74,7 +74,7 @@ impl SessionStore for MemoryStore {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut state = self.lock();
         state.created += 1;
-        if state.created % 1024 == 0 {
+        if state.created.is_multiple_of(1024) {
             state.sweep();
         }
         let expires = Instant::now() + Duration::from_secs(record.refresh_ttl_secs);
