@@ -217,7 +217,12 @@ pub(crate) fn parse_target(url: &str) -> Res<Target> {
     } else {
         path
     };
-    let with_port = if authority.rsplit(']').next().unwrap_or(authority).contains(':') {
+    let with_port = if authority
+        .rsplit(']')
+        .next()
+        .unwrap_or(authority)
+        .contains(':')
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
@@ -240,4 +245,44 @@ pub(crate) fn count_error(map: &mut BTreeMap<String, u64>, message: &str) {
         key = "(other errors)".to_owned();
     }
     *map.entry(key).or_insert(0) += 1;
+}
+
+/// Host-wide TCP counters that explain slow connects (SYN drops on a full
+/// accept queue), from `/proc/net/netstat`.
+pub(crate) fn tcp_counters() -> BTreeMap<String, u64> {
+    const KEYS: [&str; 3] = ["ListenOverflows", "ListenDrops", "TCPSynRetrans"];
+    let mut out = BTreeMap::new();
+    let Ok(text) = fs::read_to_string("/proc/net/netstat") else {
+        return out;
+    };
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if KEYS.contains(&name)
+                && let Ok(v) = value.parse()
+            {
+                out.insert(name.to_owned(), v);
+            }
+        }
+    }
+    out
+}
+
+/// `later - earlier` per counter.
+pub(crate) fn counter_delta(
+    earlier: &BTreeMap<String, u64>,
+    later: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    later
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(earlier.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
 }
