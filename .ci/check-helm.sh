@@ -3,11 +3,13 @@
 # helm lint --strict, values.schema.json, kubernetes-validate --strict against
 # two Kubernetes versions, structural checks for the ServiceMonitor CRD and the
 # Grafana dashboard, chart invariants (shutdown grace, hardening, engine vs
-# replicas), and invalid values that must be refused. See .ci/check_helm.py.
+# replicas, herald.toml against herald.example.toml and src/, key files), and
+# invalid values that must be refused. See .ci/check_helm.py.
 #
 # Usage: .ci/check-helm.sh
 #   HELM_CHECK_KUBE_VERSIONS="1.30.0 1.34.0"   Kubernetes schema versions
-#   HERALD_BIN=target/release/herald           also run `herald check-config` on each rendered config
+#   HERALD_BIN=target/release/herald           also run `herald check-config` on each rendered config,
+#                                              with its key files (openssl makes test keys for an existingSecret)
 # Output: artifacts/helm/<value set>/; exit status 1 on any failure.
 set -euo pipefail
 

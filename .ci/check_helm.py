@@ -11,11 +11,13 @@ Rendered manifests land in artifacts/helm/<value set>/. The last line is
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import traceback
@@ -43,25 +45,46 @@ KUBE_VERSIONS = os.environ.get("HELM_CHECK_KUBE_VERSIONS", "1.30.0 1.34.0").spli
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 # Keys of herald.toml that the chart sets itself (from the Secret, the pod
-# env or the mounted key), so they must not appear in values.config.
+# env or the mounted key files), so they must not appear in values.config.
+# Keys of array-of-tables entries are written "section.list[].key".
 CHART_MANAGED_KEYS = {
     "server.listen", "server.api_key", "auth.secret", "auth.public_key",
-    "auth.public_key_file", "engine.password",
+    "auth.public_key_file", "auth.private_key_file", "engine.password",
+    # A kid key's public key is inline in values; HS kid keys (secret) are refused.
+    "auth.keys[].secret", "auth.keys[].public_key_file", "auth.keys[].private_key_file",
 }
-# Redis engine keys the chart supports ahead of herald.example.toml (issue 6).
-PENDING_KEYS = {f"engine.{key}" for key in (
-    "url", "cluster_urls", "prefix", "reader_shards", "unsubscribe_linger_ms", "default_event",
-    "ready_requires_connection", "reconnect_min_ms", "reconnect_max_ms", "command_timeout_ms",
-    "announce_interval_ms",
-)}
+# Secrets that must never be written into the ConfigMap.
+SECRET_KEYS = {"server.api_key", "auth.secret", "engine.password", "auth.keys[].secret"}
+# Where the chart mounts the Secret's key files (the `config` volume).
+KEY_DIR = "/etc/herald"
+# Keys that src/ defines but herald.example.toml lost when commit 0b57dc1
+# truncated it (its [auth] ends at a comment, and [limits], [websocket],
+# [heartbeat], [outbox] are gone), with herald's defaults from src/. A key
+# the example documents again takes its default from the example instead;
+# "herald.example.toml covers src/'s config keys" lists entries to drop.
+NO_DEFAULT = object()  # an Option that is None: nothing to compare
+EXAMPLE_GAPS = {
+    "auth.allow_anonymous": False, "auth.timeout_ms": 5000,
+    "auth.expiry_warning_ms": 60000, "auth.expiry_grace_ms": 5000,
+    "auth.access_ttl_secs": 900, "auth.refresh_ttl_secs": 604800,
+    "auth.private_key_file": NO_DEFAULT, "auth.signing_kid": NO_DEFAULT, "auth.keys": [],
+    **{f"auth.keys[].{k}": NO_DEFAULT for k in (
+        "kid", "algorithm", "secret", "public_key", "public_key_file", "private_key_file")},
+    "limits.max_connections": 50000, "limits.max_subscriptions": 128,
+    "limits.max_message_size": 65536, "limits.max_channel_length": 128,
+    "limits.max_data_size": 61440,
+    "websocket.read_buffer_size": 1024, "websocket.write_buffer_size": 16384,
+    "websocket.write_timeout_ms": 10000,
+    "heartbeat.interval_ms": 25000, "heartbeat.timeout_ms": 20000,
+    "outbox.max_messages": 1024, "outbox.max_bytes": 1048576,
+}
 # Chart defaults that differ from herald's on purpose.
-INTENTIONAL_DEFAULTS = {"log.format": "json"}  # log collectors parse JSON lines
-# Redis engine metrics the dashboard charts ahead of src/metrics.rs (issue 6).
-PENDING_METRICS = {
-    "herald_engine_reconnects_total",
-    "herald_engine_resubscribe_duration_seconds",
-    "herald_engine_pubsub_lag_seconds",
+INTENTIONAL_DEFAULTS = {
+    "log.format": "json",  # log collectors parse JSON lines
+    "engine.url": "",  # a pod has no Redis on localhost: the redis engine must be given a URL
 }
+# Metrics the dashboard charts ahead of src/metrics.rs (none at the moment).
+PENDING_METRICS: set[str] = set()
 
 # (name, values, text the error must contain): each must fail to render, and
 # for the reason given, not by accident.
@@ -84,6 +107,37 @@ NEGATIVE = [
      {"secret": {"redisPassword": "123456"}}, "secret.redisPassword"),
     ("outbox smaller than one message",
      {"config": {"outbox": {"max_bytes": 1024}}}, "outbox.max_bytes"),
+    ("max_data_size leaving no room in a message",
+     {"config": {"limits": {"max_data_size": 65536}}}, "max_data_size"),
+    ("outbox without a message's headroom",
+     {"config": {"outbox": {"max_bytes": 61440}}}, "outbox.max_bytes"),
+    ("unknown namespace access",
+     {"config": {"channels": {"namespaces": [{"pattern": "a.*", "access": "everyone"}]}}}, "namespaces/0/access"),
+    ("namespace key herald does not know",
+     {"config": {"channels": {"namespaces": [{"pattern": "a.*", "public": True}]}}}, "'public' not allowed"),
+    ("personal namespace without a prefix pattern",
+     {"config": {"channels": {"namespaces": [{"pattern": "inbox", "access": "personal"}]}}}, "personal"),
+    ("origin with a path (browsers send none)",
+     {"config": {"server": {"allowed_origins": ["https://app.example.com/"]}}}, "allowed_origins/0"),
+    ("HS256 kid key (its secret would land in the ConfigMap)",
+     {"config": {"auth": {"keys": [{"kid": "old", "algorithm": "HS256"}]}}}, "RS256 and ES256 kid keys only"),
+    ("kid key with a secret", {"config": {"auth": {"keys": [
+        {"kid": "old", "algorithm": "HS256", "secret": "s3cret-value"}]}}}, "'secret' not allowed"),
+    ("kid key without a public key",
+     {"config": {"auth": {"keys": [{"kid": "k1", "algorithm": "ES256"}]}}}, "needs public_key"),
+    ("signing_kid naming no key",
+     {"config": {"auth": {"signing_kid": "k9"}}, "secret": {"signing": True, "existingSecret": "s"}},
+     "names no key"),
+    ("signing_kid without a private key", {"config": {"auth": {"signing_kid": "k1", "keys": [
+        {"kid": "k1", "algorithm": "RS256", "public_key": "-----BEGIN PUBLIC KEY-----\nx\n"}]}}},
+     "needs its private key"),
+    ("secret.signing with an HS256 default key and no signing_kid",
+     {"secret": {"signing": True, "existingSecret": "s"}}, "would sign with the default key"),
+    ("secret.signing without a private key",
+     {"config": {"auth": {"algorithm": "ES256"}}, "secret": {"signing": True, "jwtPublicKey": "-----BEGIN PUBLIC KEY-----\nx\n"}},
+     "needs the private key"),
+    ("private key given but unused",
+     {"secret": {"jwtPrivateKey": "-----BEGIN PRIVATE KEY-----\nx\n"}}, "set but unused"),
 ]
 
 
@@ -259,11 +313,13 @@ def check_config(docs: list[dict], values: dict, outdir: Path) -> None:
     text = rendered_toml(docs)
     (outdir / "herald.toml").write_text(text)
     config = tomllib.loads(text)
-    known = example_keys()[0] | PENDING_KEYS | {"auth.public_key_file"}
-    keys = {f"{section}.{key}" for section, table in config.items() for key in table}
+    known = herald_keys()[0]
+    keys = set(flatten_keys(config))
     assert keys <= known, f"keys herald does not know: {sorted(keys - known)}"
-    for secret in ("server.api_key", "auth.secret", "auth.public_key", "engine.password"):
+    for secret in sorted(SECRET_KEYS | {"auth.public_key"}):
         assert secret not in keys, f"{secret} must come from the Secret, not the ConfigMap"
+    for cm in find(docs, "ConfigMap"):
+        assert "PRIVATE KEY" not in json.dumps(cm.get("data", {})), f"a private key in ConfigMap {cm['metadata']['name']}"
     pod, c = herald_container(docs)
     env = {e["name"]: e for e in c["env"]}
     for name in env:
@@ -272,17 +328,57 @@ def check_config(docs: list[dict], values: dict, outdir: Path) -> None:
         assert name == "HERALD_CONFIG" or section in config, f"{name}: no [{section}] in herald.toml"
     assert env["HERALD_SERVER__LISTEN"]["value"] == f"0.0.0.0:{values['containerPort']}"
     secret_ref = env["HERALD_SERVER__API_KEY"]["valueFrom"]["secretKeyRef"]["name"]
-    chart_secrets = {s["metadata"]["name"] for s in find(docs, "Secret")}
-    assert secret_ref in chart_secrets | {values["secret"]["existingSecret"]}, f"Secret {secret_ref} is nowhere"
+    chart_secrets = {s["metadata"]["name"]: s.get("data", {}) for s in find(docs, "Secret")}
+    assert secret_ref in chart_secrets.keys() | {values["secret"]["existingSecret"]}, f"Secret {secret_ref} is nowhere"
     algorithm = config["auth"].get("algorithm", "HS256")
-    assert ("HERALD_AUTH__SECRET" in env) == (algorithm == "HS256"), "HS256 secret env mismatch"
-    if algorithm != "HS256":
-        assert config["auth"]["public_key_file"] == "/etc/herald/jwt.pub.pem"
-        (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
-        items = [i for s in volume["projected"]["sources"] if "secret" in s for i in s["secret"]["items"]]
-        assert [i["path"] for i in items] == ["jwt.pub.pem"], "public key is not mounted"
+    assert ("HERALD_AUTH__SECRET" in env) == algorithm.startswith("HS"), "HS* secret env mismatch"
+    if not algorithm.startswith("HS"):
+        assert config["auth"]["public_key_file"] == f"{KEY_DIR}/jwt.pub.pem"  # as in herald.example.toml
+    # Every key file herald.toml names is mounted from the Secret, and nothing else is.
+    named = {path for key, path in key_files(config)}
+    items = mounted_key_items(docs)
+    mounted = {f"{KEY_DIR}/{item['path']}" for _, item in items}
+    assert named == mounted, f"herald.toml names {sorted(named)}, the pod mounts {sorted(mounted)}"
+    for name, item in items:
+        assert name == secret_ref, f"{item['path']} comes from Secret {name}, not {secret_ref}"
+        if name in chart_secrets:
+            assert item["key"] in chart_secrets[name], f"Secret {name} has no key {item['key']}"
+        if "PRIVATE" in item["key"].upper() or item["path"].endswith(".key.pem"):
+            assert item.get("mode") == 0o440, f"{item['path']}: private key mode {item.get('mode')!r}, want 0440"
     if config["engine"]["kind"] == "redis":
         assert config["engine"].get("url") or config["engine"].get("cluster_urls")
+
+
+def flatten_keys(config: dict) -> dict[str, object]:
+    """section.key for each key of herald.toml, and section.list[].key for the
+    keys of array-of-tables entries."""
+    flat = {}
+    for section, table in config.items():
+        for key, value in table.items():
+            flat[f"{section}.{key}"] = value
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                for entry in value:
+                    flat.update({f"{section}.{key}[].{k}": v for k, v in entry.items()})
+    return flat
+
+
+def key_files(config: dict) -> list[tuple[str, str]]:
+    """(where, path) of every key file herald.toml names."""
+    auth = config.get("auth", {})
+    files = [(f"auth.{k}", auth[k]) for k in ("public_key_file", "private_key_file") if k in auth]
+    for i, key in enumerate(auth.get("keys", [])):
+        files += [(f"auth.keys[{i}].{k}", key[k]) for k in ("public_key_file", "private_key_file") if k in key]
+    return files
+
+
+def mounted_key_items(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(Secret name, item) of each Secret file in the config volume at KEY_DIR."""
+    pod, c = herald_container(docs)
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    assert mount["mountPath"] == KEY_DIR and mount["readOnly"], mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    return [(s["secret"]["name"], item) for s in volume["projected"]["sources"] if "secret" in s
+            for item in s["secret"]["items"]]
 
 
 def check_scaling(docs: list[dict], values: dict) -> None:
@@ -314,44 +410,147 @@ def check_dashboard_cm(docs: list[dict]) -> None:
 
 
 def check_with_herald(docs: list[dict], outdir: Path) -> None:
-    """Optional (HERALD_BIN=path/to/herald): herald itself parses the config."""
+    """Optional (HERALD_BIN=path/to/herald): herald itself loads the config,
+    with the Deployment's environment and the key files of its config volume:
+    from the chart's Secret, or, for an existingSecret, test keys of the right
+    algorithm made here. Paths under /etc/herald are moved into outdir."""
     pod, c = herald_container(docs)
     env = {"PATH": os.environ.get("PATH", "")}
     for e in c["env"]:
         env[e["name"]] = e.get("value", "x-check-" + hashlib.sha1(e["name"].encode()).hexdigest()[:12])
-    env["HERALD_CONFIG"] = str(outdir / "herald.toml")
+    text = rendered_toml(docs)
+    config = tomllib.loads(text)
+    keydir = outdir / "etc-herald"
+    keydir.mkdir()
+    secrets = {s["metadata"]["name"]: s.get("data", {}) for s in find(docs, "Secret")}
+    for name, item in mounted_key_items(docs):
+        target = keydir / item["path"]
+        if name in secrets:
+            target.write_bytes(base64.b64decode(secrets[name][item["key"]]))
+        else:
+            target.write_text(test_key(config, f"{KEY_DIR}/{item['path']}", outdir))
+    (outdir / "herald.check.toml").write_text(text.replace(f'"{KEY_DIR}/', f'"{keydir}/'))
+    env["HERALD_CONFIG"] = str(outdir / "herald.check.toml")
     run = subprocess.run([os.environ["HERALD_BIN"], "check-config"], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_key(config: dict, path: str, outdir: Path) -> str:
+    """A PEM for the key file at `path` (public or private half of a fresh key
+    of that key's algorithm), standing in for an existingSecret's key."""
+    assert shutil.which("openssl"), "openssl is needed to make test keys standing in for an existingSecret's"
+    auth = config["auth"]
+    owners = [auth] + auth.get("keys", [])
+    (owner,) = [k for k in owners if path in (k.get("public_key_file"), k.get("private_key_file"))]
+    algorithm = owner.get("algorithm", "HS256")
+    private = outdir / f"test-key-{hashlib.sha1(path.encode()).hexdigest()[:8]}.pem"
+    options = {"RS256": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+               "ES256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]}[algorithm]
+    subprocess.run(["openssl", "genpkey", *options, "-out", str(private)], check=True, capture_output=True)
+    if path == owner.get("private_key_file"):
+        return private.read_text()
+    return subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout"],
+                          check=True, capture_output=True, text=True).stdout
 
 
 # ---------------------------------------------------------------- whole chart
 
 
 def example_keys() -> tuple[set[str], dict]:
-    """Keys of herald.example.toml, commented-out ones included, and its defaults."""
+    """Keys of herald.example.toml and its defaults.
+
+    Commented-out keys count when written "# key = value" (one space after the
+    #); indented prose such as "#   access = ..." does not. Keys under a
+    [[section.list]] header, real or commented out, are "section.list[].key";
+    those entries are examples, so the list's default is herald's: empty.
+    """
     text = (ROOT / "herald.example.toml").read_text()
-    keys, section = set(), ""
+    keys, lists, section, doc_section = set(), set(), "", None
     for line in text.splitlines():
-        if m := re.match(r"^\[(\w+)\]", line):
-            section = m.group(1)
-        elif m := re.match(r"^#?\s*([a-z_]+)\s*=", line):
+        if m := re.match(r"^(# ?)?\[\[([\w.]+)\]\]", line):
+            lists.add(m.group(2))
+            if m.group(1):
+                doc_section = f"{m.group(2)}[]"
+            else:
+                section, doc_section = f"{m.group(2)}[]", None
+        elif m := re.match(r"^\[([\w.]+)\]", line):
+            section, doc_section = m.group(1), None
+        elif m := re.match(r"^([a-z_]+)\s*=", line):
             keys.add(f"{section}.{m.group(1)}")
+        elif m := re.match(r"^# ([a-z_]+)\s*=", line):
+            keys.add(f"{doc_section or section}.{m.group(1)}")
     defaults = {f"{s}.{k}": v for s, t in tomllib.loads(text).items() for k, v in t.items()}
-    return keys, defaults
+    defaults.update({key: [] for key in lists})
+    return keys | lists, defaults
 
 
-def check_values_mirror_example(values: dict) -> None:
+def herald_keys() -> tuple[set[str], dict]:
+    """herald.example.toml's keys and defaults, with EXAMPLE_GAPS for what it lacks."""
     keys, defaults = example_keys()
+    gaps = {k: v for k, v in EXAMPLE_GAPS.items() if k not in keys}
+    defaults |= {k: v for k, v in gaps.items() if v is not NO_DEFAULT}
+    return keys | gaps.keys(), defaults
+
+
+def src_keys() -> set[str]:
+    """Config keys from src/: the fields of the structs under `Config`, and of
+    the structs of Vec<...> fields as "section.list[].key"."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "src").rglob("*.rs")))
+    structs: dict[str, str] = {}
+    for m in re.finditer(r"^pub struct (\w+) \{\n(.*?)^\}", text, re.M | re.S):
+        structs.setdefault(m.group(1), []).append(m.group(2))
+
+    def fields(name: str) -> list[tuple[str, str]]:
+        assert len(structs.get(name, [])) == 1, f"src/ defines struct {name} {len(structs.get(name, []))} times"
+        return re.findall(r"^\s+(?:pub(?:\([\w:]+\))? )?(\w+): ([^\n]+),$", structs[name][0], re.M)
+
+    keys = set()
+    for section, section_type in fields("Config"):
+        for key, key_type in fields(section_type):
+            keys.add(f"{section}.{key}")
+            if (m := re.fullmatch(r"Vec<(\w+)>", key_type)) and m.group(1) in structs:
+                keys |= {f"{section}.{key}[].{k}" for k, _ in fields(m.group(1))}
+    return keys
+
+
+def check_example_covers_src() -> None:
+    example, _ = example_keys()
+    src = src_keys()
+    gaps = set(EXAMPLE_GAPS)
+    problems = [f"src/ defines {k}; herald.example.toml lacks it (document it there)"
+                for k in sorted(src - example - gaps)]
+    problems += [f"herald.example.toml has {k}, which is no config field in src/" for k in sorted(example - src)]
+    problems += [f"EXAMPLE_GAPS has {k}, which is no config field in src/" for k in sorted(gaps - src)]
+    assert not problems, "\n".join(problems)
+    if stale := sorted(gaps & example):
+        print(f"  note  herald.example.toml documents these again; drop them from EXAMPLE_GAPS: {stale}")
+    if missing := sorted(gaps - example):
+        print(f"  note  herald.example.toml still lacks {len(missing)} keys of src/ (EXAMPLE_GAPS): "
+              + ", ".join(missing))
+
+
+def check_values_mirror_example(values: dict, schema: dict) -> None:
+    keys, defaults = herald_keys()
+    top = {k for k in keys if "[]" not in k}
     ours = {f"{s}.{k}": v for s, t in values["config"].items() for k, v in t.items()}
+    source = lambda k: "herald.example.toml" if k in example_keys()[0] else "src/ (EXAMPLE_GAPS)"
     problems = [f"{k} is set by the chart and must not be in values.config" for k in ours if k in CHART_MANAGED_KEYS]
-    problems += [f"herald.example.toml has {k}; values.config lacks it"
-                 for k in sorted(keys - CHART_MANAGED_KEYS - set(ours))]
-    problems += [f"values.config.{k} is not in herald.example.toml"
-                 for k in sorted(set(ours) - keys - PENDING_KEYS)]
+    problems += [f"{source(k)} has {k}; values.config lacks it"
+                 for k in sorted(top - CHART_MANAGED_KEYS - set(ours))]
+    problems += [f"values.config.{k} is not in herald.example.toml" for k in sorted(set(ours) - top)]
     for key, default in defaults.items():
         want = INTENTIONAL_DEFAULTS.get(key, default)
         if key in ours and ours[key] != want:
             problems.append(f"values.config.{key} = {ours[key]!r}, herald's default is {default!r}")
+    # Entries of lists of tables: the schema's item keys are herald's, less the chart's own.
+    for key in sorted(k for k in top if any(x.startswith(f"{k}[].") for x in keys)):
+        herald_items = {x.split("[].")[1] for x in keys if x.startswith(f"{key}[].")}
+        herald_items -= {x.split("[].")[1] for x in CHART_MANAGED_KEYS if x.startswith(f"{key}[].")}
+        section, name = key.split(".")
+        item_schema = schema["properties"]["config"]["properties"][section]["properties"][name]["items"]
+        if set(item_schema["properties"]) != herald_items:
+            problems.append(f"values.config.{key} entries take {sorted(item_schema['properties'])}; "
+                            f"herald's are {sorted(herald_items)}")
     assert not problems, "\n".join(problems)
 
 
@@ -389,6 +588,8 @@ def check_values_documented(leaves: list[str]) -> None:
     problems = [f"{p}: in the schema, not in values.yaml" for p in leaves if p not in found and p != "global"]
     problems += [f"{p}: no comment above it in values.yaml" for p in uncommented]
     problems += [f"{p}: no row in README.md" for p in leaves if p != "global" and f"| `{p}` |" not in readme]
+    rows = re.findall(r"^\| `([^`]+)` \|", readme, re.M)
+    problems += [f"{r}: a README.md row for a value the schema does not have" for r in rows if r not in leaves]
     assert not problems, "\n".join(problems)
 
 
@@ -425,6 +626,8 @@ def check_schema_closed(schema: dict, path: str = "values") -> None:
         assert schema.get("additionalProperties") is False, f"{path} accepts unknown keys"
         for key, sub in schema["properties"].items():
             check_schema_closed(sub, f"{path}.{key}")
+    if isinstance(schema.get("items"), dict):
+        check_schema_closed(schema["items"], f"{path}[]")
 
 
 def check_negative(chart: helm.Chart, values: dict, expected: str) -> None:
@@ -450,7 +653,8 @@ def main() -> int:
         schema = chart.schema
         report.check("values.schema.json rejects unknown keys", check_schema_closed, schema)
         report.check("values.yaml passes its own schema", chart.validate_schema, {})
-        report.check("values.config mirrors herald.example.toml", check_values_mirror_example, chart.values)
+        report.check("herald.example.toml covers src/'s config keys", check_example_covers_src)
+        report.check("values.config mirrors herald.example.toml", check_values_mirror_example, chart.values, schema)
         report.check("every value is commented and in README.md", check_values_documented, schema_leaves(schema))
         report.check("dashboards/herald.json is a dashboard of herald's metrics", check_dashboard_file)
         for name, values in value_sets().items():

@@ -212,7 +212,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            read_buffer_size: 1024,
+            read_buffer_size: 512,
             write_buffer_size: 16 * 1024,
             write_timeout_ms: 10_000,
         }
@@ -415,9 +415,15 @@ impl Config {
         if self.heartbeat.interval_ms < 100 {
             return fail("heartbeat.interval_ms must be at least 100");
         }
-        if self.outbox.max_messages == 0 || self.outbox.max_bytes < self.limits.max_data_size {
+        // A message around the largest data must fit both the inbound limit
+        // and one outbox slot, or a legal publication would close its client.
+        if self.limits.max_data_size + 1024 > self.limits.max_message_size {
+            return fail("limits.max_data_size must be at most limits.max_message_size - 1024");
+        }
+        if self.outbox.max_messages == 0 || self.outbox.max_bytes < self.limits.max_data_size + 1024
+        {
             return fail(
-                "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size",
+                "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size + 1024",
             );
         }
         crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;

@@ -48,31 +48,60 @@ struct Connection {
     write_timeout: Duration,
 }
 
-/// Serves one upgraded socket until it closes.
-pub(super) async fn run(
+/// Serves one upgraded socket until it closes; `slot` is released at the end.
+///
+/// Not an `async fn`: the connection is built before the future, so the
+/// future stores the socket once (an async fn would keep its arguments as
+/// well as the values moved out of them, and there is one task per socket).
+pub(super) fn run<S: Send + 'static>(
     ws: WebSocket,
     state: Arc<AppState>,
     format: Format,
     token: Option<String>,
-) {
+    slot: S,
+) -> impl Future<Output = ()> + Send {
     let write_timeout = Duration::from_millis(state.config.websocket.write_timeout_ms);
-    let mut conn = Connection {
+    let conn = Connection {
         ws,
         format,
         state,
         write_timeout,
     };
-    let end = match conn.authenticate(token).await {
-        Ok((user, auth_id)) => conn.serve(user, auth_id).await,
-        Err(end) => end,
-    };
-    if let End::Close(reason) = end {
-        conn.state.hub.record_close(reason.close_code());
-        conn.close(&reason).await;
-    }
+    conn.run(token, slot)
+}
+
+/// A registered, welcomed connection.
+struct Live {
+    session: Arc<Session>,
+    subs: Subscriptions,
+    span: tracing::Span,
 }
 
 impl Connection {
+    async fn run<S>(mut self, token: Option<String>, slot: S) {
+        // Every phase but the session loop is boxed: the task of an idle
+        // connection then holds only the loop's state, not the larger state
+        // of authentication, setup, request handling or closing.
+        let end = match Box::pin(self.open(token)).await {
+            Ok(mut live) => {
+                let span = live.span.clone();
+                let result = self
+                    .pump(&live.session, &mut live.subs)
+                    .instrument(span)
+                    .await;
+                let end = result.err().unwrap_or(End::Gone);
+                self.finish(live, &end);
+                end
+            }
+            Err(end) => end,
+        };
+        if let End::Close(reason) = end {
+            self.state.hub.record_close(reason.close_code());
+            Box::pin(self.close(&reason)).await;
+        }
+        drop(slot);
+    }
+
     /// Authenticates from the upgrade token, or from the first message.
     async fn authenticate(
         &mut self,
@@ -132,66 +161,61 @@ impl Connection {
         }
     }
 
-    /// Registers with the hub, welcomes the client and runs until the end.
-    async fn serve(&mut self, token: Option<Verified>, auth_id: Option<u64>) -> End {
+    /// Authenticates, registers with the hub, joins the automatic channels
+    /// and sends `welcome`.
+    async fn open(&mut self, token: Option<String>) -> Result<Live, End> {
+        let (token, auth_id) = self.authenticate(token).await?;
         let identity = match token {
-            Some(token) => match admit(&self.state, token).await {
-                Ok(identity) => identity,
-                Err(end) => return end,
-            },
+            Some(token) => admit(&self.state, token).await?,
             None => Identity::default(),
         };
-        let user = identity.user.clone();
-        if let Some(user) = &user
+        if let Some(user) = &identity.user
             && !self.state.limits.acquire_user(user.as_str())
         {
-            return DisconnectReason::UserConnectionLimit.into();
+            return Err(DisconnectReason::UserConnectionLimit.into());
         }
-        let end = self.serve_identity(identity, auth_id).await;
-        if let Some(user) = &user {
-            self.state.limits.release_user(user.as_str());
-        }
-        end
-    }
-
-    async fn serve_identity(&mut self, identity: Identity, auth_id: Option<u64>) -> End {
-        let hub = Arc::clone(&self.state.hub);
-        let session = match hub.connect(identity) {
+        let user = identity.user.clone();
+        let session = match self.state.hub.connect(identity) {
             Ok(session) => session,
-            Err(reason) => return reason.into(),
+            Err(reason) => {
+                self.release_user(user.as_ref());
+                return Err(reason.into());
+            }
         };
         let span = tracing::info_span!(
             "conn",
             conn_id = session.id(),
             user_id = session.user().map(UserId::as_str)
         );
-        let mut subs = Subscriptions::default();
-        let end = self
-            .serve_session(&session, &mut subs, auth_id)
-            .instrument(span.clone())
-            .await;
-        hub.disconnect(&session, &mut subs);
-        span.in_scope(|| match &end {
-            End::Close(reason) => tracing::debug!(code = reason.close_code().as_u16(), "closing"),
-            End::Gone => tracing::debug!("client gone"),
-        });
-        end
+        let mut live = Live {
+            session,
+            subs: Subscriptions::default(),
+            span,
+        };
+        match self
+            .welcome(&live.session, &mut live.subs, auth_id)
+            .instrument(live.span.clone())
+            .await
+        {
+            Ok(()) => Ok(live),
+            Err(end) => {
+                self.finish(live, &end);
+                Err(end)
+            }
+        }
     }
 
-    async fn serve_session(
+    async fn welcome(
         &mut self,
         session: &Arc<Session>,
         subs: &mut Subscriptions,
         auth_id: Option<u64>,
-    ) -> End {
+    ) -> Result<(), End> {
         let hub = Arc::clone(&self.state.hub);
-        let channels = match hub.join_automatic(session, subs).await {
-            Ok(channels) => channels,
-            Err(err) => {
-                tracing::warn!(error = %err, "joining automatic channels failed");
-                return DisconnectReason::Internal.into();
-            }
-        };
+        let channels = hub.join_automatic(session, subs).await.map_err(|err| {
+            tracing::warn!(error = %err, "joining automatic channels failed");
+            End::Close(DisconnectReason::Internal)
+        })?;
         let welcome = ServerMessage::Welcome {
             id: auth_id,
             conn_id: format!("{}-{}", hub.node_id(), session.id()),
@@ -201,13 +225,24 @@ impl Connection {
             protocol: PROTOCOL_VERSION,
             channels,
         };
-        if let Err(end) = self.send(&welcome).await {
-            return end;
-        }
+        self.send(&welcome).await?;
         tracing::debug!("connected");
-        match self.pump(session, subs).await {
-            Ok(()) => End::Gone,
-            Err(end) => end,
+        Ok(())
+    }
+
+    /// Unregisters from the hub and returns the per-user slot.
+    fn finish(&self, mut live: Live, end: &End) {
+        self.state.hub.disconnect(&live.session, &mut live.subs);
+        self.release_user(live.session.user());
+        live.span.in_scope(|| match end {
+            End::Close(reason) => tracing::debug!(code = reason.close_code().as_u16(), "closing"),
+            End::Gone => tracing::debug!("client gone"),
+        });
+    }
+
+    fn release_user(&self, user: Option<&UserId>) {
+        if let Some(user) = user {
+            self.state.limits.release_user(user.as_str());
         }
     }
 
@@ -215,6 +250,17 @@ impl Connection {
     async fn pump(&mut self, session: &Arc<Session>, subs: &mut Subscriptions) -> Result<(), End> {
         let mut batch = Vec::new();
         let mut limiter = self.state.limits.message_limiter();
+        {
+            let a = std::mem::size_of_val(&self.write_batch(&[], false));
+            let b = std::mem::size_of_val(&self.next_request());
+            eprintln!(
+                "SIZE limiter={} write_batch={} next_request={} ready={}",
+                std::mem::size_of_val(&limiter),
+                a,
+                b,
+                std::mem::size_of_val(&session.outbox().ready())
+            );
+        }
         loop {
             tokio::select! {
                 // Outbound first: a client that floods requests must not
@@ -242,8 +288,8 @@ impl Connection {
                         Verdict::Close => return Err(DisconnectReason::RateLimited.into()),
                     }
                     match request {
-                        Ok(message) => self.handle(session, subs, message).await?,
-                        Err(err) => self.reply_decode_error(err).await?,
+                        Ok(message) => Box::pin(self.handle(session, subs, message)).await?,
+                        Err(err) => Box::pin(self.reply_decode_error(err)).await?,
                     }
                 }
             }

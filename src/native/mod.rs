@@ -104,10 +104,7 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| {
             // Herald tracks its sockets itself: axum's graceful shutdown does
             // not wait for upgraded connections.
-            tracker.track_future(async move {
-                connection::run(socket, state, format, token).await;
-                drop(slot);
-            })
+            tracker.track_future(connection::run(socket, state, format, token, slot))
         })
 }
 

@@ -222,11 +222,15 @@ async fn client_publish_rules_and_limits() {
 
 #[tokio::test]
 async fn oversized_message_closes_with_4503_and_others_are_unaffected() {
-    let hub = TestHub::with(|c| c.limits.max_message_size = 1024).await;
+    let hub = TestHub::with(|c| {
+        c.limits.max_message_size = 2048;
+        c.limits.max_data_size = 1024;
+    })
+    .await;
     let mut big = hub.connect("big").await;
     let mut good = hub.connect("good").await;
     good.subscribe("feed").await;
-    let huge = json!({"type": "ping", "id": 1, "pad": "x".repeat(2000)});
+    let huge = json!({"type": "ping", "id": 1, "pad": "x".repeat(3000)});
     big.ws
         .send(Message::Text(huge.to_string().into()))
         .await

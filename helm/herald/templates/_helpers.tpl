@@ -79,25 +79,35 @@ app.kubernetes.io/component: server
 {{- if eq (.Values.config.engine.kind | default "memory") "redis" }}true{{ end }}
 {{- end }}
 
+{{/* The default key (tokens without kid) is RS256/ES256: a public key file, no HS secret. */}}
 {{- define "herald.usesPublicKey" -}}
 {{- if has (.Values.config.auth.algorithm | default "HS256") (list "RS256" "ES256") }}true{{ end }}
 {{- end }}
 
-{{/* Where the projected volume puts the public key; matches herald.example.toml. */}}
+{{/* herald gets a private key from the Secret to sign RS256/ES256 tokens with. */}}
+{{- define "herald.signs" -}}
+{{- if .Values.secret.signing }}true{{ end }}
+{{- end }}
+
+{{/* Where the projected volume puts the keys; the public key path matches herald.example.toml. */}}
 {{- define "herald.publicKeyFile" -}}
 /etc/herald/jwt.pub.pem
 {{- end }}
 
+{{- define "herald.privateKeyFile" -}}
+/etc/herald/jwt.key.pem
+{{- end }}
+
 {{/*
-Milliseconds from a shutdown key, or herald's own default when the key was
-removed (set to null) so that the grace period is never computed from 0.
+An integer key of a table, or herald's own default when the key was removed
+(set to null), so that checks never compute with 0: (list table key default).
 */}}
-{{- define "herald.shutdownMs" -}}
-{{- $shutdown := index . 0 }}
+{{- define "herald.intOr" -}}
+{{- $table := index . 0 | default dict }}
 {{- $key := index . 1 }}
 {{- $fallback := index . 2 }}
-{{- if and (hasKey $shutdown $key) (not (kindIs "invalid" (index $shutdown $key))) }}
-{{- int64 (index $shutdown $key) }}
+{{- if and (hasKey $table $key) (not (kindIs "invalid" (index $table $key))) }}
+{{- int64 (index $table $key) }}
 {{- else }}
 {{- $fallback }}
 {{- end }}
@@ -106,8 +116,8 @@ removed (set to null) so that the grace period is never computed from 0.
 {{/* preStop sleep + drain + grace, in whole seconds rounded up. */}}
 {{- define "herald.minGraceSeconds" -}}
 {{- $shutdown := .Values.config.shutdown | default dict }}
-{{- $drain := include "herald.shutdownMs" (list $shutdown "drain_ms" 10000) | int64 }}
-{{- $grace := include "herald.shutdownMs" (list $shutdown "grace_ms" 5000) | int64 }}
+{{- $drain := include "herald.intOr" (list $shutdown "drain_ms" 10000) | int64 }}
+{{- $grace := include "herald.intOr" (list $shutdown "grace_ms" 5000) | int64 }}
 {{- add (int64 .Values.preStopSleepSeconds) (div (add $drain $grace 999) 1000) }}
 {{- end }}
 
@@ -128,15 +138,39 @@ hook, so it must cover the hook, herald's drain window and its grace deadline.
 {{- end }}
 {{- end }}
 
-{{/* One TOML table; nulls and empty strings are left out so herald's default applies. */}}
+{{/* A value the TOML leaves out so herald's default applies: null or "". */}}
+{{- define "herald.tomlOmit" -}}
+{{- if or (kindIs "invalid" .) (and (kindIs "string" .) (eq . "")) }}true{{ end }}
+{{- end }}
+
+{{/* A non-empty list of tables, rendered as [[table.key]] blocks (TOML has no JSON objects). */}}
+{{- define "herald.tomlTableList" -}}
+{{- if and (kindIs "slice" .) (gt (len .) 0) }}{{ if kindIs "map" (first .) }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* key = value lines of a table's scalars and scalar arrays (toJson output is valid TOML for those,
+and prints integers without the exponent Helm's float64 would get). */}}
+{{- define "herald.tomlKeys" -}}
+{{- range $key, $value := . }}
+{{- if not (or (include "herald.tomlOmit" $value) (include "herald.tomlTableList" $value)) }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* One TOML table, its lists of tables after its own keys; nulls and empty strings are left out. */}}
 {{- define "herald.tomlTable" -}}
 {{- $title := index . 0 }}
 {{- $table := index . 1 | default dict -}}
 [{{ $title }}]
+{{- include "herald.tomlKeys" $table }}
 {{- range $key, $value := $table }}
-{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
-{{/* JSON scalars and arrays are valid TOML, and toJson prints integers without the exponent Helm's float64 would get. */}}
-{{- $key }} = {{ toJson $value }}
+{{- if include "herald.tomlTableList" $value }}
+{{- range $item := $value }}
+
+[[{{ $title }}.{{ $key }}]]
+{{- include "herald.tomlKeys" $item }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -153,20 +187,34 @@ hook, so it must cover the hook, herald's drain window and its grace deadline.
 {{- $_ := set $engine "url" $c.engine.url }}
 {{- end }}
 {{- end }}
-{{- $auth := deepCopy ($c.auth | default dict) }}
+{{- /* Key files are mounted from the Secret by the Deployment; only their paths are written here. */}}
+{{- $auth := omit ($c.auth | default dict) "keys" }}
 {{- if include "herald.usesPublicKey" . }}
 {{- $_ := set $auth "public_key_file" (include "herald.publicKeyFile" .) }}
-{{- end -}}
+{{- end }}
+{{- if and (include "herald.signs" .) (not $c.auth.signing_kid) }}
+{{- $_ := set $auth "private_key_file" (include "herald.privateKeyFile" .) }}
+{{- end }}
+{{- $keys := list }}
+{{- range $key := $c.auth.keys | default list }}
+{{- $key = pick $key "kid" "algorithm" "public_key" }}
+{{- if and (include "herald.signs" $) (eq $key.kid ($c.auth.signing_kid | default "")) }}
+{{- $_ := set $key "private_key_file" (include "herald.privateKeyFile" $) }}
+{{- end }}
+{{- $keys = append $keys $key }}
+{{- end }}
+{{- $_ := set $auth "keys" $keys -}}
 # Rendered by the herald Helm chart from .Values.config: change the values, not this file.
-# server.listen comes from HERALD_SERVER__LISTEN; auth.secret, server.api_key and
-# engine.password come from the Secret as HERALD_* environment variables.
+# server.listen comes from HERALD_SERVER__LISTEN; server.api_key, auth.secret and
+# engine.password come from the Secret as HERALD_* environment variables; the
+# *_file keys name PEM files mounted from the Secret.
 
 {{ include "herald.tomlTable" (list "server" $c.server) }}
 
 {{ include "herald.tomlTable" (list "engine" $engine) }}
 
 {{ include "herald.tomlTable" (list "auth" $auth) }}
-{{- range $section := list "limits" "websocket" "heartbeat" "outbox" "channels" "shutdown" "log" }}
+{{- range $section := list "limits" "websocket" "heartbeat" "outbox" "channels" "rate_limits" "shutdown" "log" }}
 
 {{ include "herald.tomlTable" (list $section (index $c $section)) }}
 {{- end }}
@@ -202,8 +250,51 @@ Deployment, so every install and `helm template` runs it.
 {{- if and (include "herald.usesPublicKey" .) (not .Values.secret.existingSecret) (not .Values.secret.jwtPublicKey) }}
 {{- fail (printf "herald: config.auth.algorithm %s needs a public key: set secret.jwtPublicKey (PEM) or secret.existingSecret" $c.auth.algorithm) }}
 {{- end }}
-{{- if and $c.outbox.max_bytes $c.limits.max_data_size (lt (int64 $c.outbox.max_bytes) (int64 $c.limits.max_data_size)) }}
-{{- fail "herald: config.outbox.max_bytes must be at least config.limits.max_data_size" }}
+{{- /* Keys by kid: RS256/ES256 with an inline public key. An HS* kid key's secret could only be written into herald.toml, which is a ConfigMap. */}}
+{{- $kids := list }}
+{{- range $i, $key := $c.auth.keys | default list }}
+{{- if not (has $key.algorithm (list "RS256" "ES256")) }}
+{{- fail (printf "herald: config.auth.keys[%d] (kid %q) is %s: the chart takes RS256 and ES256 kid keys only, since herald reads a kid key's secret from herald.toml, which the chart keeps in a ConfigMap; see \"Keys, signing and sessions\" in the chart README" $i $key.kid $key.algorithm) }}
+{{- end }}
+{{- if not $key.public_key }}
+{{- fail (printf "herald: config.auth.keys[%d] (kid %q) needs public_key (PEM)" $i $key.kid) }}
+{{- end }}
+{{- if has $key.kid $kids }}
+{{- fail (printf "herald: config.auth.keys: kid %q is used twice" $key.kid) }}
+{{- end }}
+{{- $kids = append $kids $key.kid }}
+{{- end }}
+{{- $signingKid := $c.auth.signing_kid | default "" }}
+{{- if and $signingKid (not (has $signingKid $kids)) }}
+{{- fail (printf "herald: config.auth.signing_kid %q names no key in config.auth.keys" $signingKid) }}
+{{- end }}
+{{- if and $signingKid (not .Values.secret.signing) }}
+{{- fail (printf "herald: config.auth.signing_kid %q is an RS256/ES256 key: herald needs its private key; set secret.signing: true and secret.jwtPrivateKey (or the existingSecret's key secret.keys.jwtPrivateKey)" $signingKid) }}
+{{- end }}
+{{- if .Values.secret.signing }}
+{{- if not (or $signingKid (include "herald.usesPublicKey" .)) }}
+{{- fail (printf "herald: secret.signing gives herald an RS256/ES256 private key, but it would sign with the default key, which is %s (signed with its secret): set config.auth.signing_kid to an RS256/ES256 key of config.auth.keys, or turn secret.signing off" ($c.auth.algorithm | default "HS256")) }}
+{{- end }}
+{{- if not (or .Values.secret.existingSecret .Values.secret.jwtPrivateKey) }}
+{{- fail "herald: secret.signing needs the private key: set secret.jwtPrivateKey (PEM) or secret.existingSecret" }}
+{{- end }}
+{{- else if .Values.secret.jwtPrivateKey }}
+{{- fail "herald: secret.jwtPrivateKey is set but unused: set secret.signing: true to let herald sign with it" }}
+{{- end }}
+{{- /* The same relations herald's docs require, with herald's defaults for keys set to null. */}}
+{{- $maxMessage := include "herald.intOr" (list $c.limits "max_message_size" 65536) | int64 }}
+{{- $maxData := include "herald.intOr" (list $c.limits "max_data_size" 61440) | int64 }}
+{{- $outboxBytes := include "herald.intOr" (list $c.outbox "max_bytes" 1048576) | int64 }}
+{{- if gt $maxData (sub $maxMessage 1024) }}
+{{- fail (printf "herald: config.limits.max_data_size (%d) must be at most config.limits.max_message_size - 1024 (%d), so that a client's publish of that size fits in one message" $maxData (sub $maxMessage 1024)) }}
+{{- end }}
+{{- if lt $outboxBytes (add $maxData 1024) }}
+{{- fail (printf "herald: config.outbox.max_bytes (%d) must be at least config.limits.max_data_size + 1024 (%d), or one maximum-size push would disconnect the client" $outboxBytes (add $maxData 1024)) }}
+{{- end }}
+{{- range $i, $ns := ($c.channels | default dict).namespaces | default list }}
+{{- if and (eq ($ns.access | default "authenticated") "personal") (not (hasSuffix "*" $ns.pattern)) }}
+{{- fail (printf "herald: config.channels.namespaces[%d]: personal namespace %q needs a prefix pattern ending in \"*\", such as \"inbox:*\"" $i $ns.pattern) }}
+{{- end }}
 {{- end }}
 {{- if .Values.autoscaling.enabled }}
 {{- $a := .Values.autoscaling }}
