@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run the hub (the default).
     Serve,
-    /// Print an HS256 access token signed with the configured secret.
+    /// Print an access token signed with the signing key (auth.signing_kid, or the default key).
     Token {
         /// The user id (`sub` claim).
         #[arg(long)]

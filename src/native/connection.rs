@@ -337,7 +337,9 @@ impl Connection {
                     "already authenticated; use `refresh` to replace the token",
                 )),
             ),
-            ClientMessage::Refresh { id, token } => (id, self.refresh(session, &token)),
+            ClientMessage::Refresh { id, token } => {
+                (id, refresh(&self.state, session, &token).await)
+            }
             ClientMessage::Subscribe { id, channel } => {
                 let result = match channel_name(&channel, max_len) {
                     Ok(channel) => hub
@@ -375,22 +377,6 @@ impl Connection {
             Ok(()) => self.send(&ServerMessage::Ok { id }).await,
             Err(refusal) => self.reply_error(id, refusal.code, refusal.reason).await,
         }
-    }
-
-    /// Replaces the connection's token with a fresh one for the same user.
-    fn refresh(&self, session: &Session, token: &str) -> Result<(), Refusal> {
-        let verified =
-            self.state.verifier.verify(token).map_err(|e| {
-                Refusal::code(ErrorCode::TokenRejected, format!("token rejected: {e}"))
-            })?;
-        if Some(&verified.user) != session.user() {
-            return Err(Refusal::code(
-                ErrorCode::TokenRejected,
-                "token rejected: it belongs to another user",
-            ));
-        }
-        session.set_expiry(verified.expires_at.saturating_mul(1000));
-        Ok(())
     }
 
     fn publication(
@@ -527,6 +513,31 @@ async fn admit(state: &AppState, token: Verified) -> Result<Identity, End> {
         }
     }
     identity(token)
+}
+
+/// Replaces a connection's token with a fresh one for the same user and session.
+async fn refresh(state: &AppState, session: &Session, token: &str) -> Result<(), Refusal> {
+    let reject =
+        |why: &str| Refusal::code(ErrorCode::TokenRejected, format!("token rejected: {why}"));
+    let verified = state
+        .verifier
+        .verify(token)
+        .map_err(|e| reject(&e.to_string()))?;
+    if Some(&verified.user) != session.user() {
+        return Err(reject("it belongs to another user"));
+    }
+    // The connection stays in its session: a token of another (or no)
+    // session must not extend it, nor a token of a revoked one.
+    if verified.session.as_deref() != session.session() {
+        return Err(reject("it belongs to another session"));
+    }
+    if let Some(sid) = &verified.session
+        && !matches!(state.sessions.is_revoked(sid).await, Ok(false))
+    {
+        return Err(reject("the session is revoked"));
+    }
+    session.set_expiry(verified.expires_at.saturating_mul(1000));
+    Ok(())
 }
 
 /// The hub's view of a verified token; refuses malformed grants.

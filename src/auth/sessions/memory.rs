@@ -1,7 +1,7 @@
 //! Sessions kept in this process, for the memory engine (one node).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -15,7 +15,7 @@ use super::{Record, Rotation, SessionStore, StoreError};
 struct Entry {
     record: Record,
     current: String,
-    used: HashSet<String>,
+    used: VecDeque<String>,
     revoked: bool,
     expires: Instant,
 }
@@ -88,7 +88,7 @@ impl SessionStore for MemoryStore {
             Entry {
                 record,
                 current: hash,
-                used: HashSet::new(),
+                used: VecDeque::new(),
                 revoked: false,
                 expires,
             },
@@ -109,9 +109,9 @@ impl SessionStore for MemoryStore {
         let rotation = if entry.revoked {
             Rotation::Revoked
         } else if entry.current == presented {
-            entry
-                .used
-                .insert(std::mem::replace(&mut entry.current, next));
+            let rotated = std::mem::replace(&mut entry.current, next);
+            entry.used.push_front(rotated);
+            entry.used.truncate(super::REMEMBERED_ROTATIONS);
             entry.expires = Instant::now() + Duration::from_secs(entry.record.refresh_ttl_secs);
             Rotation::Rotated(entry.record.clone())
         } else if entry.used.contains(&presented) {

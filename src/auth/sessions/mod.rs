@@ -11,6 +11,11 @@
 mod memory;
 mod redis;
 
+/// How many rotated refresh tokens a session remembers to detect reuse:
+/// a bounded record even for a session refreshed for months. An older one
+/// is merely unknown (401), without revoking the session.
+const REMEMBERED_ROTATIONS: usize = 16;
+
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};

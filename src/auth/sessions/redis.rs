@@ -12,19 +12,27 @@ use redis::Script;
 use super::{Record, Rotation, SessionStore, StoreError};
 use crate::engine::redis::RedisHandle;
 
-/// Rotates atomically: KEYS[1] session; ARGV presented hash, next hash.
+/// Rotates atomically: KEYS[1] session; ARGV presented hash, next hash,
+/// how many rotated hashes to remember for reuse detection.
 /// A rotation renews the session's TTL to its refresh lifetime.
 const ROTATE: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'record', 'current', 'revoked')
+local s = redis.call('HMGET', KEYS[1], 'record', 'current', 'revoked', 'used')
 if not s[1] then return {'unknown'} end
 if s[3] == '1' then return {'revoked'} end
+local used = s[4] or ''
 if s[2] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'used:' .. ARGV[1], '1')
+  local kept, n = {ARGV[1]}, 1
+  for h in string.gmatch(used, '%S+') do
+    if n >= tonumber(ARGV[3]) then break end
+    kept[#kept + 1] = h
+    n = n + 1
+  end
+  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'used', table.concat(kept, ' '))
   local ttl = cjson.decode(s[1])['refresh_ttl_secs']
   redis.call('PEXPIRE', KEYS[1], ttl * 1000)
   return {'rotated', s[1]}
 end
-if redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
+if string.find(' ' .. used .. ' ', ' ' .. ARGV[1] .. ' ', 1, true) then
   redis.call('HSET', KEYS[1], 'revoked', '1', 'current', '')
   return {'reused'}
 end
@@ -127,15 +135,27 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'static, Result<Rotation, StoreError>> {
         let redis = self.redis.clone();
         let key = self.session_key(&sid);
+        let prefix = self.prefix.clone();
         async move {
             let script = Script::new(ROTATE);
             let mut script = script.key(key);
-            script.arg(&presented).arg(&next);
+            script
+                .arg(&presented)
+                .arg(&next)
+                .arg(super::REMEMBERED_ROTATIONS);
             let mut reply: Vec<String> = redis.invoke(&mut script).await.map_err(failed)?;
             let rotation = match reply.first().map(String::as_str) {
                 Some("rotated") if reply.len() == 2 => {
                     let record: Record = serde_json::from_str(&reply.swap_remove(1))
                         .map_err(|e| StoreError(e.to_string()))?;
+                    // Keep the user index alive as long as this session (another
+                    // key, so not in the script; best effort).
+                    let mut cmd = redis::cmd("PEXPIRE");
+                    let ttl = millis(record.refresh_ttl_secs);
+                    cmd.arg(format!("{prefix}u:{}", record.user))
+                        .arg(ttl)
+                        .arg("GT");
+                    let _ = redis.query::<()>(cmd).await;
                     Rotation::Rotated(record)
                 }
                 Some("reused") => Rotation::Reused,
