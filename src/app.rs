@@ -3,6 +3,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -182,6 +183,13 @@ impl App {
         let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
         let stop_accepting = CancellationToken::new();
         let router = http::router(Arc::clone(&state));
+        // Pushes are small and latency-bound: send each flush at once
+        // instead of letting Nagle hold it for the previous segment's ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
