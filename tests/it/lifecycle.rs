@@ -20,19 +20,20 @@ use crate::helpers::TestHub;
 #[tokio::test]
 async fn a_silent_client_is_closed_with_4002_and_a_live_one_is_kept() {
     let hub = TestHub::with(|c| {
-        c.heartbeat.interval_ms = 200;
-        c.heartbeat.timeout_ms = 200;
+        c.heartbeat.interval_ms = 400;
+        c.heartbeat.timeout_ms = 600;
     })
     .await;
     let mut silent = hub.connect("silent").await;
     let mut live = hub.connect("live").await;
     // `live` keeps reading, so its WebSocket layer answers every ping.
-    live.expect_silence(Duration::from_millis(1200)).await;
+    live.expect_silence(Duration::from_millis(2500)).await;
     assert_eq!(
         live.request(json!({"type": "ping", "id": 1})).await["type"],
         "pong"
     );
-    // `silent` read nothing for 1.2 s: no pongs went out, so it was closed.
+    // `silent` read nothing for 2.5 s: no pongs went out, so it was closed
+    // after 1 s (interval + timeout).
     assert_eq!(silent.expect_close().await.0, 4002);
 }
 

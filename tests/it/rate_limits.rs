@@ -67,11 +67,12 @@ async fn upgrade_status(hub: &TestHub, user: &str) -> u16 {
 
 #[tokio::test]
 async fn upgrades_per_ip() {
-    let hub = TestHub::with(only(|l| l.upgrades_per_ip_per_second = 3)).await;
-    for _ in 0..3 {
-        assert_eq!(upgrade_status(&hub, "u").await, 101);
-    }
+    // One per second: the second upgrade right after the first is refused.
+    let hub = TestHub::with(only(|l| l.upgrades_per_ip_per_second = 1)).await;
+    assert_eq!(upgrade_status(&hub, "u").await, 101);
     assert_eq!(upgrade_status(&hub, "u").await, 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(upgrade_status(&hub, "u").await, 101, "healthy again below the rate");
 }
 
 #[tokio::test]
@@ -107,8 +108,8 @@ async fn connections_per_ip_and_per_user() {
 
 #[tokio::test]
 async fn api_publishes() {
-    let hub = TestHub::with(only(|l| l.api_publishes_per_second = 5)).await;
-    let publications: Vec<_> = (0..5)
+    let hub = TestHub::with(only(|l| l.api_publishes_per_second = 2)).await;
+    let publications: Vec<_> = (0..2)
         .map(|n| json!({"channel": "c", "event": "e", "data": n}))
         .collect();
     let (status, _) = hub
@@ -128,6 +129,11 @@ async fn api_publishes() {
         (status, body["error"]["code"].as_str()),
         (429, Some("rate_limited"))
     );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = hub
+        .api("/api/v1/publish", json!({"channel": "c", "event": "e", "data": 7}))
+        .await;
+    assert_eq!(status, 200, "healthy again below the rate");
 }
 
 #[tokio::test]
