@@ -72,7 +72,11 @@ async fn upgrades_per_ip() {
     assert_eq!(upgrade_status(&hub, "u").await, 101);
     assert_eq!(upgrade_status(&hub, "u").await, 429);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(upgrade_status(&hub, "u").await, 101, "healthy again below the rate");
+    assert_eq!(
+        upgrade_status(&hub, "u").await,
+        101,
+        "healthy again below the rate"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +135,10 @@ async fn api_publishes() {
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, _) = hub
-        .api("/api/v1/publish", json!({"channel": "c", "event": "e", "data": 7}))
+        .api(
+            "/api/v1/publish",
+            json!({"channel": "c", "event": "e", "data": 7}),
+        )
         .await;
     assert_eq!(status, 200, "healthy again below the rate");
 }
