@@ -334,3 +334,41 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A WebSocket upgraded by hand on a raw TCP socket: nothing answers pings
+/// or close frames, so a test can play a client that is truly silent.
+pub async fn raw_socket(hub: &TestHub, user: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(hub.addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.token(user)
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Reads a raw socket until a close frame arrives; returns its code.
+pub async fn raw_close_code(tcp: &mut TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    loop {
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf))
+            .await
+            .expect("no close frame in time")
+            .unwrap();
+        assert!(n > 0, "socket closed without a close frame: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+        // Server frames are unmasked: 0x88, a length byte, then the code.
+        if let Some(at) = seen
+            .windows(2)
+            .position(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126)
+            && seen.len() >= at + 4
+        {
+            return u16::from_be_bytes([seen[at + 2], seen[at + 3]]);
+        }
+    }
+}

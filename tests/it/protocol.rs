@@ -1,10 +1,8 @@
 //! Protocol errors and limits, MessagePack, and that bad clients do not hurt good ones.
 
-use std::time::Duration;
-
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::TestHub;
@@ -244,36 +242,10 @@ async fn oversized_message_closes_with_4503_and_others_are_unaffected() {
 #[tokio::test]
 async fn invalid_utf8_text_frame_closes_with_4502() {
     let hub = TestHub::spawn().await;
-    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
-    let request = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        hub.token("raw")
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut tcp = crate::helpers::raw_socket(&hub, "raw").await;
     // FIN + text opcode, masked, 2-byte payload 0xff 0xfe (never valid UTF-8), zero mask.
     tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let found = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = tcp.read(&mut buf).await.unwrap();
-            if n == 0 {
-                return false;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            // A close frame starts 0x88, then length, then the code (4502 = 0x1196).
-            if seen
-                .windows(4)
-                .any(|w| w[0] == 0x88 && w[2] == 0x11 && w[3] == 0x96)
-            {
-                return true;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert!(found, "no 4502 close frame in {seen:?}");
+    assert_eq!(crate::helpers::raw_close_code(&mut tcp).await, 4502);
 }
