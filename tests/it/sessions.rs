@@ -70,6 +70,17 @@ async fn session_connect_refresh_in_band_rotate_and_old_token_refused() {
         .request(json!({"type": "refresh", "id": 1, "token": rotated["access_token"]}))
         .await;
     assert_eq!(reply, json!({"type": "ok", "id": 1}));
+    // Same user, but no session: it may not extend this session's connection.
+    let reply = client
+        .request(json!({"type": "refresh", "id": 2, "token": hub.token("alice")}))
+        .await;
+    assert_eq!(
+        (reply["code"].as_u64(), reply["reason"].as_str()),
+        (
+            Some(114),
+            Some("token rejected: it belongs to another session")
+        )
+    );
 
     let (status, rotated_again) = browser(
         &hub,
