@@ -432,47 +432,35 @@ impl Connection {
             tracing::error!(%err, "encoding a reply failed");
             End::Close(DisconnectReason::Internal)
         })?;
-        let frame = frame(bytes, self.format)?;
-        self.write(|ws| Box::pin(ws.send(frame))).await
+        let frame =
+            frame(bytes, self.format).map_err(|()| End::Close(DisconnectReason::Internal))?;
+        within(self.write_timeout, self.ws.send(frame)).await
     }
 
     /// Writes every message of a batch (and a ping if due), then flushes once.
+    ///
+    /// The fan-out path: no allocation here, the frames share the bytes every
+    /// recipient shares, and one flush sends them all.
     async fn write_batch(&mut self, batch: &[Arc<SharedMessage>], ping: bool) -> Result<(), End> {
         let format = self.format;
-        let mut frames = Vec::with_capacity(batch.len() + usize::from(ping));
-        for message in batch {
-            match message.encoded(format) {
-                Some(bytes) => frames.push(frame(bytes.clone(), format)?),
-                None => metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1),
+        let ws = &mut self.ws;
+        let write = async move {
+            for message in batch {
+                let Some(frame) = message
+                    .encoded(format)
+                    .and_then(|b| frame(b.clone(), format).ok())
+                else {
+                    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+                    continue;
+                };
+                ws.feed(frame).await?;
             }
-        }
-        if ping {
-            frames.push(Message::Ping(bytes::Bytes::new()));
-        }
-        self.write(|ws| {
-            Box::pin(async move {
-                for frame in frames {
-                    ws.feed(frame).await?;
-                }
-                ws.flush().await
-            })
-        })
-        .await
-    }
-
-    /// Runs a write under the write timeout; a client that does not take
-    /// its bytes in time is a slow consumer.
-    async fn write<F>(&mut self, op: F) -> Result<(), End>
-    where
-        F: for<'a> FnOnce(
-            &'a mut WebSocket,
-        ) -> futures_util::future::BoxFuture<'a, Result<(), axum::Error>>,
-    {
-        match timeout(self.write_timeout, op(&mut self.ws)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(DisconnectReason::SlowConsumer.into()),
-        }
+            if ping {
+                ws.feed(Message::Ping(bytes::Bytes::new())).await?;
+            }
+            ws.flush().await
+        };
+        within(self.write_timeout, write).await
     }
 
     /// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the
@@ -604,13 +592,25 @@ fn request_id(message: &ClientMessage) -> Option<u64> {
     }
 }
 
-fn frame(bytes: bytes::Bytes, format: Format) -> Result<Message, End> {
+/// Wraps encoded bytes in the frame type of `format`; `Err` only if JSON bytes are not UTF-8.
+fn frame(bytes: bytes::Bytes, format: Format) -> Result<Message, ()> {
     match format {
         Format::MsgPack => Ok(Message::Binary(bytes)),
         // JSON encoders emit UTF-8; the check is linear and cheap but cannot be skipped safely.
-        Format::Json => Utf8Bytes::try_from(bytes)
-            .map(Message::Text)
-            .map_err(|_| End::Close(DisconnectReason::Internal)),
+        Format::Json => Utf8Bytes::try_from(bytes).map(Message::Text).map_err(drop),
+    }
+}
+
+/// Runs a write under the write timeout; a client that does not take its
+/// bytes in time is a slow consumer.
+async fn within(
+    limit: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(DisconnectReason::SlowConsumer.into()),
     }
 }
 
