@@ -318,20 +318,30 @@ impl Engine for RedisEngine {
 
     fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
         let key = format!("{}nodes", self.prefix);
+        let handle = self.writer.clone();
         let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(key);
+        cmd.arg(&key);
         let read = self.write(move |writer| {
             async move { writer.query::<Vec<(String, String)>>(cmd).await }.boxed()
         });
         async move {
             let now = unix_ms();
-            Ok(read
-                .await?
-                .into_iter()
-                .filter_map(|(_, value)| serde_json::from_str::<Announcement>(&value).ok())
-                .filter(|a| a.expires_ms > now)
-                .map(|a| a.stats.get().to_owned())
-                .collect())
+            let mut live = Vec::new();
+            let mut gone = Vec::new();
+            for (node, value) in read.await? {
+                match serde_json::from_str::<Announcement>(&value) {
+                    Ok(a) if a.expires_ms > now => live.push(a.stats.get().to_owned()),
+                    _ => gone.push(node),
+                }
+            }
+            // Pods come and go with new names: forget the ones that stopped
+            // announcing, or the hash would grow with every restart.
+            if !gone.is_empty() {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(&key).arg(gone);
+                let _ = handle.query::<()>(hdel).await;
+            }
+            Ok(live)
         }
         .boxed()
     }
