@@ -135,6 +135,7 @@ impl App {
             ready_requires_engine: config.engine.ready_requires_connection,
             expiry_warning: Duration::from_millis(config.auth.expiry_warning_ms),
             expiry_grace: Duration::from_millis(config.auth.expiry_grace_ms),
+            engine_timeout: Duration::from_millis(config.engine.command_timeout_ms),
         };
         let hub = Hub::new(hub_config, rules, registry, Arc::clone(&engine));
         let addr = config.server.listen;

@@ -46,6 +46,11 @@ enum Command {
     CheckConfig,
 }
 
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI answers on its terminal: errors before logging starts, `check-config` and `token` output"
+)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
@@ -70,6 +75,11 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI answers on its terminal: errors before logging starts, `check-config` and `token` output"
+)]
 fn token(config: &Config, user: &str, ttl: u64) -> ExitCode {
     match TokenIssuer::new(&config.auth).and_then(|issuer| issuer.mint(user, ttl)) {
         Ok(token) => {
@@ -83,6 +93,10 @@ fn token(config: &Config, user: &str, ttl: u64) -> ExitCode {
     }
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "logging failed to start, so stderr is the only place left to say why"
+)]
 fn serve(config: Config) -> ExitCode {
     if let Err(err) = herald::telemetry::init(&config.log) {
         eprintln!("herald: {err}");

@@ -214,6 +214,8 @@ impl TokenIssuer {
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
 
     #[test]
@@ -222,9 +224,14 @@ mod tests {
         let token = TokenIssuer::new(&config).unwrap().mint("42", 60).unwrap();
         let verifier = TokenVerifier::new(&config).unwrap();
         assert_eq!(verifier.verify(&token).unwrap().user.as_str(), "42");
-        let mut tampered = token.clone();
-        tampered.pop();
-        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        // Flip one bit of the decoded signature and re-encode it canonically,
+        // so the token stays well-formed whatever the signature's bytes are
+        // (editing the last base64 character can yield a non-canonical
+        // ending, which is `Malformed`, not `BadSignature`).
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        signature[0] ^= 1;
+        let tampered = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature));
         assert_eq!(verifier.verify(&tampered), Err(AuthError::BadSignature));
         assert_eq!(verifier.verify("nope"), Err(AuthError::Malformed));
     }

@@ -55,6 +55,10 @@ pub struct HubConfig {
     pub expiry_warning: Duration,
     /// How long past token expiry a connection may stay without a refresh.
     pub expiry_grace: Duration,
+    /// Longest a join waits for the engine's subscription before the
+    /// request fails with `engine_unavailable` (112). While it waits, the
+    /// connection reads nothing and writes nothing, so it must be bounded.
+    pub engine_timeout: Duration,
 }
 
 /// Why a request was refused; mapped to a protocol error code in [`HubError::code`].
@@ -296,7 +300,18 @@ impl Hub {
         // Asked on every join, not only the first: a second subscriber that
         // joins while the first one's engine subscription is still in flight
         // must also wait for it, or publications in between would be missed.
-        if let Err(err) = self.engine.subscribe(channel.clone()).await {
+        let subscribed = match tokio::time::timeout(
+            self.config.engine_timeout,
+            self.engine.subscribe(channel.clone()),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => Err(EngineError::Unavailable(
+                "the engine did not confirm the subscription in time".into(),
+            )),
+        };
+        if let Err(err) = subscribed {
             self.leave(session.id(), &channel);
             return Err(err.into());
         }

@@ -126,7 +126,8 @@ impl Outbox {
                 return Pushed::Conflated;
             }
             if !fits(state, size, limits) {
-                return overflow(state);
+                drop(guard);
+                return self.overflow();
             }
             state
                 .latest
@@ -135,7 +136,8 @@ impl Outbox {
             state.queue.push_back(Item::Latest(channel.clone()));
         } else {
             if !fits(state, size, limits) {
-                return overflow(state);
+                drop(guard);
+                return self.overflow();
             }
             state.queue.push_back(Item::Message(Arc::clone(message)));
         }
@@ -147,6 +149,26 @@ impl Outbox {
             self.ready.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Ends the connection as a slow consumer. Frees the backlog now (the
+    /// client will never read it, and holding it until the writer notices
+    /// would let one slow client pin memory) and always wakes the writer:
+    /// the queue may have been empty, with the writer parked on [`Self::ready`]
+    /// and nothing else ever going to wake it.
+    fn overflow(&self) -> Pushed {
+        let mut state = self.lock();
+        // A close requested between the caller's check and this lock wins.
+        if state.close.is_some() {
+            return Pushed::Closed;
+        }
+        state.queue = VecDeque::new();
+        state.latest = None;
+        state.bytes = 0;
+        state.close = Some(DisconnectReason::SlowConsumer);
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Overflow
     }
 
     /// Asks the writer to send a WebSocket ping.
@@ -226,18 +248,10 @@ fn fits(state: &State, size: usize, limits: OutboxLimits) -> bool {
     state.queue.len() < limits.max_messages && state.bytes + size <= limits.max_bytes
 }
 
-fn overflow(state: &mut State) -> Pushed {
-    // Free the backlog now: the client will never read it, and holding it
-    // until the writer notices would let one slow client pin memory.
-    state.queue = VecDeque::new();
-    state.latest = None;
-    state.bytes = 0;
-    state.close = Some(DisconnectReason::SlowConsumer);
-    Pushed::Overflow
-}
-
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
     use crate::protocol::{EventName, JsonData, Publication};
 
@@ -291,6 +305,35 @@ mod tests {
         let signals = outbox.take(&mut batch);
         assert!(batch.is_empty());
         assert_eq!(signals.close, Some(DisconnectReason::SlowConsumer));
+    }
+
+    #[test]
+    fn overflow_wakes_a_writer_parked_on_an_empty_queue() {
+        let outbox = Outbox::default();
+        let limits = OutboxLimits {
+            max_messages: 10,
+            max_bytes: 1,
+        };
+        // The writer has drained everything and waits for the next wake-up.
+        assert!(outbox.ready().now_or_never().is_none());
+        assert_eq!(outbox.push(&msg("a", 1), false, limits), Pushed::Overflow);
+        assert!(
+            outbox.ready().now_or_never().is_some(),
+            "the writer must be woken to send the slow-consumer close"
+        );
+        let signals = outbox.take(&mut Vec::new());
+        assert_eq!(signals.close, Some(DisconnectReason::SlowConsumer));
+    }
+
+    #[test]
+    fn overflow_of_a_latest_value_channel_wakes_the_writer_too() {
+        let outbox = Outbox::default();
+        let limits = OutboxLimits {
+            max_messages: 10,
+            max_bytes: 1,
+        };
+        assert_eq!(outbox.push(&msg("p", 1), true, limits), Pushed::Overflow);
+        assert!(outbox.ready().now_or_never().is_some());
     }
 
     #[test]

@@ -4,7 +4,12 @@
 use std::{hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc};
 
 use dashmap::DashMap;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
 use serde::Deserialize;
 
 use crate::metrics as names;
@@ -84,9 +89,12 @@ fn quota(per_second: u32) -> Option<Quota> {
 }
 
 /// A connection's own message limiter, with its strike count.
+///
+/// Generic over the clock so that tests can drive time by hand; herald
+/// itself always uses the default (monotonic) clock.
 #[derive(Debug)]
-pub struct MessageLimiter {
-    limiter: Option<DefaultDirectRateLimiter>,
+pub struct MessageLimiter<C: Clock + Clone = DefaultClock> {
+    limiter: Option<RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
     strikes: u32,
     max_strikes: u32,
 }
@@ -102,7 +110,17 @@ pub enum Verdict {
     Close,
 }
 
-impl MessageLimiter {
+impl<C: Clock + Clone> MessageLimiter<C> {
+    /// `per_second` messages (0: unlimited), closing after `strikes`
+    /// refusals in a row, timed by `clock`.
+    pub fn with_clock(per_second: u32, strikes: u32, clock: &C) -> Self {
+        Self {
+            limiter: quota(per_second).map(|q| RateLimiter::direct_with_clock(q, clock.clone())),
+            strikes: 0,
+            max_strikes: strikes.max(1),
+        }
+    }
+
     /// Checks one message.
     pub fn check(&mut self) -> Verdict {
         let Some(limiter) = &self.limiter else {
@@ -189,11 +207,11 @@ impl RateLimits {
 
     /// A limiter for one new connection's inbound messages.
     pub fn message_limiter(&self) -> MessageLimiter {
-        MessageLimiter {
-            limiter: quota(self.config.messages_per_second).map(RateLimiter::direct),
-            strikes: 0,
-            max_strikes: self.config.strikes.max(1),
-        }
+        MessageLimiter::with_clock(
+            self.config.messages_per_second,
+            self.config.strikes,
+            &DefaultClock::default(),
+        )
     }
 
     /// Whether `ip` may open another WebSocket now (rate of upgrades).
@@ -253,6 +271,56 @@ impl RateLimits {
         if let Some(upgrades) = &self.upgrades {
             upgrades.retain_recent();
             upgrades.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    /// The exact rule, on a clock the test moves: a burst of `rate`
+    /// messages passes, the next is refused, `strikes` refusals in a row
+    /// close, and after a pause the connection is healthy again.
+    #[test]
+    fn message_rate_burst_refusal_recovery_and_strikes() {
+        let clock = FakeRelativeClock::default();
+        let mut limiter = MessageLimiter::with_clock(5, 3, &clock);
+        for _ in 0..5 {
+            assert_eq!(limiter.check(), Verdict::Allow);
+        }
+        assert_eq!(limiter.check(), Verdict::Refuse);
+        clock.advance(Duration::from_millis(199));
+        assert_eq!(
+            limiter.check(),
+            Verdict::Refuse,
+            "one slot refills in 200 ms"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            limiter.check(),
+            Verdict::Allow,
+            "an allowed message resets the strikes"
+        );
+        assert_eq!(limiter.check(), Verdict::Refuse);
+        assert_eq!(limiter.check(), Verdict::Refuse);
+        assert_eq!(limiter.check(), Verdict::Close);
+        clock.advance(Duration::from_secs(1));
+        for _ in 0..5 {
+            assert_eq!(limiter.check(), Verdict::Allow);
+        }
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let clock = FakeRelativeClock::default();
+        let mut limiter = MessageLimiter::with_clock(0, 1, &clock);
+        for _ in 0..10_000 {
+            assert_eq!(limiter.check(), Verdict::Allow);
         }
     }
 }

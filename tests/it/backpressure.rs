@@ -1,10 +1,10 @@
 //! Slow consumers and latest-value conflation.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 
-use herald::core::Access;
+use herald::{core::Access, engine::memory::MemoryEngine};
 
 use crate::helpers::{TestHub, eventually, namespace};
 
@@ -135,4 +135,27 @@ async fn latest_value_channels_conflate_for_a_slow_client() {
     );
     let text = scrape(&hub).await;
     assert!(metric(&text, "herald_messages_dropped_total{reason=\"conflated\"}") > 0.0);
+}
+
+/// A publication that overflows an idle connection's empty queue (here one
+/// larger than the whole byte cap) must still end in the slow-consumer
+/// close: the writer is parked waiting for work and must be woken for it.
+#[tokio::test]
+async fn an_overflow_of_an_empty_queue_still_closes_the_client_with_4001() {
+    // Below what `validate` allows (max_data_size + 1024), which keeps a
+    // legal publication from overflowing an empty queue by itself; the
+    // writer must be woken whatever made the push overflow.
+    let hub = TestHub::with_engine(
+        |c| c.outbox.max_bytes = 64,
+        |dispatcher| Arc::new(MemoryEngine::new(dispatcher)),
+    )
+    .await;
+    let mut client = hub.connect("idle").await;
+    client.subscribe("big").await;
+    hub.publish("big", "e", json!("x".repeat(200))).await;
+    let (code, reason) = client.expect_close().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4001, "slow consumer: outbound queue overflowed")
+    );
 }

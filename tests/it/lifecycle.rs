@@ -19,22 +19,29 @@ use crate::helpers::TestHub;
 
 #[tokio::test]
 async fn a_silent_client_is_closed_with_4002_and_a_live_one_is_kept() {
+    // Margins, not luck: `live` answers a ping every 300 ms and would have to
+    // miss them all for 1.8 s to be closed; `silent` is closed ~2 s in, well
+    // inside the 10 s the raw client waits for the close frame.
     let hub = TestHub::with(|c| {
-        c.heartbeat.interval_ms = 400;
-        c.heartbeat.timeout_ms = 600;
+        c.heartbeat.interval_ms = 300;
+        c.heartbeat.timeout_ms = 1500;
     })
     .await;
     // A raw socket: nothing on the client side answers the server's pings.
     let mut silent = crate::helpers::raw_socket(&hub, "silent").await;
     let mut live = hub.connect("live").await;
-    // `live` keeps reading, so its WebSocket layer answers every ping.
-    live.expect_silence(Duration::from_millis(2500)).await;
+    // `silent` answers no ping: closed after interval + timeout. Meanwhile
+    // `live` keeps reading, so its WebSocket layer answers every ping, for
+    // longer than the whole deadline.
+    let (code, ()) = tokio::join!(
+        crate::helpers::raw_close_code(&mut silent),
+        live.expect_silence(Duration::from_millis(4000)),
+    );
+    assert_eq!(code, 4002);
     assert_eq!(
         live.request(json!({"type": "ping", "id": 1})).await["type"],
         "pong"
     );
-    // `silent` answered no ping: closed after interval + timeout (1 s).
-    assert_eq!(crate::helpers::raw_close_code(&mut silent).await, 4002);
 }
 
 #[tokio::test]
@@ -77,6 +84,8 @@ async fn shutdown_sends_1012_to_every_client_and_readiness_turns_503() {
 struct FlakyEngine {
     inner: MemoryEngine,
     down: Arc<AtomicBool>,
+    /// Subscriptions never complete, like a Redis that stopped answering.
+    hung: Arc<AtomicBool>,
 }
 
 impl FlakyEngine {
@@ -97,6 +106,9 @@ impl Engine for FlakyEngine {
         }
     }
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        if self.hung.load(Ordering::SeqCst) {
+            return futures_util::future::pending().boxed();
+        }
         match self.check() {
             Ok(()) => self.inner.subscribe(channel),
             Err(err) => ready(Err(err)).boxed(),
@@ -148,6 +160,7 @@ async fn engine_failures_are_reported_never_swallowed() {
             Arc::new(FlakyEngine {
                 inner: MemoryEngine::new(dispatcher),
                 down: switch,
+                hung: Arc::default(),
             })
         },
     )
@@ -183,4 +196,54 @@ async fn engine_failures_are_reported_never_swallowed() {
     down.store(false, Ordering::SeqCst);
     client.subscribe("new").await;
     assert_eq!(reqwest::get(hub.url("/ready")).await.unwrap().status(), 200);
+}
+
+/// A subscribe the engine never confirms is bounded by
+/// `engine.command_timeout_ms`: the client gets error 112 and keeps its
+/// connection, and a new connection is closed with 4000, instead of both
+/// waiting forever with nothing drained.
+#[tokio::test]
+async fn an_engine_subscribe_that_never_completes_times_out_with_112() {
+    let hung = Arc::new(AtomicBool::new(false));
+    let switch = Arc::clone(&hung);
+    let hub = TestHub::with_engine(
+        |c| {
+            c.engine.command_timeout_ms = 300;
+            c.channels.namespaces = vec![crate::helpers::namespace(
+                "*",
+                herald::core::Access::Authenticated,
+                false,
+                false,
+            )]
+        },
+        move |dispatcher: SharedDispatcher| -> Arc<dyn Engine> {
+            Arc::new(FlakyEngine {
+                inner: MemoryEngine::new(dispatcher),
+                down: Arc::default(),
+                hung: switch,
+            })
+        },
+    )
+    .await;
+    let mut client = hub.connect("u").await;
+    hung.store(true, Ordering::SeqCst);
+
+    let reply = client
+        .request(json!({"type": "subscribe", "id": 1, "channel": "slow"}))
+        .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_u64()),
+        (Some("error"), Some(112))
+    );
+    let mut late = hub
+        .connect_raw(&format!("/ws?token={}", hub.token("late")), &[])
+        .await;
+    assert_eq!(late.expect_close().await.0, 4000);
+
+    // The refused join left nothing behind: once the engine answers, the
+    // same channel can be joined and receives publications.
+    hung.store(false, Ordering::SeqCst);
+    client.subscribe("slow").await;
+    hub.publish("slow", "e", json!(1)).await;
+    assert_eq!(client.recv_push().await["data"], 1);
 }

@@ -2,7 +2,7 @@
 //! nodes, revocation, token validation, key rotation, permissions, origins,
 //! rate limits.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use herald::{
@@ -199,7 +199,6 @@ async fn logout_on_node_a_closes_the_socket_on_node_b_and_survives_restart() {
     let access = session["access_token"].as_str().unwrap().to_owned();
     let mut on_b = b.connect_raw(&format!("/ws?token={access}"), &[]).await;
     assert_eq!(on_b.recv().await["type"], "welcome");
-    let started = tokio::time::Instant::now();
     let (status, _) = browser(
         &a,
         "/api/v1/sessions/logout",
@@ -207,12 +206,8 @@ async fn logout_on_node_a_closes_the_socket_on_node_b_and_survives_restart() {
     )
     .await;
     assert_eq!(status, 204);
+    // Bounded by the client's wait (a hang fails), not by a timing guess.
     assert_eq!(on_b.expect_close().await.0, 4505);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
     // A node started after the logout still refuses the session: it is in Redis.
     let c = redis_hub(&redis, "c").await;
     let mut late = c.connect_raw(&format!("/ws?token={access}"), &[]).await;
