@@ -89,6 +89,11 @@
 //! Add `--extra-channel prices` to subscribe every connection to a second
 //! shared channel (published at `--extra-rate`/s), `--format msgpack` for
 //! binary frames, `--payload-bytes N` for larger payloads.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the load generator reports its result on stdout and progress on stderr"
+)]
 
 #[path = "loadgen/common.rs"]
 mod common;

@@ -12,7 +12,11 @@
 //! Channels: `prices.<SYMBOL>` (event `price_update`) and `tracking.demo`
 //! (event `shipment_update`): what the `/demo` page shows. Runs for
 //! `--duration` seconds and prints what it sent.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "an example program reports to its terminal"
+)]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -6,7 +6,11 @@
 //! ```
 //!
 //! Stops after `--max` messages (default: never) or on Ctrl-C.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a terminal client prints what it receives"
+)]
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};

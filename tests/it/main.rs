@@ -1,6 +1,10 @@
 //! Integration tests: real WebSocket clients over TCP against hubs on ephemeral ports.
 //! One test binary (faster to link), one module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+#![allow(
+    clippy::print_stderr,
+    reason = "tests report measured figures on stderr (`--nocapture`)"
+)]
 
 mod helpers;
 mod redis_server;
