@@ -249,3 +249,24 @@ async fn invalid_utf8_text_frame_closes_with_4502() {
         .unwrap();
     assert_eq!(crate::helpers::raw_close_code(&mut tcp).await, 4502);
 }
+
+/// RFC 6455 §7.4.1: a close frame with a code that may not be sent on the
+/// wire is a protocol error, answered with 1002 (documented in PROTOCOL.md).
+#[tokio::test]
+async fn a_close_frame_with_a_forbidden_code_is_answered_with_1002() {
+    let hub = TestHub::spawn().await;
+    for code in [999u16, 1005, 1006, 5000] {
+        let mut tcp = crate::helpers::raw_socket(&hub, "closer").await;
+        let mask = [1u8, 2, 3, 4];
+        let payload = code.to_be_bytes();
+        let mut frame = vec![0x88, 0x80 | 2];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask).map(|(b, m)| b ^ m));
+        tcp.write_all(&frame).await.unwrap();
+        assert_eq!(
+            crate::helpers::raw_close_code(&mut tcp).await,
+            1002,
+            "code {code}"
+        );
+    }
+}
