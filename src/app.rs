@@ -9,17 +9,20 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{
-        TokenVerifier,
+        ConnectionAuth, TokenVerifier,
         sessions::{MemoryStore, RedisStore, SessionStore, Sessions},
     },
     config::{Config, EngineKind},
-    core::{Hub, HubConfig, RateLimits, Registry},
+    core::{
+        ClientContext, ClientSettings, Hub, HubConfig, PublicationLimits, RateLimits, Registry,
+    },
     engine::{
         Engine, SharedDispatcher,
         memory::MemoryEngine,
         redis::{RedisEngine, RedisHandle},
     },
     http::{self, AppState},
+    native::{self, NativeSettings, NativeState},
 };
 
 /// A built, bound, not yet running herald node.
@@ -27,6 +30,7 @@ use crate::{
 pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
+    native: Arc<NativeState>,
 }
 
 /// Why the app could not start.
@@ -125,7 +129,7 @@ impl App {
             )),
         };
         let sessions = Sessions::new(store, &config.auth);
-        let limits = RateLimits::new(config.rate_limits.clone());
+        let limits = Arc::new(RateLimits::new(config.rate_limits.clone()));
         let hub_config = HubConfig {
             node_id,
             max_connections: config.limits.max_connections,
@@ -138,6 +142,33 @@ impl App {
             engine_timeout: Duration::from_millis(config.engine.command_timeout_ms),
         };
         let hub = Hub::new(hub_config, rules, registry, Arc::clone(&engine));
+        let publications = PublicationLimits {
+            max_channel_length: config.limits.max_channel_length,
+            max_data_size: config.limits.max_data_size,
+        };
+        let clients = Arc::new(ClientContext::new(
+            Arc::clone(&hub),
+            Arc::new(ConnectionAuth::new(verifier.clone(), sessions.clone())),
+            Arc::clone(&limits),
+            ClientSettings {
+                auth_timeout: Duration::from_millis(config.auth.timeout_ms),
+                allow_anonymous: config.auth.allow_anonymous,
+                write_timeout: Duration::from_millis(config.websocket.write_timeout_ms),
+                publications,
+            },
+        ));
+        let tracker = TaskTracker::new();
+        let native = Arc::new(NativeState {
+            clients,
+            settings: NativeSettings {
+                read_buffer_size: config.websocket.read_buffer_size,
+                write_buffer_size: config.websocket.write_buffer_size,
+                max_message_size: config.limits.max_message_size,
+                allowed_origins: config.server.allowed_origins.clone(),
+                trust_forwarded_for: config.server.trust_forwarded_for,
+            },
+            tracker: tracker.clone(),
+        });
         let addr = config.server.listen;
         let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let state = Arc::new(AppState {
@@ -146,11 +177,16 @@ impl App {
             verifier,
             config: Arc::new(config),
             metrics,
-            tracker: TaskTracker::new(),
+            tracker,
             sessions,
             limits,
+            publications,
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            native,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -177,13 +213,17 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            native,
+        } = self;
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
         let announcer = tokio::spawn(announce(Arc::clone(&state)));
         let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
         let stop_accepting = CancellationToken::new();
-        let router = http::router(Arc::clone(&state));
+        let router = http::router(Arc::clone(&state), native::router(native));
         // Pushes are small and latency-bound: send each flush at once
         // instead of letting Nagle hold it for the previous segment's ACK.
         let listener = listener.tap_io(|tcp| {

@@ -36,6 +36,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod native;
+pub mod net;
 pub mod protocol;
 pub mod shutdown;
 pub mod telemetry;

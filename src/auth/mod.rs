@@ -146,3 +146,45 @@ impl std::fmt::Debug for AuthConfig {
             .finish_non_exhaustive()
     }
 }
+
+/// What the core's connections need from authentication: token checks and
+/// login-session revocation (the core's [`crate::core::Authenticator`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionAuth {
+    verifier: TokenVerifier,
+    sessions: sessions::Sessions,
+}
+
+impl ConnectionAuth {
+    /// Verifies with `verifier`, asks `sessions` about revocations.
+    pub fn new(verifier: TokenVerifier, sessions: sessions::Sessions) -> Self {
+        Self { verifier, sessions }
+    }
+}
+
+impl crate::core::Authenticator for ConnectionAuth {
+    fn verify(&self, token: &str) -> Result<crate::core::Credentials, crate::core::TokenRefused> {
+        match self.verifier.verify(token) {
+            Ok(verified) => Ok(crate::core::Credentials {
+                user: verified.user,
+                login_session: verified.session,
+                grants: verified.grants,
+                expires_at: verified.expires_at,
+            }),
+            Err(AuthError::Expired) => Err(crate::core::TokenRefused::Expired),
+            Err(err) => Err(crate::core::TokenRefused::Invalid(err.to_string())),
+        }
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        login_session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<bool, crate::core::StoreUnavailable>> {
+        Box::pin(async move {
+            self.sessions
+                .is_revoked(login_session)
+                .await
+                .map_err(|err| crate::core::StoreUnavailable(err.to_string()))
+        })
+    }
+}

@@ -13,22 +13,19 @@ use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
 use super::{
-    ChannelRules, ConnId, DisconnectReason, Identity, Joined, Left, Registry, Requester, Session,
-    Subscriptions,
+    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Identity, Joined, Left, Payload,
+    Registry, Requester, Subscriptions,
 };
 use crate::{
     engine::{Engine, EngineError, Kick},
     metrics as names,
-    protocol::{
-        ChannelName, CloseCode, ErrorCode, Publication, ServerMessage, SharedMessage, UserId,
-        unix_ms,
-    },
+    protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId, unix_ms},
 };
 
-fn requester(session: &Session) -> Requester<'_> {
+fn requester(conn: &Conn) -> Requester<'_> {
     Requester {
-        user: session.user().map(UserId::as_str),
-        grants: session.grants(),
+        user: conn.user().map(UserId::as_str),
+        grants: conn.grants(),
     }
 }
 
@@ -138,7 +135,7 @@ pub struct Hub {
     rules: Arc<ChannelRules>,
     registry: Arc<Registry>,
     engine: Arc<dyn Engine>,
-    sessions: DashMap<ConnId, Arc<Session>>,
+    conns: DashMap<ConnId, Arc<Conn>>,
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
     next_id: AtomicU64,
@@ -170,7 +167,7 @@ impl Hub {
             rules,
             registry,
             engine,
-            sessions: DashMap::new(),
+            conns: DashMap::new(),
             connections: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -219,7 +216,7 @@ impl Hub {
     ///
     /// # Errors
     /// [`DisconnectReason::Shutdown`] while draining, [`DisconnectReason::ConnectionLimit`] when full.
-    pub fn connect(&self, identity: Identity) -> Result<Arc<Session>, DisconnectReason> {
+    pub fn connect(&self, identity: Identity) -> Result<Arc<Conn>, DisconnectReason> {
         if self.is_draining() {
             return Err(DisconnectReason::Shutdown);
         }
@@ -229,12 +226,12 @@ impl Hub {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let expires_at_ms = identity.expires_at_ms;
-        let session = Arc::new(Session::new(id, identity, self.now_ms()));
-        session.set_expiry(expires_at_ms);
-        self.sessions.insert(id, Arc::clone(&session));
+        let conn = Arc::new(Conn::new(id, identity, self.now_ms()));
+        conn.set_expiry(expires_at_ms);
+        self.conns.insert(id, Arc::clone(&conn));
         self.metrics.connections.increment(1);
         self.metrics.opened.increment(1);
-        Ok(session)
+        Ok(conn)
     }
 
     /// Joins the channels every connection gets: its user's personal channel and broadcast.
@@ -243,19 +240,19 @@ impl Hub {
     /// If the engine cannot subscribe.
     pub async fn join_automatic(
         &self,
-        session: &Arc<Session>,
+        conn: &Arc<Conn>,
         subs: &mut Subscriptions,
     ) -> Result<Vec<ChannelName>, HubError> {
         let mut channels = Vec::with_capacity(3);
-        if let Some(user) = session.user() {
+        if let Some(user) = conn.user() {
             channels.push(ChannelName::personal(user));
         }
-        if let Some(channel) = session.session().and_then(ChannelName::session) {
+        if let Some(channel) = conn.login_session().and_then(ChannelName::session) {
             channels.push(channel);
         }
         channels.push(ChannelName::broadcast());
         for channel in &channels {
-            self.join(session, subs, channel.clone()).await?;
+            self.join(conn, subs, channel.clone()).await?;
         }
         subs.automatic = channels.len();
         Ok(channels)
@@ -267,7 +264,7 @@ impl Hub {
     /// [`HubError`] names the refused rule; nothing changed in that case.
     pub async fn subscribe(
         &self,
-        session: &Arc<Session>,
+        conn: &Arc<Conn>,
         subs: &mut Subscriptions,
         channel: ChannelName,
     ) -> Result<(), HubError> {
@@ -276,7 +273,7 @@ impl Hub {
                 "personal and broadcast channels are joined automatically",
             ));
         }
-        if let Some(why) = self.rules.refuse_subscribe(&channel, requester(session)) {
+        if let Some(why) = self.rules.refuse_subscribe(&channel, requester(conn)) {
             return Err(HubError::PermissionDenied(why));
         }
         if subs.contains(&channel) {
@@ -285,16 +282,16 @@ impl Hub {
         if subs.len() - subs.automatic >= self.config.max_subscriptions {
             return Err(HubError::SubscriptionLimit(self.config.max_subscriptions));
         }
-        self.join(session, subs, channel).await
+        self.join(conn, subs, channel).await
     }
 
     async fn join(
         &self,
-        session: &Arc<Session>,
+        conn: &Arc<Conn>,
         subs: &mut Subscriptions,
         channel: ChannelName,
     ) -> Result<(), HubError> {
-        if self.registry.join(&channel, session) == Joined::First {
+        if self.registry.join(&channel, conn) == Joined::First {
             self.metrics.channels.increment(1);
         }
         // Asked on every join, not only the first: a second subscriber that
@@ -312,7 +309,7 @@ impl Hub {
             )),
         };
         if let Err(err) = subscribed {
-            self.leave(session.id(), &channel);
+            self.leave(conn.id(), &channel);
             return Err(err.into());
         }
         subs.insert(channel);
@@ -327,7 +324,7 @@ impl Hub {
     /// [`HubError::PermissionDenied`] for automatic channels, [`HubError::NotSubscribed`].
     pub fn unsubscribe(
         &self,
-        session: &Session,
+        conn: &Conn,
         subs: &mut Subscriptions,
         channel: ChannelName,
     ) -> Result<(), HubError> {
@@ -339,7 +336,7 @@ impl Hub {
         if !subs.remove(&channel) {
             return Err(HubError::NotSubscribed(channel));
         }
-        self.leave(session.id(), &channel);
+        self.leave(conn.id(), &channel);
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.metrics.subscriptions.decrement(1);
         Ok(())
@@ -353,15 +350,15 @@ impl Hub {
     }
 
     /// Removes a connection and all its subscriptions.
-    pub fn disconnect(&self, session: &Session, subs: &mut Subscriptions) {
+    pub fn disconnect(&self, conn: &Conn, subs: &mut Subscriptions) {
         let channels = subs.take();
         for channel in &channels {
-            self.leave(session.id(), channel);
+            self.leave(conn.id(), channel);
         }
         self.subscriptions
             .fetch_sub(channels.len(), Ordering::Relaxed);
         self.metrics.subscriptions.decrement(channels.len() as f64);
-        if self.sessions.remove(&session.id()).is_some() {
+        if self.conns.remove(&conn.id()).is_some() {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             self.metrics.connections.decrement(1);
         }
@@ -378,8 +375,8 @@ impl Hub {
     }
 
     /// Records that the client sent something (any frame counts as alive).
-    pub fn touch(&self, session: &Session) {
-        session.touch(self.now_ms());
+    pub fn touch(&self, conn: &Conn) {
+        conn.touch(self.now_ms());
     }
 
     /// Publishes a batch through the engine. Returns, per publication, the
@@ -404,7 +401,7 @@ impl Hub {
     /// [`HubError::PermissionDenied`] when not allowed, [`HubError::Engine`] when the engine failed.
     pub async fn client_publish(
         &self,
-        session: &Session,
+        conn: &Conn,
         publication: Publication,
     ) -> Result<(), HubError> {
         let channel = &publication.channel;
@@ -413,7 +410,7 @@ impl Hub {
                 "clients may not publish to this channel",
             ));
         }
-        if let Some(why) = self.rules.refuse_publish(channel, requester(session)) {
+        if let Some(why) = self.rules.refuse_publish(channel, requester(conn)) {
             return Err(HubError::PermissionDenied(why));
         }
         self.publish(vec![publication]).await?;
@@ -429,13 +426,13 @@ impl Hub {
         self.kick(ChannelName::personal(user), Kick::User).await
     }
 
-    /// Closes every connection of login session `session` on every node
-    /// (code 4505). Returns how many were open on this node.
+    /// Closes every connection of login session `login_session` on every
+    /// node (code 4505). Returns how many were open on this node.
     ///
     /// # Errors
     /// If the engine cannot reach the other nodes.
-    pub async fn revoke_session(&self, session: &str) -> Result<usize, EngineError> {
-        match ChannelName::session(session) {
+    pub async fn revoke_session(&self, login_session: &str) -> Result<usize, EngineError> {
+        match ChannelName::session(login_session) {
             Some(channel) => self.kick(channel, Kick::Revoked).await,
             None => Ok(0),
         }
@@ -452,23 +449,19 @@ impl Hub {
     /// clients do not reconnect to the other nodes all at once.
     pub async fn drain(&self, window: Duration) {
         self.draining.store(true, Ordering::Release);
-        let sessions: Vec<Arc<Session>> = self
-            .sessions
-            .iter()
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        let Some(count) = u32::try_from(sessions.len()).ok().filter(|n| *n > 0) else {
+        let conns: Vec<Arc<Conn>> = self.conns.iter().map(|e| Arc::clone(e.value())).collect();
+        let Some(count) = u32::try_from(conns.len()).ok().filter(|n| *n > 0) else {
             return;
         };
         let step = window / count;
         let start = Instant::now();
-        for (i, session) in (0..count).zip(&sessions) {
+        for (i, conn) in (0..count).zip(&conns) {
             tokio::time::sleep_until(start + step * i).await;
-            session.close(DisconnectReason::Shutdown);
+            conn.close(DisconnectReason::Shutdown);
         }
         // A connection that passed the draining check just before the flag
         // was set may have registered after the snapshot: close it too.
-        for entry in self.sessions.iter() {
+        for entry in self.conns.iter() {
             entry.value().close(DisconnectReason::Shutdown);
         }
     }
@@ -491,15 +484,15 @@ impl Hub {
             let now = self.now_ms();
             let slot = round % slots;
             let unix_now = unix_ms();
-            for entry in self.sessions.iter() {
-                let session = entry.value();
-                if now.saturating_sub(session.last_seen_ms()) > limit_ms {
-                    session.close(DisconnectReason::HeartbeatTimeout);
+            for entry in self.conns.iter() {
+                let conn = entry.value();
+                if now.saturating_sub(conn.last_seen_ms()) > limit_ms {
+                    conn.close(DisconnectReason::HeartbeatTimeout);
                     continue;
                 }
-                self.check_expiry(session, unix_now);
-                if session.id() % slots == slot {
-                    session.outbox().request_ping();
+                self.check_expiry(conn, unix_now);
+                if conn.id() % slots == slot {
+                    conn.outbox().request_ping();
                 }
             }
         }
@@ -507,22 +500,19 @@ impl Hub {
 
     /// Warns a connection whose token expires soon; closes it once the
     /// token expired and the grace period passed without a refresh.
-    fn check_expiry(&self, session: &Session, unix_now: u64) {
-        let expires_at = session.expires_at_ms();
+    fn check_expiry(&self, conn: &Conn, unix_now: u64) {
+        let expires_at = conn.expires_at_ms();
         if expires_at == 0 {
             return;
         }
         let deadline = expires_at + millis(self.config.expiry_grace);
         if unix_now >= deadline {
-            session.close(DisconnectReason::TokenExpired);
-        } else if unix_now + millis(self.config.expiry_warning) >= expires_at && session.warn_once()
-        {
-            let notice = Arc::new(SharedMessage::new(ServerMessage::TokenExpiring {
+            conn.close(DisconnectReason::TokenExpired);
+        } else if unix_now + millis(self.config.expiry_warning) >= expires_at && conn.warn_once() {
+            let notice = Arc::new(Delivery::new(Payload::TokenExpiring {
                 expires_in_ms: deadline - unix_now,
             }));
-            session
-                .outbox()
-                .push(&notice, false, self.registry.limits());
+            conn.outbox().push(&notice, false, self.registry.limits());
         }
     }
 

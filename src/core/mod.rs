@@ -1,22 +1,33 @@
-//! The hub core: connections, channels, fan-out and backpressure policy.
+//! The hub core: connection lifecycles, channels, fan-out and backpressure.
 //!
-//! The core knows nothing of HTTP, WebSocket frames, JSON or Redis. It moves
-//! [`crate::protocol::SharedMessage`]s into per-connection [`Outbox`]es and
-//! reaches other nodes only through the [`crate::engine::Engine`] trait.
+//! The core knows nothing of HTTP, WebSocket frames, JSON or Redis. A
+//! transport hands each socket to [`ClientContext::serve`] as a
+//! [`Transport`]; the [`Registry`] fans [`Delivery`]s out into per-connection
+//! [`Outbox`]es, and other nodes are reached only through the
+//! [`crate::engine::Engine`] trait.
 
+mod client;
+mod conn;
+mod delivery;
 mod disconnect;
 mod hub;
 mod outbox;
 mod policy;
+mod publication;
 mod rate_limit;
 mod registry;
-mod session;
 
+pub use client::{
+    Authenticator, ClientContext, ClientSettings, Credentials, Ended, Inbound, Reply, Request,
+    StoreUnavailable, TokenRefused, Transport, Welcome,
+};
+pub use conn::{Conn, ConnId, Identity, Subscriptions};
+pub use delivery::{Delivery, Payload, WIRE_SLOTS, WireFormat, slots};
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, HubStats, TopChannel};
 pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
 pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, Requester};
+pub use publication::{InvalidPublication, PublicationLimits};
 pub use rate_limit::{Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
 pub use registry::Registry;
 pub(crate) use registry::{Joined, Left};
-pub use session::{ConnId, Identity, Session, Subscriptions};

@@ -13,8 +13,9 @@ use std::{
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use super::Delivery;
 use super::DisconnectReason;
-use crate::protocol::{ChannelName, SharedMessage};
+use crate::protocol::ChannelName;
 
 /// Caps on one connection's queue; passing either disconnects it as a slow consumer.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -58,7 +59,7 @@ pub struct Signals {
 }
 
 enum Item {
-    Message(Arc<SharedMessage>),
+    Message(Arc<Delivery>),
     /// The newest pending message of a latest-value channel, kept in `State::latest`.
     Latest(ChannelName),
 }
@@ -70,7 +71,7 @@ struct State {
     // Boxed on purpose: an empty HashMap is 48 bytes inline, and most
     // connections never conflate; this way they pay one pointer.
     #[allow(clippy::box_collection)]
-    latest: Option<Box<HashMap<ChannelName, Arc<SharedMessage>>>>,
+    latest: Option<Box<HashMap<ChannelName, Arc<Delivery>>>>,
     bytes: usize,
     ping: bool,
     close: Option<DisconnectReason>,
@@ -106,12 +107,7 @@ impl Outbox {
 
     /// Queues `message` without waiting. With `conflate`, a pending message of
     /// the same channel is replaced in place instead of queuing another.
-    pub fn push(
-        &self,
-        message: &Arc<SharedMessage>,
-        conflate: bool,
-        limits: OutboxLimits,
-    ) -> Pushed {
+    pub fn push(&self, message: &Arc<Delivery>, conflate: bool, limits: OutboxLimits) -> Pushed {
         let size = message.size_hint();
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -200,7 +196,7 @@ impl Outbox {
     }
 
     /// Moves every queued message into `into`, in order, and returns the signals.
-    pub fn take(&self, into: &mut Vec<Arc<SharedMessage>>) -> Signals {
+    pub fn take(&self, into: &mut Vec<Arc<Delivery>>) -> Signals {
         let mut state = self.lock();
         let State {
             queue,
@@ -253,10 +249,13 @@ mod tests {
     use futures_util::FutureExt as _;
 
     use super::*;
-    use crate::protocol::{EventName, JsonData, Publication};
+    use crate::{
+        core::Payload,
+        protocol::{EventName, JsonData, Publication},
+    };
 
-    fn msg(channel: &str, n: u32) -> Arc<SharedMessage> {
-        Arc::new(SharedMessage::push(Publication {
+    fn msg(channel: &str, n: u32) -> Arc<Delivery> {
+        Arc::new(Delivery::publication(Publication {
             channel: ChannelName::parse(channel, 128).unwrap(),
             event: EventName::parse("e").unwrap(),
             data: JsonData::from_json(&n.to_string()).unwrap(),
@@ -264,13 +263,14 @@ mod tests {
         }))
     }
 
-    fn data(batch: &[Arc<SharedMessage>]) -> Vec<String> {
+    fn data(batch: &[Arc<Delivery>]) -> Vec<String> {
         batch
             .iter()
             .map(|m| {
-                let json = m.encoded(crate::protocol::Format::Json).unwrap();
-                let v: serde_json::Value = serde_json::from_slice(json).unwrap();
-                format!("{}={}", v["channel"].as_str().unwrap(), v["data"])
+                let Payload::Publication(p) = m.payload() else {
+                    panic!("not a publication: {m:?}")
+                };
+                format!("{}={}", p.channel.as_str(), p.data.as_json())
             })
             .collect()
     }

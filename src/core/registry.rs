@@ -15,11 +15,13 @@ use std::{
 use dashmap::{DashMap, mapref::entry::Entry};
 use metrics::{Counter, Histogram};
 
-use super::{ChannelRules, ConnId, DisconnectReason, OutboxLimits, Pushed, Session};
+use super::{
+    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, OutboxLimits, Payload, Pushed,
+};
 use crate::{
     engine::{Dispatcher, Kick},
     metrics as names,
-    protocol::{ChannelName, Publication, ServerMessage, SharedMessage},
+    protocol::{ChannelName, Publication},
 };
 
 /// Outcome of adding a member.
@@ -42,11 +44,11 @@ pub(crate) enum Left {
     NotMember,
 }
 
-type Snapshot = Arc<[Arc<Session>]>;
+type Snapshot = Arc<[Arc<Conn>]>;
 
 #[derive(Default)]
 struct Members {
-    by_id: HashMap<ConnId, Arc<Session>>,
+    by_id: HashMap<ConnId, Arc<Conn>>,
     snapshot: Option<Snapshot>,
 }
 
@@ -113,19 +115,19 @@ impl Registry {
         }
     }
 
-    pub(crate) fn join(&self, channel: &ChannelName, session: &Arc<Session>) -> Joined {
+    pub(crate) fn join(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
         // Membership changes happen under the shard's entry lock so that a
         // concurrent `leave` cannot remove a channel we are adding to.
         match self.channels.entry(channel.clone()) {
             Entry::Occupied(entry) => {
                 let mut members = entry.get().members();
-                members.by_id.insert(session.id(), Arc::clone(session));
+                members.by_id.insert(conn.id(), Arc::clone(conn));
                 members.snapshot = None;
                 Joined::Added
             }
             Entry::Vacant(entry) => {
                 let mut members = Members::default();
-                members.by_id.insert(session.id(), Arc::clone(session));
+                members.by_id.insert(conn.id(), Arc::clone(conn));
                 entry.insert(Arc::new(Channel {
                     latest_value: self.rules.is_latest_value(channel),
                     members: Mutex::new(members),
@@ -186,12 +188,12 @@ impl Registry {
         self.channels.get(name).map(|c| Arc::clone(c.value()))
     }
 
-    fn fan_out(&self, channel: &Channel, message: &Arc<SharedMessage>) -> usize {
+    fn fan_out(&self, channel: &Channel, message: &Arc<Delivery>) -> usize {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
-        for session in channel.snapshot().iter() {
-            match session
+        for conn in channel.snapshot().iter() {
+            match conn
                 .outbox()
                 .push(message, channel.latest_value, self.limits)
             {
@@ -221,7 +223,7 @@ impl Dispatcher for Registry {
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
-        let message = Arc::new(SharedMessage::push(publication));
+        let message = Arc::new(Delivery::publication(publication));
         let reached = self.fan_out(&channel, &message);
         self.metrics.duration.record(started.elapsed());
         reached
@@ -236,20 +238,20 @@ impl Dispatcher for Registry {
             Kick::Revoked => DisconnectReason::SessionRevoked,
         };
         let members = channel.snapshot();
-        for session in members.iter() {
-            session.close(reason.clone());
+        for conn in members.iter() {
+            conn.close(reason.clone());
         }
         members.len()
     }
 
     fn notify_gap(&self, name: &ChannelName) {
         if let Some(channel) = self.channel(name.as_str()) {
-            let notice = Arc::new(SharedMessage::new(ServerMessage::Gap {
+            let notice = Arc::new(Delivery::new(Payload::Gap {
                 channel: name.clone(),
             }));
             // Never conflated: a gap notice must not be replaced by a push.
-            for session in channel.snapshot().iter() {
-                session.outbox().push(&notice, false, self.limits);
+            for conn in channel.snapshot().iter() {
+                conn.outbox().push(&notice, false, self.limits);
             }
         }
     }
@@ -279,8 +281,8 @@ mod tests {
     #[test]
     fn first_and_last_member_are_reported() {
         let registry = Registry::new(Arc::default(), OutboxLimits::default());
-        let a = Arc::new(Session::new(1, Identity::default(), 0));
-        let b = Arc::new(Session::new(2, Identity::default(), 0));
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
         assert_eq!(registry.join(&ch("x"), &a), Joined::First);
         assert_eq!(registry.join(&ch("x"), &b), Joined::Added);
         assert_eq!(registry.leave(&ch("x"), 1), Left::Removed);
@@ -292,8 +294,8 @@ mod tests {
     #[test]
     fn dispatch_reaches_current_members_only() {
         let registry = Registry::new(Arc::default(), OutboxLimits::default());
-        let a = Arc::new(Session::new(1, Identity::default(), 0));
-        let b = Arc::new(Session::new(2, Identity::default(), 0));
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
         registry.join(&ch("x"), &a);
         assert_eq!(registry.dispatch(publication("x")), 1);
         registry.join(&ch("x"), &b);

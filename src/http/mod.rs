@@ -4,19 +4,14 @@
 mod demo;
 mod error;
 mod ops;
-pub(crate) mod origin;
 mod publish;
 mod sessions;
 
-use std::{
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::{convert::Infallible, net::IpAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State},
+    extract::{DefaultBodyLimit, FromRequestParts, Request, State},
     http::{HeaderName, HeaderValue, Method, header, request::Parts},
     middleware::{self, Next},
     response::Response,
@@ -34,7 +29,7 @@ pub use error::ApiError;
 use crate::{
     auth::{TokenVerifier, sessions::Sessions},
     config::Config,
-    core::{Hub, RateLimits},
+    core::{Hub, PublicationLimits, RateLimits},
     engine::Engine,
 };
 
@@ -56,7 +51,9 @@ pub struct AppState {
     /// Login sessions and refresh tokens.
     pub sessions: Sessions,
     /// Rate limits and concurrency caps.
-    pub limits: RateLimits,
+    pub limits: Arc<RateLimits>,
+    /// Publication checks shared with client publishing.
+    pub publications: PublicationLimits,
 }
 
 /// The client's IP: the peer address, or the first `X-Forwarded-For` entry
@@ -71,33 +68,16 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Infallible> {
-        let forwarded = state
-            .config
-            .server
-            .trust_forwarded_for
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")?
-                    .to_str()
-                    .ok()?
-                    .split(',')
-                    .next()?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .flatten();
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        Ok(Self(forwarded.unwrap_or(peer)))
+        Ok(Self(crate::net::client_ip(
+            parts,
+            state.config.server.trust_forwarded_for,
+        )))
     }
 }
 
-/// Builds the router: WebSocket, API and operations endpoints.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router: the transports' routes (`transports`), the API and
+/// the operations endpoints.
+pub fn router(state: Arc<AppState>, transports: Router) -> Router {
     let api = Router::new()
         .route("/publish", post(publish::publish))
         .route("/publish/batch", post(publish::batch))
@@ -124,7 +104,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             HeaderValue::from_static("no-store"),
         ));
     let router = Router::new()
-        .route("/ws", get(crate::native::upgrade))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
@@ -132,7 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/demo/herald.js", get(demo::client))
         .route("/demo/demo.js", get(demo::script))
         .nest("/api/v1", api)
-        .with_state(state);
+        .with_state(state)
+        .merge(transports);
     security_headers(router)
 }
 
@@ -140,7 +120,9 @@ fn cors(origins: &[String]) -> CorsLayer {
     let origins = origins.to_vec();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| origin::allowed(o, &origins))
+            origin
+                .to_str()
+                .is_ok_and(|o| crate::net::origin::allowed(o, &origins))
         }))
         .allow_methods([Method::POST])
         .allow_headers([header::CONTENT_TYPE])

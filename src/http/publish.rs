@@ -7,7 +7,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::protocol::{ChannelName, EventName, JsonData, Publication, UserId, unix_ms};
+use crate::{
+    core::InvalidPublication,
+    protocol::{ChannelName, JsonData, Publication, UserId},
+};
 
 /// One publication as the API accepts it: exactly one of `channel`, `user`, `broadcast`.
 #[derive(Debug, Deserialize)]
@@ -30,12 +33,11 @@ struct BatchRequest {
 
 impl PublishRequest {
     fn into_publication(self, state: &AppState) -> Result<Publication, ApiError> {
-        let limits = &state.config.limits;
         let channel = match (self.channel, self.user, self.broadcast) {
-            (Some(channel), None, false) => ChannelName::parse(&channel, limits.max_channel_length)
-                .map_err(|e| {
-                    ApiError::bad_request("invalid_channel", format!("invalid channel name: {e}"))
-                })?,
+            (Some(channel), None, false) => state
+                .publications
+                .channel(&channel)
+                .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?,
             (None, Some(user), false) => {
                 ChannelName::personal(&UserId::parse(&user).map_err(|e| {
                     ApiError::bad_request("invalid_user", format!("invalid user id: {e}"))
@@ -49,25 +51,21 @@ impl PublishRequest {
                 ));
             }
         };
-        let event = EventName::parse(&self.event).map_err(|e| {
-            ApiError::bad_request("invalid_event", format!("invalid event name: {e}"))
-        })?;
-        if self.data.len() > limits.max_data_size {
-            return Err(ApiError::TooLarge {
-                message: format!(
-                    "data is {} bytes; the limit is {}",
-                    self.data.len(),
-                    limits.max_data_size
-                ),
-                index: None,
-            });
-        }
-        Ok(Publication {
-            channel,
-            event,
-            data: self.data,
-            ts: Some(self.ts.unwrap_or_else(unix_ms)),
-        })
+        state
+            .publications
+            .publication(channel, &self.event, self.data, self.ts)
+            .map_err(|invalid| match invalid {
+                InvalidPublication::TooLarge { .. } => ApiError::TooLarge {
+                    message: invalid.to_string(),
+                    index: None,
+                },
+                InvalidPublication::Event(_) => {
+                    ApiError::bad_request("invalid_event", invalid.to_string())
+                }
+                InvalidPublication::Channel(_) => {
+                    ApiError::bad_request("invalid_channel", invalid.to_string())
+                }
+            })
     }
 }
 

@@ -1,24 +1,34 @@
 //! The native protocol v1 transport: `GET /ws`.
 //!
-//! The upgrade handler picks the wire format and an optional token from the
-//! request, then hands the socket to one [`connection`] task that owns it for
-//! its whole life. docs/PROTOCOL.md is the contract this module implements.
+//! This module only speaks WebSocket: the upgrade handshake (subprotocol,
+//! format, token in the request), then [`NativeTransport`], which turns
+//! frames into the core's requests and the core's replies and deliveries
+//! into frames. The connection's life (authentication, admission, requests,
+//! heartbeats, backpressure, close) is the core's
+//! [`ClientContext::serve`]. docs/PROTOCOL.md is the contract.
 
-mod connection;
+mod transport;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{
-    extract::{Query, State, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode, header},
+    Router,
+    extract::{FromRequestParts, Query, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
+    routing::get,
 };
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-
-use crate::{
-    http::{AppState, ClientIp, origin},
-    protocol::Format,
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{handshake::derive_accept_key, protocol::Role},
 };
+use tokio_util::task::TaskTracker;
+
+pub use transport::NativeTransport;
+
+use crate::{core::ClientContext, net, protocol::Format};
 
 /// Subprotocol selecting JSON frames.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -27,51 +37,91 @@ pub const SUBPROTOCOL_MSGPACK: &str = "herald.v1.msgpack";
 /// Prefix of a subprotocol entry carrying the access token (`bearer.<jwt>`).
 const TOKEN_SUBPROTOCOL_PREFIX: &str = "bearer.";
 
+/// Socket settings of the native transport (from `[websocket]` and `[limits]`).
+#[derive(Debug, Clone)]
+pub struct NativeSettings {
+    /// Read buffer per socket, bytes.
+    pub read_buffer_size: usize,
+    /// Write buffer per socket, bytes.
+    pub write_buffer_size: usize,
+    /// Largest inbound message (and frame), bytes.
+    pub max_message_size: usize,
+    /// Browser origins allowed to open sockets.
+    pub allowed_origins: Vec<String>,
+    /// Take the client IP from `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
+}
+
+/// What the `/ws` handler needs.
+#[derive(Debug)]
+pub struct NativeState {
+    /// Serves each connection's life.
+    pub clients: Arc<ClientContext>,
+    /// Socket settings.
+    pub settings: NativeSettings,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// The `/ws` route.
+pub fn router(state: Arc<NativeState>) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(state)
+}
+
 /// Query parameters of `GET /ws`.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct UpgradeParams {
+struct UpgradeParams {
     /// `json` (default) or `msgpack`.
     format: Option<String>,
     /// Access token, for clients that cannot send it in the first message.
     token: Option<String>,
 }
 
-/// `GET /ws`: upgrades to a WebSocket speaking protocol v1.
-pub(crate) async fn upgrade(
-    State(state): State<Arc<AppState>>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Query(params): Query<UpgradeParams>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if state.hub.is_draining() {
+/// `GET /ws`: checks the WebSocket handshake (RFC 6455 §4.2.1), then the
+/// node's admission rules, and upgrades to a socket speaking protocol v1.
+async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let handshake = match Handshake::read(&mut parts) {
+        Ok(handshake) => handshake,
+        Err(refused) => return refused.into_response(),
+    };
+    let Query(params) = match Query::<UpgradeParams>::from_request_parts(&mut parts, &()).await {
+        Ok(query) => query,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let ip = net::client_ip(&parts, state.settings.trust_forwarded_for);
+    let clients = &state.clients;
+    if clients.hub().is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     // Browsers always send Origin; a page on a foreign site must not be able
     // to open a socket with the user's cookies or stored token
     // (cross-site WebSocket hijacking). Non-browser clients send none.
-    if let Some(origin) = headers.get(header::ORIGIN)
+    if let Some(origin) = parts.headers.get(header::ORIGIN)
         && !origin
             .to_str()
-            .is_ok_and(|o| origin::allowed(o, &state.config.server.allowed_origins))
+            .is_ok_and(|o| net::origin::allowed(o, &state.settings.allowed_origins))
     {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    if !state.limits.allow_upgrade(ip) {
+    if !clients.limits().allow_upgrade(ip) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many new connections from this address",
         )
             .into_response();
     }
-    let header_token = ws
-        .requested_protocols()
-        .filter_map(|p| p.to_str().ok())
+    let header_token = handshake
+        .protocols
+        .iter()
         .find_map(|p| p.strip_prefix(TOKEN_SUBPROTOCOL_PREFIX))
         .map(str::to_owned);
-    let ws = ws.protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]);
-    let format = match (ws.selected_protocol(), params.format.as_deref()) {
-        (Some(p), _) if p == SUBPROTOCOL_MSGPACK => Format::MsgPack,
+    // The first of ours the client offered, in our order.
+    let selected = [SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]
+        .into_iter()
+        .find(|ours| handshake.protocols.iter().any(|p| p == ours));
+    let format = match (selected, params.format.as_deref()) {
+        (Some(SUBPROTOCOL_MSGPACK), _) => Format::MsgPack,
         (Some(_), _) | (None, None | Some("json")) => Format::Json,
         (None, Some("msgpack")) => Format::MsgPack,
         (None, Some(other)) => {
@@ -83,40 +133,168 @@ pub(crate) async fn upgrade(
         }
     };
     let token = header_token.or(params.token).filter(|t| !t.is_empty());
-    let settings = &state.config.websocket;
-    let max_message = state.config.limits.max_message_size;
-    if !state.limits.acquire_ip(ip) {
+    let Some(slot) = IpSlot::acquire(Arc::clone(clients), ip) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many open connections from this address",
         )
             .into_response();
-    }
-    let slot = IpSlot {
-        state: Arc::clone(&state),
-        ip,
     };
-    let tracker = state.tracker.clone();
-    ws.read_buffer_size(settings.read_buffer_size)
-        .write_buffer_size(settings.write_buffer_size)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            // Herald tracks its sockets itself: axum's graceful shutdown does
-            // not wait for upgraded connections.
-            tracker.track_future(connection::run(socket, state, format, token, slot))
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(state.settings.read_buffer_size)
+        .write_buffer_size(state.settings.write_buffer_size)
+        .max_message_size(Some(state.settings.max_message_size))
+        .max_frame_size(Some(state.settings.max_message_size));
+    let clients = Arc::clone(clients);
+    let on_upgrade = handshake.on_upgrade;
+    // Herald tracks its sockets itself: the HTTP server's graceful shutdown
+    // does not wait for upgraded connections.
+    state.tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        clients.serve(NativeTransport::new(ws, format), token).await;
+        drop(slot);
+    });
+    switching_protocols(&handshake.accept, selected)
+}
+
+/// The parts of an upgrade request a handshake needs.
+struct Handshake {
+    accept: String,
+    protocols: Vec<String>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+impl Handshake {
+    /// Reads the handshake headers.
+    fn read(parts: &mut Parts) -> Result<Self, BadHandshake> {
+        let headers = &parts.headers;
+        if !header_has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(BadHandshake::Header(
+                "Connection header did not include 'upgrade'",
+            ));
+        }
+        if !header_has_token(headers, header::UPGRADE, "websocket") {
+            return Err(BadHandshake::Header(
+                "`Upgrade` header did not include 'websocket'",
+            ));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v.as_bytes() != b"13")
+        {
+            return Err(BadHandshake::Version);
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(BadHandshake::Header("`Sec-WebSocket-Key` header missing"));
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let protocols = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let on_upgrade = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or(BadHandshake::NotUpgradable)?;
+        Ok(Self {
+            accept,
+            protocols,
+            on_upgrade,
         })
+    }
+}
+
+/// Why an upgrade request was refused before anything else was checked.
+#[derive(Debug)]
+enum BadHandshake {
+    /// A required header is missing or wrong: 400.
+    Header(&'static str),
+    /// Not version 13: 426 with `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2).
+    Version,
+    /// The HTTP connection cannot be upgraded (HTTP/2 without extended CONNECT).
+    NotUpgradable,
+}
+
+impl IntoResponse for BadHandshake {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Header(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+            Self::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                )],
+                "`Sec-WebSocket-Version` must be 13",
+            )
+                .into_response(),
+            Self::NotUpgradable => (
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Whether a comma-separated header has `token` (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn switching_protocols(accept: &str, protocol: Option<&'static str>) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
 }
 
 /// A per-IP connection slot, returned when the connection ends (or the
-/// upgrade fails, since the callback then never runs and the slot drops).
+/// upgrade fails, since the task then drops it).
 struct IpSlot {
-    state: Arc<AppState>,
-    ip: std::net::IpAddr,
+    clients: Arc<ClientContext>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn acquire(clients: Arc<ClientContext>, ip: IpAddr) -> Option<Self> {
+        clients
+            .limits()
+            .acquire_ip(ip)
+            .then_some(Self { clients, ip })
+    }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        self.state.limits.release_ip(self.ip);
+        self.clients.limits().release_ip(self.ip);
     }
 }

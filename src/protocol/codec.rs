@@ -3,9 +3,9 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ClientMessage, ErrorCode, JsonData, ServerMessage};
+use super::{ClientMessage, ErrorCode, JsonData};
 
 /// A wire format. JSON travels in text frames, MessagePack in binary frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,23 +129,32 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, S
     }
 }
 
-/// Encodes one server message.
+/// Why a server message could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// JSON encoding failed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// MessagePack encoding failed.
+    #[error("MessagePack: {0}")]
+    MsgPack(#[from] rmp_serde::encode::Error),
+}
+
+/// Encodes one server message ([`ServerMessage`] or [`super::PushRef`]).
 ///
 /// # Errors
-/// Only if the message data cannot be represented in the format, which a
-/// valid [`super::JsonData`] always can; the error text says why.
-pub fn encode(message: &ServerMessage, format: Format) -> Result<Bytes, String> {
-    match format {
-        Format::Json => serde_json::to_vec(message).map_err(|e| e.to_string()),
-        Format::MsgPack => rmp_serde::to_vec_named(message).map_err(|e| e.to_string()),
-    }
-    .map(Bytes::from)
+/// Only if the message data cannot be represented in the format.
+pub fn encode<T: Serialize + ?Sized>(message: &T, format: Format) -> Result<Bytes, EncodeError> {
+    Ok(Bytes::from(match format {
+        Format::Json => serde_json::to_vec(message)?,
+        Format::MsgPack => rmp_serde::to_vec_named(message)?,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ChannelName, EventName};
+    use crate::protocol::{ChannelName, EventName, Publication, PushRef, ServerMessage};
 
     #[test]
     fn decodes_every_client_message_in_both_formats() {
@@ -195,5 +204,33 @@ mod tests {
         let value: serde_json::Value = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(value["data"]["price"], 64000.5);
         assert_eq!(value["type"], "push");
+        // The borrowed form the fan-out encodes is byte for byte the same.
+        let ServerMessage::Push {
+            channel,
+            event,
+            data,
+            ..
+        } = push
+        else {
+            unreachable!()
+        };
+        let publication = Publication {
+            channel,
+            event,
+            data,
+            ts: Some(7),
+        };
+        let owned = ServerMessage::Push {
+            channel: publication.channel.clone(),
+            event: publication.event.clone(),
+            data: publication.data.clone(),
+            ts: publication.ts,
+        };
+        for format in [Format::Json, Format::MsgPack] {
+            assert_eq!(
+                encode(&PushRef::from(&publication), format).unwrap(),
+                encode(&owned, format).unwrap()
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ChannelName, EventName, JsonData, UserId};
+use super::{ChannelName, EventName, JsonData, Publication, UserId};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -122,4 +122,32 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,
     },
+}
+
+/// A `push` message borrowed from a publication: what the fan-out encodes,
+/// once per wire format, without copying the publication. Encodes exactly
+/// as [`ServerMessage::Push`].
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "type", rename = "push")]
+pub struct PushRef<'a> {
+    /// Channel it was published to.
+    pub channel: &'a ChannelName,
+    /// Event name.
+    pub event: &'a EventName,
+    /// Application payload.
+    pub data: &'a JsonData,
+    /// Publish time, when the publisher set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+}
+
+impl<'a> From<&'a Publication> for PushRef<'a> {
+    fn from(p: &'a Publication) -> Self {
+        Self {
+            channel: &p.channel,
+            event: &p.event,
+            data: &p.data,
+            ts: p.ts,
+        }
+    }
 }

@@ -10,13 +10,13 @@ mod codes;
 mod data;
 mod message;
 mod names;
-mod shared;
+mod publication;
 
-pub use codec::{DecodeError, Format, decode, encode};
+pub use codec::{DecodeError, EncodeError, Format, decode, encode};
 pub use codes::{CloseCode, ErrorCode};
 pub use data::JsonData;
-pub use message::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+pub use message::{ClientMessage, PROTOCOL_VERSION, PushRef, ServerMessage};
 pub use names::{
     BROADCAST_CHANNEL, ChannelName, EventName, NameError, PERSONAL_PREFIX, SESSION_PREFIX, UserId,
 };
-pub use shared::{Publication, SharedMessage, unix_ms};
+pub use publication::{Publication, unix_ms};

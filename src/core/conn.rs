@@ -1,4 +1,7 @@
 //! The hub's side of one connection: identity, outbox and liveness.
+//!
+//! "Conn" is a connection; a *login session* (a user's sign-in, with its
+//! refresh token) is something else, owned by `auth::sessions`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -11,7 +14,7 @@ pub struct Identity {
     /// The user, `None` for anonymous connections.
     pub user: Option<UserId>,
     /// The login session, if the token has one.
-    pub session: Option<String>,
+    pub login_session: Option<String>,
     /// Granted channel patterns.
     pub grants: Vec<ChannelPattern>,
     /// Token expiry, Unix milliseconds; 0 for none.
@@ -24,11 +27,11 @@ pub type ConnId = u64;
 /// What the hub knows about one connection. Shared between the connection's
 /// own task, the fan-out and the heartbeat scanner.
 #[derive(Debug)]
-pub struct Session {
+pub struct Conn {
     id: ConnId,
     user: Option<UserId>,
     /// The login session the token belongs to, if any.
-    session: Option<Box<str>>,
+    login_session: Option<Box<str>>,
     /// Channel patterns the token granted (empty: no allocation).
     grants: Box<[ChannelPattern]>,
     outbox: Outbox,
@@ -40,12 +43,12 @@ pub struct Session {
     warned: AtomicBool,
 }
 
-impl Session {
+impl Conn {
     pub(super) fn new(id: ConnId, identity: Identity, now_ms: u64) -> Self {
         Self {
             id,
             user: identity.user,
-            session: identity.session.map(String::into_boxed_str),
+            login_session: identity.login_session.map(String::into_boxed_str),
             grants: identity.grants.into_boxed_slice(),
             outbox: Outbox::default(),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -80,8 +83,8 @@ impl Session {
     }
 
     /// The login session the token belongs to, if any.
-    pub fn session(&self) -> Option<&str> {
-        self.session.as_deref()
+    pub fn login_session(&self) -> Option<&str> {
+        self.login_session.as_deref()
     }
 
     /// Channel patterns the token granted.

@@ -1,0 +1,253 @@
+//! The native protocol's [`Transport`]: WebSocket frames carrying protocol v1
+//! messages, JSON in text frames or MessagePack in binary frames.
+//!
+//! Generic over the byte stream, so the whole connection lifecycle runs over
+//! an in-memory pipe in tests, with paused time, exactly as over TCP.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::timeout,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message, Utf8Bytes,
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
+};
+
+use crate::{
+    core::{
+        Delivery, DisconnectReason, Ended, Inbound, Payload, Reply, Request, Transport, WireFormat,
+        slots,
+    },
+    protocol::{
+        ClientMessage, DecodeError, Format, PROTOCOL_VERSION, PushRef, ServerMessage, decode,
+        encode,
+    },
+};
+
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// JSON text frames: the payload is validated UTF-8 once per delivery.
+static JSON: WireFormat<Utf8Bytes> = WireFormat::new(slots::NATIVE_JSON, |payload| {
+    Utf8Bytes::try_from(encode_payload(payload, Format::Json)?).ok()
+});
+
+/// MessagePack binary frames.
+static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_MSGPACK, |payload| {
+    encode_payload(payload, Format::MsgPack)
+});
+
+fn encode_payload(payload: &Payload, format: Format) -> Option<Bytes> {
+    let encoded = match payload {
+        Payload::Publication(p) => encode(&PushRef::from(p), format),
+        Payload::Gap { channel } => encode(
+            &ServerMessage::Gap {
+                channel: channel.clone(),
+            },
+            format,
+        ),
+        Payload::TokenExpiring { expires_in_ms } => encode(
+            &ServerMessage::TokenExpiring {
+                expires_in_ms: *expires_in_ms,
+            },
+            format,
+        ),
+    };
+    match encoded {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            tracing::error!(%err, ?format, "encoding a delivery failed");
+            None
+        }
+    }
+}
+
+/// One WebSocket speaking protocol v1 in one format.
+#[derive(Debug)]
+pub struct NativeTransport<S> {
+    ws: WebSocketStream<S>,
+    format: Format,
+}
+
+impl<S> NativeTransport<S> {
+    /// Wraps an upgraded WebSocket whose frames use `format`.
+    pub fn new(ws: WebSocketStream<S>, format: Format) -> Self {
+        Self { ws, format }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> NativeTransport<S> {
+    fn frame(&self, bytes: Bytes) -> Result<Message, Ended> {
+        match self.format {
+            Format::MsgPack => Ok(Message::Binary(bytes)),
+            // Replies are rare and small: checking their UTF-8 costs nothing
+            // worth avoiding. Deliveries never get here (see `deliver`).
+            Format::Json => Utf8Bytes::try_from(bytes)
+                .map(Message::Text)
+                .map_err(|_| Ended::Closed(DisconnectReason::Internal)),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> {
+    /// # Cancel safety
+    /// Cancel safe: the WebSocket keeps partial frames in its own buffer.
+    async fn recv(&mut self) -> Result<Inbound, Ended> {
+        let frame = match self.ws.next().await {
+            None => return Err(Ended::Gone),
+            Some(Err(err)) => return Err(classify(err)),
+            Some(Ok(frame)) => frame,
+        };
+        Ok(match frame {
+            Message::Text(text) => inbound(decode(text.as_bytes(), Format::Json)),
+            Message::Binary(bytes) => inbound(decode(&bytes, Format::MsgPack)),
+            // Pings are answered by the WebSocket layer; any frame proves liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Inbound::Control,
+            Message::Close(_) => {
+                // The WebSocket layer queued the answering close frame; send it,
+                // so the client sees a clean close instead of 1006.
+                let _ = timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                return Err(Ended::Gone);
+            }
+        })
+    }
+
+    async fn reply(&mut self, reply: Reply<'_>) -> Result<(), Ended> {
+        let encoded = match reply {
+            Reply::Welcome(w) => encode(
+                &ServerMessage::Welcome {
+                    id: w.id,
+                    conn_id: w.conn_id.clone(),
+                    user_id: w.user_id.clone(),
+                    node_id: w.node_id.clone(),
+                    heartbeat_ms: w.heartbeat_ms,
+                    protocol: PROTOCOL_VERSION,
+                    channels: w.channels.clone(),
+                },
+                self.format,
+            ),
+            Reply::Ok { id } => encode(&ServerMessage::Ok { id }, self.format),
+            Reply::Pong { id } => encode(&ServerMessage::Pong { id }, self.format),
+            Reply::Error { id, code, reason } => encode(
+                &ServerMessage::Error {
+                    id,
+                    code: code.as_u16(),
+                    reason: reason.to_owned(),
+                },
+                self.format,
+            ),
+        };
+        let bytes = encoded.map_err(|err| {
+            tracing::error!(%err, "encoding a reply failed");
+            Ended::Closed(DisconnectReason::Internal)
+        })?;
+        let frame = self.frame(bytes)?;
+        self.ws.send(frame).await.map_err(|_| Ended::Gone)
+    }
+
+    /// The fan-out path: no allocation and no per-recipient check here; the
+    /// frames share the bytes every recipient of the format shares, and one
+    /// flush sends them all.
+    async fn deliver(&mut self, batch: &[Arc<Delivery>], ping: bool) -> Result<(), Ended> {
+        for delivery in batch {
+            let frame = match self.format {
+                Format::Json => delivery.encoded(&JSON).cloned().map(Message::Text),
+                Format::MsgPack => delivery.encoded(&MSGPACK).cloned().map(Message::Binary),
+            };
+            let Some(frame) = frame else {
+                metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+                continue;
+            };
+            self.ws.feed(frame).await.map_err(|_| Ended::Gone)?;
+        }
+        if ping {
+            self.ws
+                .feed(Message::Ping(Bytes::new()))
+                .await
+                .map_err(|_| Ended::Gone)?;
+        }
+        self.ws.flush().await.map_err(|_| Ended::Gone)
+    }
+
+    /// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the
+    /// client's answering close frame before the socket is dropped.
+    ///
+    /// Dropping right away would make the kernel answer the client's next
+    /// write (a pong, say) with a reset, and a reset discards what the client
+    /// has not read yet, the close frame with its code included.
+    async fn close(&mut self, reason: &DisconnectReason) {
+        let frame = CloseFrame {
+            code: CloseCode::from(reason.close_code().as_u16()),
+            reason: Utf8Bytes::from(reason.reason().into_owned()),
+        };
+        let handshake = async {
+            if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = self.ws.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_TIMEOUT, handshake).await;
+    }
+}
+
+/// A decoded protocol v1 message as the core's request.
+fn inbound(decoded: Result<ClientMessage, DecodeError>) -> Inbound {
+    let (id, request) = match decoded {
+        Err(err) => {
+            return Inbound::Invalid {
+                id: err.id,
+                code: err.code,
+                reason: err.reason,
+            };
+        }
+        Ok(ClientMessage::Auth { id, token }) => (id, Request::Auth { token }),
+        Ok(ClientMessage::Subscribe { id, channel }) => (id, Request::Subscribe { channel }),
+        Ok(ClientMessage::Unsubscribe { id, channel }) => (id, Request::Unsubscribe { channel }),
+        Ok(ClientMessage::Publish {
+            id,
+            channel,
+            event,
+            data,
+        }) => (
+            id,
+            Request::Publish {
+                channel,
+                event,
+                data,
+            },
+        ),
+        Ok(ClientMessage::Refresh { id, token }) => (id, Request::Refresh { token }),
+        Ok(ClientMessage::Ping { id }) => (id, Request::Ping),
+    };
+    Inbound::Request { id, request }
+}
+
+/// Maps a read error to how the connection ends.
+fn classify(err: tungstenite::Error) -> Ended {
+    match err {
+        tungstenite::Error::Capacity(_) => DisconnectReason::MessageTooLarge.into(),
+        // A client that drops TCP without a close frame is ordinary network
+        // churn, not a protocol violation.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Ended::Gone,
+        tungstenite::Error::Protocol(e) => {
+            DisconnectReason::ProtocolViolation(e.to_string()).into()
+        }
+        tungstenite::Error::Utf8(_) => {
+            DisconnectReason::ProtocolViolation("text frame is not UTF-8".into()).into()
+        }
+        _ => Ended::Gone,
+    }
+}

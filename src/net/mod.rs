@@ -1,0 +1,34 @@
+//! What every HTTP-facing module shares about a request's origin: the
+//! client's IP address and the browser origin allow-list. A leaf: it depends
+//! on the `http` types only, so the HTTP API and every transport can use it
+//! without depending on one another.
+
+pub mod origin;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{extract::ConnectInfo, http::request::Parts};
+
+/// The client's IP: the first `X-Forwarded-For` entry when
+/// `trust_forwarded_for` is set and the header parses, else the TCP peer.
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    forwarded.unwrap_or(peer)
+}
