@@ -197,6 +197,12 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// What serves every connection's life; transports (and in-process
+    /// tests) hand it their sockets.
+    pub fn clients(&self) -> Arc<ClientContext> {
+        Arc::clone(&self.native.clients)
+    }
+
     /// The shared state (tests inspect the hub through it).
     pub fn state(&self) -> Arc<AppState> {
         Arc::clone(&self.state)

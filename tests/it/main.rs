@@ -7,6 +7,7 @@
 )]
 
 mod helpers;
+mod in_process;
 mod redis_server;
 mod sessions;
 
