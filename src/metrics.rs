@@ -45,7 +45,11 @@ pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
 pub const DROP_CONFLATED: &str = "conflated";
 /// `reason` label of [`MESSAGES_DROPPED`]: a publication from Redis exceeded `limits.max_data_size`.
 pub const DROP_TOO_LARGE: &str = "too_large";
-/// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the client's format.
+/// `reason` label of [`MESSAGES_DROPPED`]: a publication from Redis whose data not
+/// every wire format can carry (too deep, or a number out of range).
+pub const DROP_INVALID_DATA: &str = "invalid_data";
+/// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the
+/// client's format; checked data makes this impossible, so any count is a bug.
 pub const DROP_ENCODE_ERROR: &str = "encode_error";
 
 /// Installs the Prometheus recorder for this process and returns its handle.

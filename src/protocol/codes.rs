@@ -38,6 +38,9 @@ pub enum ErrorCode {
     PayloadTooLarge = 113,
     /// A `refresh` token was refused (invalid, expired, or another user's).
     TokenRejected = 114,
+    /// The publication data cannot be carried to every wire format: it nests
+    /// deeper than 64 levels or holds a number beyond the 64-bit float range.
+    InvalidData = 115,
 }
 
 impl ErrorCode {
