@@ -11,6 +11,7 @@ mod architecture;
 mod auth;
 mod backpressure;
 mod cli;
+mod data;
 mod engine_conformance;
 mod lifecycle;
 mod protocol;
