@@ -91,6 +91,24 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code herald itself closes with (all but [`CloseCode::Normal`]).
+    pub const SENT: [CloseCode; 14] = [
+        Self::ServiceRestart,
+        Self::InternalError,
+        Self::SlowConsumer,
+        Self::HeartbeatTimeout,
+        Self::AuthTimeout,
+        Self::ConnectionLimit,
+        Self::TokenExpired,
+        Self::RateLimited,
+        Self::InvalidToken,
+        Self::Forbidden,
+        Self::ProtocolViolation,
+        Self::MessageTooLarge,
+        Self::Kicked,
+        Self::SessionRevoked,
+    ];
+
     /// The numeric value sent in the close frame.
     pub fn as_u16(self) -> u16 {
         self as u16

@@ -14,6 +14,7 @@ mod cli;
 mod data;
 mod engine_conformance;
 mod lifecycle;
+mod metrics;
 mod protocol;
 mod pubsub;
 mod rate_limits;
