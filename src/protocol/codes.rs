@@ -39,7 +39,8 @@ pub enum ErrorCode {
     /// A `refresh` token was refused (invalid, expired, or another user's).
     TokenRejected = 114,
     /// The publication data cannot be carried to every wire format: it nests
-    /// deeper than 64 levels or holds a number beyond the 64-bit float range.
+    /// deeper than 64 levels or holds a number beyond the 64-bit float range
+    /// (or, from MessagePack, a NaN or infinity).
     InvalidData = 115,
 }
 

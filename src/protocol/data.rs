@@ -9,16 +9,16 @@
 //! subscriber cannot fail: herald refuses at the door what it could not
 //! deliver to every format (docs/PROTOCOL.md, "Data").
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, cell::Cell, fmt};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use serde::{
     Deserialize, Deserializer, Serialize, Serializer,
-    de::Error as _,
+    de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor},
     ser::{Error as _, SerializeMap},
 };
-use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value, value::RawValue};
 
 /// The deepest nesting of arrays and objects that data may have.
 ///
@@ -38,7 +38,7 @@ pub enum DataError {
     /// Arrays and objects nest deeper than [`MAX_DATA_DEPTH`].
     #[error("data nests arrays and objects deeper than {MAX_DATA_DEPTH} levels")]
     TooDeep,
-    /// A number is beyond the range of a 64-bit float.
+    /// A number is beyond the range of a 64-bit float (or, from MessagePack, not finite).
     #[error(
         "data holds a number out of range: {0} (numbers must be finite 64-bit floats, magnitude below 1.8e308)"
     )]
@@ -156,7 +156,7 @@ impl Serialize for JsonData {
             (Repr::Json(raw), true) => raw.serialize(serializer),
             // MessagePack: emit a native value, so clients get maps and numbers,
             // not a string. The check at construction makes this parse succeed.
-            (Repr::Json(raw), false) => serde_json::from_str::<serde_json::Value>(raw.get())
+            (Repr::Json(raw), false) => serde_json::from_str::<Value>(raw.get())
                 .map_err(S::Error::custom)?
                 .serialize(serializer),
             (Repr::Binary(bytes), true) => {
@@ -179,9 +179,94 @@ impl<'de> Deserialize<'de> for CheckedData {
         if deserializer.is_human_readable() {
             Box::<RawValue>::deserialize(deserializer).map(|raw| Self(JsonData::from_raw(raw)))
         } else {
-            let value = serde_json::Value::deserialize(deserializer)?;
-            Ok(Self(JsonData::from_value(&value)))
+            let refused = Cell::new(None);
+            let value = Packed(&refused).deserialize(deserializer)?;
+            Ok(Self(match refused.take() {
+                Some(err) => Err(err),
+                None => JsonData::from_value(&value),
+            }))
         }
+    }
+}
+
+/// Reads a binary format's value as JSON, noting (rather than turning into
+/// `null`, as serde_json's own `Value` does) floats JSON cannot hold.
+#[derive(Clone, Copy)]
+struct Packed<'a>(&'a Cell<Option<DataError>>);
+
+impl<'de> DeserializeSeed<'de> for Packed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Packed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value JSON can hold (no binary, no extension types)")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or_else(
+            || {
+                self.0.set(Some(DataError::NumberOutOfRange(v.to_string())));
+                Value::Null
+            },
+            Value::Number,
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // The length is the sender's claim: allocate for it only up to a bound.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -340,6 +425,21 @@ mod tests {
         let packed = rmp_serde::to_vec(&value).unwrap();
         let checked: CheckedData = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(checked.0.unwrap_err(), DataError::TooDeep);
+        for float in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let packed = rmp_serde::to_vec(&(1, [float])).unwrap();
+            let checked: CheckedData = rmp_serde::from_slice(&packed).unwrap();
+            assert!(
+                matches!(checked.0, Err(DataError::NumberOutOfRange(_))),
+                "{float}"
+            );
+        }
+        let packed =
+            rmp_serde::to_vec_named(&serde_json::json!({"a": [1.5, -3, "x", null, true]})).unwrap();
+        let checked: CheckedData = rmp_serde::from_slice(&packed).unwrap();
+        assert_eq!(
+            checked.0.unwrap().as_json(),
+            Some(r#"{"a":[1.5,-3,"x",null,true]}"#)
+        );
     }
 
     #[test]

@@ -182,11 +182,39 @@ async fn data_not_every_format_carries_is_refused_on_client_publish_with_error_1
         reply["reason"].as_str().unwrap().contains("64 levels"),
         "{reply}"
     );
+    // And to finite numbers: MessagePack can hold infinities and NaN, JSON cannot.
+    for (id, float) in [(9u64, f64::INFINITY), (10, f64::NAN)] {
+        let publish = Publish {
+            kind: "publish",
+            id,
+            channel: CHANNEL,
+            event: "e",
+            data: [float],
+        };
+        let frame = rmp_serde::to_vec_named(&publish).unwrap();
+        packer.ws.send(Message::Binary(frame.into())).await.unwrap();
+        let reply = packer.recv().await;
+        assert_eq!(
+            (&reply["id"], &reply["code"]),
+            (&json!(id), &json!(115)),
+            "{reply}"
+        );
+    }
     let reply = packer
         .request(json!({"type": "publish", "id": 8, "channel": CHANNEL, "event": "e", "data": nested_value(64)}))
         .await;
     assert_eq!(reply, json!({"type": "ok", "id": 8}));
     both_receive(&mut json_client, &mut msgpack_client, &nested_value(64)).await;
+}
+
+#[derive(serde::Serialize)]
+struct Publish {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    channel: &'static str,
+    event: &'static str,
+    data: [f64; 1],
 }
 
 fn redis_node(server: &RedisServer) -> impl FnOnce(&mut herald::config::Config) {
