@@ -93,11 +93,17 @@ fn assert_complete(text: &str) {
             .count();
         assert!(samples > 0, "{family} has no series:\n{text}");
     }
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))
+        .unwrap();
     for line in lines_with(text, "# TYPE herald_") {
         let family = line.split(' ').nth(2).unwrap();
         assert!(
             !lines_with(text, &format!("# HELP {family} ")).is_empty(),
             "{family} has no # HELP"
+        );
+        assert!(
+            docs.contains(&format!("| `{family}` |")),
+            "{family} is not in the metrics table of docs/OPERATIONS.md"
         );
     }
     // Every label value the dashboard groups by exists before its first event.
