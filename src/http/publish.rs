@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::protocol::{ChannelName, EventName, JsonData, Publication, UserId, unix_ms};
+use crate::protocol::{ChannelName, CheckedData, EventName, Publication, UserId, unix_ms};
 
 /// One publication as the API accepts it: exactly one of `channel`, `user`, `broadcast`.
 #[derive(Debug, Deserialize)]
@@ -18,7 +18,7 @@ struct PublishRequest {
     #[serde(default)]
     broadcast: bool,
     event: String,
-    data: JsonData,
+    data: CheckedData,
     ts: Option<u64>,
 }
 
@@ -52,11 +52,15 @@ impl PublishRequest {
         let event = EventName::parse(&self.event).map_err(|e| {
             ApiError::bad_request("invalid_event", format!("invalid event name: {e}"))
         })?;
-        if self.data.len() > limits.max_data_size {
+        let data = self
+            .data
+            .0
+            .map_err(|e| ApiError::bad_request("invalid_data", e.to_string()))?;
+        if data.len() > limits.max_data_size {
             return Err(ApiError::TooLarge {
                 message: format!(
                     "data is {} bytes; the limit is {}",
-                    self.data.len(),
+                    data.len(),
                     limits.max_data_size
                 ),
                 index: None,
@@ -65,7 +69,7 @@ impl PublishRequest {
         Ok(Publication {
             channel,
             event,
-            data: self.data,
+            data,
             ts: Some(self.ts.unwrap_or_else(unix_ms)),
         })
     }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{ClientMessage, ErrorCode, JsonData, ServerMessage};
+use super::{CheckedData, ClientMessage, ErrorCode, ServerMessage};
 
 /// A wire format. JSON travels in text frames, MessagePack in binary frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +22,8 @@ pub enum Format {
 pub struct DecodeError {
     /// The request id, when it could be read despite the error.
     pub id: Option<u64>,
-    /// [`ErrorCode::BadRequest`] or [`ErrorCode::UnknownType`].
+    /// [`ErrorCode::BadRequest`], [`ErrorCode::UnknownType`] or, for `publish`
+    /// data that not every format can carry, [`ErrorCode::InvalidData`].
     pub code: ErrorCode,
     /// What is wrong, for the error reply.
     pub reason: String,
@@ -58,7 +59,7 @@ struct PublishBody {
     id: Option<u64>,
     channel: String,
     event: String,
-    data: JsonData,
+    data: CheckedData,
 }
 
 #[derive(Deserialize)]
@@ -100,12 +101,31 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
             id: b.id,
             channel: b.channel,
         }),
-        "publish" => parse(bytes, format).map(|b: PublishBody| ClientMessage::Publish {
-            id: b.id,
-            channel: b.channel,
-            event: b.event,
-            data: b.data,
-        }),
+        "publish" => match parse(bytes, format) {
+            Ok(PublishBody {
+                data: CheckedData(Err(err)),
+                id,
+                ..
+            }) => {
+                return Err(DecodeError {
+                    id,
+                    code: ErrorCode::InvalidData,
+                    reason: err.to_string(),
+                });
+            }
+            Ok(PublishBody {
+                id,
+                channel,
+                event,
+                data: CheckedData(Ok(data)),
+            }) => Ok(ClientMessage::Publish {
+                id,
+                channel,
+                event,
+                data,
+            }),
+            Err(err) => Err(err),
+        },
         "refresh" => parse(bytes, format).map(|b: RefreshBody| ClientMessage::Refresh {
             id: b.id,
             token: b.token,
@@ -133,7 +153,7 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, S
 ///
 /// # Errors
 /// Only if the message data cannot be represented in the format, which a
-/// valid [`super::JsonData`] always can; the error text says why.
+/// [`super::JsonData`] always can (it is checked when made); the error text says why.
 pub fn encode(message: &ServerMessage, format: Format) -> Result<Bytes, String> {
     match format {
         Format::Json => serde_json::to_vec(message).map_err(|e| e.to_string()),
@@ -145,7 +165,7 @@ pub fn encode(message: &ServerMessage, format: Format) -> Result<Bytes, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ChannelName, EventName};
+    use crate::protocol::{ChannelName, EventName, JsonData};
 
     #[test]
     fn decodes_every_client_message_in_both_formats() {
@@ -176,6 +196,13 @@ mod tests {
         assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
         let err = decode(&[0xc1, 0x00], Format::MsgPack).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
+        let deep = format!(
+            r#"{{"type":"publish","id":9,"channel":"c","event":"e","data":{}1{}}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        let err = decode(deep.as_bytes(), Format::Json).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(9), ErrorCode::InvalidData));
     }
 
     #[test]
