@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! ```text
-//! protocol/   messages, codes, names, JSON|MessagePack codec      (serde only)
+//! protocol/   messages, codes, names, JSON|MessagePack codec      (serde, base64)
 //! engine/     Engine trait + in-memory engine                      (protocol)
 //! core/       Hub, Registry, Session, Outbox: fan-out, backpressure (protocol, engine trait, tokio, dashmap)
 //! auth/       JWT verification and minting                         (jsonwebtoken)

@@ -2,6 +2,9 @@
 //!
 //! Names live here as constants so that code and docs/OPERATIONS.md agree;
 //! the hub records through the `metrics` facade and never sees the exporter.
+//! Every family, with its help text and a zero for each known label value, is
+//! registered when the exporter is installed: dashboards and alerts see a
+//! healthy node's zeros rather than "no data".
 
 use std::time::Duration;
 
@@ -45,8 +48,21 @@ pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
 pub const DROP_CONFLATED: &str = "conflated";
 /// `reason` label of [`MESSAGES_DROPPED`]: a publication from Redis exceeded `limits.max_data_size`.
 pub const DROP_TOO_LARGE: &str = "too_large";
-/// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the client's format.
+/// `reason` label of [`MESSAGES_DROPPED`]: a publication from Redis whose data not
+/// every wire format can carry (too deep, or a number out of range).
+pub const DROP_INVALID_DATA: &str = "invalid_data";
+/// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the
+/// client's format; checked data makes this impossible, so any count is a bug.
 pub const DROP_ENCODE_ERROR: &str = "encode_error";
+
+/// Every `reason` label of [`MESSAGES_DROPPED`].
+pub const DROP_REASONS: [&str; 5] = [
+    DROP_SLOW_CONSUMER,
+    DROP_CONFLATED,
+    DROP_TOO_LARGE,
+    DROP_INVALID_DATA,
+    DROP_ENCODE_ERROR,
+];
 
 /// Installs the Prometheus recorder for this process and returns its handle.
 ///
@@ -83,6 +99,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             describe();
+            register();
             let upkeep = handle.clone();
             // Histograms are folded into their buckets by upkeep; without it
             // their samples would pile up between scrapes.
@@ -126,4 +143,59 @@ fn describe() {
         ENGINE_CONNECTED,
         "Whether the engine can carry publications."
     );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a rate limit or concurrency cap, by limit."
+    );
+    describe_counter!(
+        ENGINE_RECONNECTS,
+        "Reconnections of the engine's pub/sub connections."
+    );
+    describe_histogram!(
+        ENGINE_RESUBSCRIBE_DURATION,
+        Unit::Seconds,
+        "Time to reconnect and resubscribe after losing the engine."
+    );
+    describe_histogram!(
+        ENGINE_PUBSUB_LAG,
+        Unit::Seconds,
+        "Publish time to local receipt, for publications that carry ts."
+    );
+}
+
+/// Creates every family and every known label value at zero.
+///
+/// Adds zero and never sets, so nothing that was already counted is reset.
+fn register() {
+    use crate::{core::Limit, protocol::CloseCode};
+    use metrics::{counter, gauge, histogram};
+    for name in [CONNECTIONS, SUBSCRIPTIONS, CHANNELS, ENGINE_CONNECTED] {
+        gauge!(name).increment(0.0);
+    }
+    for name in [
+        CONNECTIONS_OPENED,
+        MESSAGES_PUBLISHED,
+        MESSAGES_DELIVERED,
+        SLOW_CONSUMER_DISCONNECTS,
+        ENGINE_RECONNECTS,
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        FANOUT_DURATION,
+        ENGINE_RESUBSCRIBE_DURATION,
+        ENGINE_PUBSUB_LAG,
+    ] {
+        // A histogram's series exists once its handle does; recording would add a sample.
+        let _ = histogram!(name);
+    }
+    for reason in DROP_REASONS {
+        counter!(MESSAGES_DROPPED, "reason" => reason).increment(0);
+    }
+    for code in CloseCode::SENT {
+        counter!(CLOSES, "code" => code.as_u16().to_string()).increment(0);
+    }
+    for limit in Limit::ALL {
+        counter!(RATE_LIMITED, "limit" => limit.label()).increment(0);
+    }
 }

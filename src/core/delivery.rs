@@ -156,7 +156,7 @@ mod tests {
     fn encode_len(payload: &Payload) -> Option<String> {
         ENCODED.fetch_add(1, Ordering::SeqCst);
         match payload {
-            Payload::Publication(p) => Some(p.data.as_json().to_owned()),
+            Payload::Publication(p) => p.data.as_json().map(str::to_owned),
             _ => None,
         }
     }

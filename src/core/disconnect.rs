@@ -104,4 +104,29 @@ mod tests {
         assert!(long.reason().len() <= 123);
         assert_eq!(DisconnectReason::Shutdown.close_code().as_u16(), 1012);
     }
+
+    #[test]
+    fn every_reason_closes_with_a_code_the_metrics_register() {
+        use DisconnectReason::*;
+        let reasons = [
+            Shutdown,
+            SlowConsumer,
+            HeartbeatTimeout,
+            AuthTimeout,
+            ConnectionLimit,
+            UserConnectionLimit,
+            TokenExpired,
+            InvalidToken(String::new()),
+            Forbidden,
+            ProtocolViolation(String::new()),
+            MessageTooLarge,
+            Kicked,
+            SessionRevoked,
+            RateLimited,
+            Internal,
+        ];
+        for reason in reasons {
+            assert!(CloseCode::SENT.contains(&reason.close_code()), "{reason:?}");
+        }
+    }
 }

@@ -270,7 +270,7 @@ mod tests {
                 let Payload::Publication(p) = m.payload() else {
                     panic!("not a publication: {m:?}")
                 };
-                format!("{}={}", p.channel.as_str(), p.data.as_json())
+                format!("{}={}", p.channel.as_str(), p.data.as_json().unwrap())
             })
             .collect()
     }

@@ -32,6 +32,16 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit, for registering the metric's labels.
+    pub const ALL: [Limit; 6] = [
+        Self::ConnectionMessages,
+        Self::UpgradesPerIp,
+        Self::ConnectionsPerIp,
+        Self::ConnectionsPerUser,
+        Self::ApiPublishes,
+        Self::SessionCalls,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

@@ -3,12 +3,16 @@
 //!
 //! A payload that is not an envelope is delivered whole, as the `data` of
 //! the configured default event, so that a plain `PUBLISH herald:prices.btc 42`
-//! works. `{"control": "disconnect"}` closes the channel's subscribers.
+//! works: JSON as itself, other UTF-8 text as a JSON string, bytes that are
+//! not UTF-8 as binary data. `{"control": "disconnect"}` closes the channel's
+//! subscribers. Data that not every wire format can carry is refused, as the
+//! HTTP API refuses it (docs/REDIS.md).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Kick;
-use crate::protocol::{ChannelName, EventName, JsonData, Publication};
+use crate::protocol::{ChannelName, CheckedData, DataError, EventName, JsonData, Publication};
 
 #[derive(Serialize)]
 struct Outgoing<'a> {
@@ -21,7 +25,7 @@ struct Outgoing<'a> {
 #[derive(Deserialize)]
 struct Incoming {
     event: Option<String>,
-    data: Option<JsonData>,
+    data: Option<CheckedData>,
     ts: Option<u64>,
     control: Option<String>,
 }
@@ -33,9 +37,14 @@ pub enum Decoded {
     Publish(Publication),
     /// Close the channel's local subscribers.
     Disconnect(Kick),
+    /// Drop a publication whose data not every wire format can carry.
+    Refused(DataError),
 }
 
 /// The envelope for `publication` (JSON text; channel travels separately).
+///
+/// Binary data (which only outside publishers make, and herald never
+/// republishes) would travel as its JSON form, `{"$binary": "<base64>"}`.
 pub fn encode(publication: &Publication) -> Vec<u8> {
     let outgoing = Outgoing {
         event: &publication.event,
@@ -56,37 +65,47 @@ pub fn control(kick: Kick) -> &'static [u8] {
 
 /// Reads a payload received on `channel`.
 pub fn decode(channel: ChannelName, payload: &[u8], default_event: &EventName) -> Decoded {
-    if let Ok(envelope) = serde_json::from_slice::<Incoming>(payload) {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        // Not text, so neither an envelope nor JSON: deliver the bytes as they are.
+        let data = JsonData::binary(Bytes::copy_from_slice(payload));
+        return publish(channel, default_event.clone(), data, None);
+    };
+    if let Ok(envelope) = serde_json::from_str::<Incoming>(text) {
         match envelope.control.as_deref() {
             Some("disconnect") => return Decoded::Disconnect(Kick::User),
             Some("revoke") => return Decoded::Disconnect(Kick::Revoked),
             _ => {}
         }
-        if let (Some(event), Some(data)) = (envelope.event, envelope.data)
+        if let (Some(event), Some(CheckedData(data))) = (envelope.event, envelope.data)
             && let Ok(event) = EventName::parse(&event)
         {
-            return Decoded::Publish(Publication {
-                channel,
-                event,
-                data,
-                ts: envelope.ts,
-            });
+            return match data {
+                Ok(data) => publish(channel, event, data, envelope.ts),
+                Err(err) => Decoded::Refused(err),
+            };
         }
     }
+    match raw_data(text) {
+        Ok(data) => publish(channel, default_event.clone(), data, None),
+        Err(err) => Decoded::Refused(err),
+    }
+}
+
+fn publish(channel: ChannelName, event: EventName, data: JsonData, ts: Option<u64>) -> Decoded {
     Decoded::Publish(Publication {
         channel,
-        event: default_event.clone(),
-        data: raw_data(payload),
-        ts: None,
+        event,
+        data,
+        ts,
     })
 }
 
-/// A raw payload as data: itself if it is JSON, else a JSON string of its text.
-fn raw_data(payload: &[u8]) -> JsonData {
-    std::str::from_utf8(payload)
-        .ok()
-        .and_then(|text| JsonData::from_json(text.trim()).ok())
-        .unwrap_or_else(|| JsonData::string(&String::from_utf8_lossy(payload)))
+/// A raw text payload as data: itself if it is JSON, else a JSON string of it.
+fn raw_data(text: &str) -> Result<JsonData, DataError> {
+    match JsonData::from_json(text.trim()) {
+        Err(DataError::Syntax(_)) => Ok(JsonData::string(text)),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +123,7 @@ mod tests {
     fn publication(decoded: Decoded) -> Publication {
         match decoded {
             Decoded::Publish(p) => p,
-            Decoded::Disconnect(_) => panic!("expected a publication"),
+            other => panic!("expected a publication, got {other:?}"),
         }
     }
 
@@ -125,13 +144,14 @@ mod tests {
     #[test]
     fn raw_payloads_become_data_of_the_default_event() {
         let p = publication(decode(ch(), b"64000.5", &message()));
-        assert_eq!((p.event.as_str(), p.data.as_json()), ("message", "64000.5"));
+        assert_eq!(
+            (p.event.as_str(), p.data.as_json()),
+            ("message", Some("64000.5"))
+        );
         let p = publication(decode(ch(), br#"{"price": 1}"#, &message()));
-        assert_eq!(p.data.as_json(), r#"{"price": 1}"#);
+        assert_eq!(p.data.as_json(), Some(r#"{"price": 1}"#));
         let p = publication(decode(ch(), b"not json", &message()));
-        assert_eq!(p.data.as_json(), r#""not json""#);
-        let p = publication(decode(ch(), &[0xff, 0x41], &message()));
-        assert_eq!(p.data.as_json(), "\"\u{fffd}A\"");
+        assert_eq!(p.data.as_json(), Some(r#""not json""#));
         assert_eq!(
             decode(ch(), control(Kick::User), &message()),
             Decoded::Disconnect(Kick::User)
@@ -140,5 +160,33 @@ mod tests {
             decode(ch(), control(Kick::Revoked), &message()),
             Decoded::Disconnect(Kick::Revoked)
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_delivered_as_binary() {
+        let payload = [0xff, 0xfe, 0x00, 0x41];
+        let p = publication(decode(ch(), &payload, &message()));
+        assert_eq!(p.event.as_str(), "message");
+        assert_eq!(p.data.as_binary().map(|b| &b[..]), Some(&payload[..]));
+    }
+
+    #[test]
+    fn data_that_not_every_format_carries_is_refused() {
+        let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+        let envelope = format!(r#"{{"event":"e","data":{deep}}}"#);
+        for payload in [
+            deep.as_str(),
+            &envelope,
+            "1e400",
+            r#"{"event":"e","data":-1e400}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode(ch(), payload.as_bytes(), &message()),
+                    Decoded::Refused(_)
+                ),
+                "{payload}"
+            );
+        }
     }
 }

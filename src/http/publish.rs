@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::{
     core::InvalidPublication,
-    protocol::{ChannelName, JsonData, Publication, UserId},
+    protocol::{ChannelName, CheckedData, Publication, UserId},
 };
 
 /// One publication as the API accepts it: exactly one of `channel`, `user`, `broadcast`.
@@ -21,7 +21,7 @@ struct PublishRequest {
     #[serde(default)]
     broadcast: bool,
     event: String,
-    data: JsonData,
+    data: CheckedData,
     ts: Option<u64>,
 }
 
@@ -51,9 +51,13 @@ impl PublishRequest {
                 ));
             }
         };
+        let data = self
+            .data
+            .0
+            .map_err(|e| ApiError::bad_request("invalid_data", e.to_string()))?;
         state
             .publications
-            .publication(channel, &self.event, self.data, self.ts)
+            .publication(channel, &self.event, data, self.ts)
             .map_err(|invalid| match invalid {
                 InvalidPublication::TooLarge { .. } => ApiError::TooLarge {
                     message: invalid.to_string(),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ClientMessage, ErrorCode, JsonData};
+use super::{CheckedData, ClientMessage, ErrorCode};
 
 /// A wire format. JSON travels in text frames, MessagePack in binary frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +22,8 @@ pub enum Format {
 pub struct DecodeError {
     /// The request id, when it could be read despite the error.
     pub id: Option<u64>,
-    /// [`ErrorCode::BadRequest`] or [`ErrorCode::UnknownType`].
+    /// [`ErrorCode::BadRequest`], [`ErrorCode::UnknownType`] or, for `publish`
+    /// data that not every format can carry, [`ErrorCode::InvalidData`].
     pub code: ErrorCode,
     /// What is wrong, for the error reply.
     pub reason: String,
@@ -58,7 +59,7 @@ struct PublishBody {
     id: Option<u64>,
     channel: String,
     event: String,
-    data: JsonData,
+    data: CheckedData,
 }
 
 #[derive(Deserialize)]
@@ -100,12 +101,31 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
             id: b.id,
             channel: b.channel,
         }),
-        "publish" => parse(bytes, format).map(|b: PublishBody| ClientMessage::Publish {
-            id: b.id,
-            channel: b.channel,
-            event: b.event,
-            data: b.data,
-        }),
+        "publish" => match parse(bytes, format) {
+            Ok(PublishBody {
+                data: CheckedData(Err(err)),
+                id,
+                ..
+            }) => {
+                return Err(DecodeError {
+                    id,
+                    code: ErrorCode::InvalidData,
+                    reason: err.to_string(),
+                });
+            }
+            Ok(PublishBody {
+                id,
+                channel,
+                event,
+                data: CheckedData(Ok(data)),
+            }) => Ok(ClientMessage::Publish {
+                id,
+                channel,
+                event,
+                data,
+            }),
+            Err(err) => Err(err),
+        },
         "refresh" => parse(bytes, format).map(|b: RefreshBody| ClientMessage::Refresh {
             id: b.id,
             token: b.token,
@@ -143,7 +163,8 @@ pub enum EncodeError {
 /// Encodes one server message ([`ServerMessage`] or [`super::PushRef`]).
 ///
 /// # Errors
-/// Only if the message data cannot be represented in the format.
+/// Only if the message data cannot be represented in the format, which a
+/// [`super::JsonData`] always can (it is checked when made).
 pub fn encode<T: Serialize + ?Sized>(message: &T, format: Format) -> Result<Bytes, EncodeError> {
     Ok(Bytes::from(match format {
         Format::Json => serde_json::to_vec(message)?,
@@ -154,7 +175,7 @@ pub fn encode<T: Serialize + ?Sized>(message: &T, format: Format) -> Result<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ChannelName, EventName, Publication, PushRef, ServerMessage};
+    use crate::protocol::{ChannelName, EventName, JsonData, Publication, PushRef, ServerMessage};
 
     #[test]
     fn decodes_every_client_message_in_both_formats() {
@@ -185,6 +206,13 @@ mod tests {
         assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
         let err = decode(&[0xc1, 0x00], Format::MsgPack).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
+        let deep = format!(
+            r#"{{"type":"publish","id":9,"channel":"c","event":"e","data":{}1{}}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        let err = decode(deep.as_bytes(), Format::Json).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(9), ErrorCode::InvalidData));
     }
 
     #[test]

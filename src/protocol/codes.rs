@@ -38,6 +38,10 @@ pub enum ErrorCode {
     PayloadTooLarge = 113,
     /// A `refresh` token was refused (invalid, expired, or another user's).
     TokenRejected = 114,
+    /// The publication data cannot be carried to every wire format: it nests
+    /// deeper than 64 levels or holds a number beyond the 64-bit float range
+    /// (or, from MessagePack, a NaN or infinity).
+    InvalidData = 115,
 }
 
 impl ErrorCode {
@@ -88,6 +92,24 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code herald itself closes with (all but [`CloseCode::Normal`]).
+    pub const SENT: [CloseCode; 14] = [
+        Self::ServiceRestart,
+        Self::InternalError,
+        Self::SlowConsumer,
+        Self::HeartbeatTimeout,
+        Self::AuthTimeout,
+        Self::ConnectionLimit,
+        Self::TokenExpired,
+        Self::RateLimited,
+        Self::InvalidToken,
+        Self::Forbidden,
+        Self::ProtocolViolation,
+        Self::MessageTooLarge,
+        Self::Kicked,
+        Self::SessionRevoked,
+    ];
+
     /// The numeric value sent in the close frame.
     pub fn as_u16(self) -> u16 {
         self as u16

@@ -14,7 +14,7 @@ mod publication;
 
 pub use codec::{DecodeError, EncodeError, Format, decode, encode};
 pub use codes::{CloseCode, ErrorCode};
-pub use data::JsonData;
+pub use data::{BINARY_KEY, CheckedData, DataError, JsonData, MAX_DATA_DEPTH};
 pub use message::{ClientMessage, PROTOCOL_VERSION, PushRef, ServerMessage};
 pub use names::{
     BROADCAST_CHANNEL, ChannelName, EventName, NameError, PERSONAL_PREFIX, SESSION_PREFIX, UserId,

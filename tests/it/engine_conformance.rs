@@ -34,7 +34,7 @@ impl Dispatcher for Recorder {
     fn dispatch(&self, p: Publication) -> usize {
         self.0.lock().unwrap().push(Seen::Publication(
             p.channel.to_string(),
-            p.data.as_json().to_owned(),
+            p.data.as_json().unwrap_or_default().to_owned(),
         ));
         1
     }

@@ -319,10 +319,17 @@ async fn token_validation_refuses_every_bad_token_with_documented_codes() {
         .await;
     assert_eq!(ok.recv().await["type"], "welcome");
 
-    let mut tampered = hs(&good);
-    let flip = if tampered.ends_with('A') { 'B' } else { 'A' };
-    tampered.pop();
-    tampered.push(flip);
+    // Flip one bit of the decoded signature and re-encode it canonically
+    // (editing the last base64 character can give a non-canonical ending,
+    // which is refused as malformed, not as a bad signature).
+    let tampered = {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        let token = hs(&good);
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        signature[0] ^= 1;
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    };
     assert_eq!(
         close_code(&hub, &tampered).await,
         (4500, "invalid token: bad signature".into())

@@ -56,6 +56,7 @@ struct Metrics {
     resubscribe: Histogram,
     lag: Histogram,
     oversized: Counter,
+    invalid: Counter,
 }
 
 pub(super) struct Shard<B: Backend> {
@@ -102,6 +103,7 @@ impl<B: Backend> Shard<B> {
                 resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
                 lag: metrics::histogram!(names::ENGINE_PUBSUB_LAG),
                 oversized: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_TOO_LARGE),
+                invalid: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_INVALID_DATA),
             },
         }
     }
@@ -335,6 +337,12 @@ impl<B: Backend> Shard<B> {
             Decoded::Disconnect(kick) => {
                 let channel = key.get(self.config.prefix.len()..).unwrap_or_default();
                 self.dispatcher.disconnect(channel, kick);
+            }
+            Decoded::Refused(err) => {
+                // Debug, not warn: an outside publisher's mistake, counted in the
+                // metric; it must not flood the log at its publish rate.
+                self.metrics.invalid.increment(1);
+                tracing::debug!(%key, error = %err, "dropping a publication from redis that not every format can carry");
             }
         }
     }
