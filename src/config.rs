@@ -14,7 +14,7 @@ use figment::{
 use serde::Deserialize;
 
 use crate::{
-    auth::AuthConfig,
+    auth::{AuthConfig, sessions::Lifetime},
     core::{ChannelRules, OutboxLimits, RateLimitConfig},
 };
 
@@ -440,6 +440,18 @@ impl Config {
         }
         if self.auth.timeout_ms == 0 {
             return fail("auth.timeout_ms must be at least 1");
+        }
+        // jsonwebtoken computes `now - leeway`: a leeway beyond the epoch would wrap.
+        if self.auth.leeway_secs > 3600 {
+            return fail("auth.leeway_secs must be at most 3600");
+        }
+        for (lifetime, secs) in [
+            (Lifetime::Access, self.auth.access_ttl_secs),
+            (Lifetime::Refresh, self.auth.refresh_ttl_secs),
+        ] {
+            lifetime
+                .check(secs)
+                .map_err(|e| ConfigError(format!("auth.{e}")))?;
         }
         if !self.server.listen.ip().is_loopback() && !self.insecure_defaults().is_empty() {
             return fail(&format!(

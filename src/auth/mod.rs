@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use jwt::{AuthError, Claims, TokenIssuer, TokenVerifier, Verified};
+pub use jwt::{AuthError, Claims, MAX_TOKEN_TTL_SECS, TokenIssuer, TokenVerifier, Verified};
 pub use keys::KeySet;
 
 /// A signing algorithm. Each key is pinned to exactly one.

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, ClientIp, publish::parse};
 use crate::{
-    auth::sessions::{Issued, NewSession, SessionError},
+    auth::sessions::{Issued, Lifetime, NewSession, SessionError},
     core::{ChannelPattern, Limit},
     protocol::UserId,
 };
@@ -34,8 +34,24 @@ struct CreateRequest {
     channels: Vec<String>,
     #[serde(default)]
     claims: Map<String, Value>,
-    access_ttl_secs: Option<u64>,
-    refresh_ttl_secs: Option<u64>,
+    // Any JSON number, so that a negative, fractional or huge lifetime is
+    // refused naming its field rather than as undecodable JSON.
+    access_ttl_secs: Option<serde_json::Number>,
+    refresh_ttl_secs: Option<serde_json::Number>,
+}
+
+/// A requested lifetime, if given, checked against its range.
+fn lifetime(
+    which: Lifetime,
+    requested: Option<&serde_json::Number>,
+) -> Result<Option<u64>, SessionError> {
+    requested
+        .map(|n| {
+            n.as_u64()
+                .ok_or(SessionError::Lifetime(which))
+                .and_then(|secs| which.check(secs))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +63,7 @@ struct TokenRequest {
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
+            SessionError::Lifetime(_) => Self::bad_request("invalid_ttl", err.to_string()),
             SessionError::Invalid => Self::Session("invalid_refresh_token", err.to_string()),
             SessionError::Reused { .. } => Self::Session("refresh_token_reused", err.to_string()),
             SessionError::Revoked => Self::Session("session_revoked", err.to_string()),
@@ -106,11 +123,11 @@ pub(super) async fn create(
         ));
     }
     let new = NewSession {
+        access_ttl_secs: lifetime(Lifetime::Access, request.access_ttl_secs.as_ref())?,
+        refresh_ttl_secs: lifetime(Lifetime::Refresh, request.refresh_ttl_secs.as_ref())?,
         user: request.user,
         grants: request.channels,
         extra: request.claims,
-        access_ttl_secs: request.access_ttl_secs,
-        refresh_ttl_secs: request.refresh_ttl_secs,
     };
     Ok(issued(
         StatusCode::CREATED,

@@ -91,3 +91,25 @@ async fn a_numeric_looking_api_key_is_used_verbatim() {
     assert_eq!(status, 200, "the key \"007\" must not become 7");
     child.kill().await.unwrap();
 }
+
+#[test]
+fn token_refuses_a_lifetime_of_zero_or_beyond_a_year() {
+    for ttl in ["0", "31536001", "18446744073709551615"] {
+        let output = herald()
+            .args(["token", "--user", "42", "--ttl", ttl])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "--ttl {ttl} was accepted");
+        assert!(output.stdout.is_empty(), "--ttl {ttl} printed a token");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--ttl") && stderr.contains("1..=31536000"),
+            "{stderr}"
+        );
+    }
+    let output = herald()
+        .args(["token", "--user", "42", "--ttl", "31536000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}

@@ -178,6 +178,83 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner() {
     concurrent_refreshes(&hub).await;
 }
 
+/// Lifetimes outside their ranges are refused naming the field, and the
+/// largest allowed ones work.
+async fn lifetimes_are_bounded(hub: &TestHub) {
+    let refused = [
+        ("refresh_ttl_secs", json!(u64::MAX)),
+        ("access_ttl_secs", json!(u64::MAX)),
+        ("access_ttl_secs", json!(0)),
+        ("refresh_ttl_secs", json!(0)),
+        ("access_ttl_secs", json!(86_401)),
+        ("refresh_ttl_secs", json!(31_536_001)),
+        ("refresh_ttl_secs", json!(-1)),
+        ("access_ttl_secs", json!(1.5)),
+        ("refresh_ttl_secs", json!(1e30)),
+    ];
+    for (field, value) in refused {
+        let mut body = json!({"user": "ttl"});
+        body[field] = value.clone();
+        let (status, reply) = hub.api("/api/v1/sessions", body).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("invalid_ttl")),
+            "{field} = {value}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{message}");
+    }
+    let session = create_session(
+        hub,
+        json!({"user": "ttl", "access_ttl_secs": 86_400, "refresh_ttl_secs": 31_536_000}),
+    )
+    .await;
+    assert_eq!(
+        (&session["expires_in"], &session["refresh_expires_in"]),
+        (&json!(86_400), &json!(31_536_000))
+    );
+    let access = session["access_token"].as_str().unwrap();
+    let payload = URL_SAFE_NO_PAD
+        .decode(access.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        claims["exp"].as_u64(),
+        claims["iat"].as_u64().map(|t| t + 86_400)
+    );
+    // The session works: it refreshes.
+    let (status, _) = browser(
+        hub,
+        "/api/v1/sessions/refresh",
+        session["refresh_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn session_lifetimes_are_bounded_with_the_memory_engine() {
+    lifetimes_are_bounded(&TestHub::spawn().await).await;
+}
+
+#[tokio::test]
+async fn session_lifetimes_are_bounded_with_redis_and_every_session_has_a_ttl() {
+    let redis = RedisServer::start();
+    let hub = redis_hub(&redis, "a").await;
+    lifetimes_are_bounded(&hub).await;
+    let mut conn = redis.client();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("herald:s:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "only the valid session is stored: {keys:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).unwrap();
+    assert!(
+        ttl > 31_535_000_000 && ttl <= 31_536_000_000,
+        "a year, renewed by the refresh: {ttl}"
+    );
+}
+
 async fn redis_hub(redis: &RedisServer, node: &str) -> TestHub {
     let url = redis.url();
     let hub = TestHub::with(move |c: &mut Config| {
