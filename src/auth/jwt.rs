@@ -63,6 +63,9 @@ struct Decoded {
     // not as an undecodable token.
     sub: Option<String>,
     exp: u64,
+    // Any JSON: jsonwebtoken lets an array of issuers pass when one of them
+    // matches, so `verify` insists on the one string itself.
+    iss: Option<Value>,
     sid: Option<String>,
     #[serde(default)]
     channels: Vec<String>,
@@ -120,6 +123,11 @@ impl TokenVerifier {
             .ok_or(AuthError::UnknownKid)?;
         let data =
             decode::<Decoded>(token, &key.key, &key.validation).map_err(|e| map_error(e.kind()))?;
+        if let Some(issuer) = self.keys.issuer()
+            && data.claims.iss.as_ref().and_then(Value::as_str) != Some(issuer)
+        {
+            return Err(AuthError::Claim("iss"));
+        }
         let sub = data.claims.sub.ok_or(AuthError::Subject)?;
         let user = UserId::parse(&sub).map_err(|_| AuthError::Subject)?;
         Ok(Verified {

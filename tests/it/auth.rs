@@ -250,3 +250,42 @@ async fn a_far_future_exp_never_expires_and_the_expiry_sweep_survives_it() {
         json!({"type": "pong", "id": 1})
     );
 }
+
+#[tokio::test]
+async fn iss_must_be_the_one_configured_string_and_aud_may_be_a_list_holding_it() {
+    let hub = TestHub::with(|c| {
+        c.auth.issuer = Some("https://issuer.test".into());
+        c.auth.audience = Some("herald".into());
+    })
+    .await;
+    let exp = get_current_timestamp() + 600;
+    let token = |iss: Value, aud: Value| {
+        let claims = json!({"sub": "7", "exp": exp, "iss": iss, "aud": aud});
+        sign(&claims, Algorithm::HS256, dev_secret())
+    };
+    let iss = json!("https://issuer.test");
+    let aud = json!("herald");
+    for bad_iss in [
+        json!(["https://evil.test", "https://issuer.test"]),
+        json!(["https://issuer.test"]),
+        json!("https://evil.test"),
+        json!(7),
+        Value::Null,
+    ] {
+        assert_eq!(
+            refused(&hub, &token(bad_iss.clone(), aud.clone())).await,
+            (4500, "invalid token: invalid claim: iss".into()),
+            "iss {bad_iss}"
+        );
+    }
+    for bad_aud in [json!(["other"]), json!("other"), json!([]), json!(7)] {
+        assert_eq!(
+            refused(&hub, &token(iss.clone(), bad_aud.clone())).await,
+            (4500, "invalid token: invalid claim: aud".into()),
+            "aud {bad_aud}"
+        );
+    }
+    for good_aud in [aud, json!(["other", "herald"])] {
+        welcomed(&hub, &token(iss.clone(), good_aud)).await;
+    }
+}
