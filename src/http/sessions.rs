@@ -14,7 +14,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, AppState, ClientIp, publish::parse};
+use super::{ApiError, AppState, ClientIp, Unavailable, publish::parse};
 use crate::{
     auth::sessions::{Issued, Lifetime, NewSession, SessionError},
     core::{ChannelPattern, Limit},
@@ -67,10 +67,14 @@ impl From<SessionError> for ApiError {
             SessionError::Invalid => Self::Session("invalid_refresh_token", err.to_string()),
             SessionError::Reused { .. } => Self::Session("refresh_token_reused", err.to_string()),
             SessionError::Revoked => Self::Session("session_revoked", err.to_string()),
-            SessionError::NoSigningKey(_) | SessionError::Store(_) => {
-                Self::Unavailable(err.to_string())
+            SessionError::NoSigningKey(_) => Self::unavailable(Unavailable::SigningKey, &err),
+            SessionError::Store(_) => Self::unavailable(Unavailable::Engine, &err),
+            SessionError::Issue(_) => {
+                // The request was checked before; what is left is signing
+                // itself failing, whose text is the JWT library's.
+                tracing::warn!(error = %err, "issuing an access token failed");
+                Self::bad_request("invalid_session", "herald could not issue the access token")
             }
-            SessionError::Issue(message) => Self::bad_request("invalid_session", message),
         }
     }
 }
@@ -86,7 +90,7 @@ async fn limit(state: &AppState, ip: IpAddr) -> Result<(), ApiError> {
         .store()
         .hit(format!("session:{ip}"), Duration::from_secs(60))
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))?;
     if calls > u64::from(per_minute) {
         Limit::SessionCalls.count();
         return Err(ApiError::RateLimited(

@@ -255,6 +255,53 @@ async fn session_lifetimes_are_bounded_with_redis_and_every_session_has_a_ttl() 
     );
 }
 
+#[tokio::test]
+async fn with_redis_gone_every_503_is_the_stable_message_without_redis_internals() {
+    let mut redis = RedisServer::start();
+    let hub = redis_hub(&redis, "a").await;
+    let session = create_session(&hub, json!({"user": "erin"})).await;
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    redis.kill();
+    let expected = json!({"error": {
+        "code": "engine_unavailable",
+        "message": "the engine or session store is unavailable; retry with backoff",
+    }});
+    // The browser-facing refresh takes no API key: it must not leak either.
+    // (Each session call waits out the Redis client's reconnect attempts.)
+    let answers = [
+        browser(&hub, "/api/v1/sessions/refresh", &refresh).await,
+        hub.api("/api/v1/sessions", json!({"user": "erin"})).await,
+        hub.api(
+            "/api/v1/publish",
+            json!({"channel": "c", "event": "e", "data": 1}),
+        )
+        .await,
+    ];
+    for (status, body) in answers {
+        assert_eq!((status, &body), (503, &expected));
+    }
+}
+
+#[tokio::test]
+async fn without_a_signing_key_sessions_answer_a_stable_503() {
+    let hub = TestHub::with(|c: &mut Config| {
+        c.auth.algorithm = KeyAlgorithm::ES256;
+        c.auth.public_key_file = Some(key_file("ec.pub.pem"));
+    })
+    .await;
+    let (status, body) = hub.api("/api/v1/sessions", json!({"user": "frank"})).await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"error": {
+                "code": "no_signing_key",
+                "message": "herald has no key to sign access tokens with",
+            }})
+        )
+    );
+}
+
 async fn redis_hub(redis: &RedisServer, node: &str) -> TestHub {
     let url = redis.url();
     let hub = TestHub::with(move |c: &mut Config| {
