@@ -18,6 +18,10 @@ use crate::{
     core::{ChannelRules, OutboxLimits, RateLimitConfig},
 };
 
+/// Shortest HMAC secret or API key accepted off loopback: 256 bits, as
+/// RFC 7518 §3.2 asks of HS256 keys.
+pub const MIN_KEY_BYTES: usize = 32;
+
 /// The development API key used when none is configured. Never use it in production.
 pub const DEV_API_KEY: &str = "herald-insecure-development-api-key";
 
@@ -373,6 +377,9 @@ impl Config {
         })?;
         config.take_raw_secrets();
         config.validate()?;
+        // `RUST_LOG` replaces `log.level` when set: check it here too, so that
+        // `check-config` fails as start-up would, naming the variable.
+        crate::telemetry::check(&config.log).map_err(ConfigError)?;
         Ok(config)
     }
 
@@ -430,7 +437,7 @@ impl Config {
         self.channels.validate().map_err(ConfigError)?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+        crate::telemetry::check_filter(&self.log.level)
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         if self.engine.reader_shards == 0 || self.engine.reader_shards > 64 {
             return fail("engine.reader_shards must be between 1 and 64");
@@ -453,14 +460,52 @@ impl Config {
                 .check(secs)
                 .map_err(|e| ConfigError(format!("auth.{e}")))?;
         }
-        if !self.server.listen.ip().is_loopback() && !self.insecure_defaults().is_empty() {
-            return fail(&format!(
+        if !self.server.listen.ip().is_loopback() {
+            self.check_production_keys()?;
+        }
+        Ok(())
+    }
+
+    /// Off loopback: no development default, and every HMAC secret and the
+    /// API key at least [`MIN_KEY_BYTES`] long.
+    fn check_production_keys(&self) -> Result<(), ConfigError> {
+        if !self.insecure_defaults().is_empty() {
+            return Err(ConfigError(format!(
                 "{} still hold development defaults; set real values before listening on {}",
                 self.insecure_defaults().join(" and "),
                 self.server.listen
-            ));
+            )));
         }
-        Ok(())
+        let short: Vec<String> = self
+            .keys_by_length()
+            .into_iter()
+            .filter(|(_, len)| *len < MIN_KEY_BYTES)
+            .map(|(key, len)| format!("{key} ({len} bytes)"))
+            .collect();
+        if short.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "{} shorter than {MIN_KEY_BYTES} bytes (RFC 7518 §3.2) while listening on {}; \
+             generate one with `openssl rand -base64 48` or `head -c 48 /dev/urandom | base64`",
+            short.join(" and "),
+            self.server.listen
+        )))
+    }
+
+    /// The API key and every HMAC secret, with their lengths in bytes.
+    fn keys_by_length(&self) -> Vec<(String, usize)> {
+        let mut keys = vec![("server.api_key".to_owned(), self.server.api_key.len())];
+        if self.auth.algorithm.is_hmac() {
+            keys.push(("auth.secret".to_owned(), self.auth.secret.len()));
+        }
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            if key.algorithm.is_hmac() {
+                let len = key.secret.as_deref().map_or(0, str::len);
+                keys.push((format!("auth.keys[{i}].secret"), len));
+            }
+        }
+        keys
     }
 
     /// The keys that still hold insecure development defaults.

@@ -240,9 +240,13 @@ mod tests {
         let token = TokenIssuer::new(&config).unwrap().mint("42", 60).unwrap();
         let verifier = TokenVerifier::new(&config).unwrap();
         assert_eq!(verifier.verify(&token).unwrap().user.as_str(), "42");
-        let mut tampered = token.clone();
-        tampered.pop();
-        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        // Tamper the decoded signature: swapping a base64url character can
+        // leave non-zero padding bits, a malformed token rather than a bad signature.
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        bytes[0] ^= 1;
+        let tampered = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bytes));
         assert_eq!(verifier.verify(&tampered), Err(AuthError::BadSignature));
         assert_eq!(verifier.verify("nope"), Err(AuthError::Malformed));
     }
