@@ -13,6 +13,7 @@ mod backpressure;
 mod cli;
 mod engine_conformance;
 mod lifecycle;
+mod logging;
 mod protocol;
 mod pubsub;
 mod rate_limits;
