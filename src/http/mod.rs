@@ -29,7 +29,7 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
-pub use error::ApiError;
+pub use error::{ApiError, Unavailable};
 
 use crate::{
     auth::{TokenVerifier, sessions::Sessions},

@@ -236,6 +236,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A JSON client over an already opened socket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self {
+            ws,
+            msgpack: false,
+            last_binary: false,
+        }
+    }
+
     pub async fn send(&mut self, message: Value) {
         let frame = if self.msgpack {
             Message::Binary(rmp_serde::to_vec_named(&message).unwrap().into())

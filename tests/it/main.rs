@@ -18,6 +18,7 @@ mod cli;
 mod data;
 mod engine_conformance;
 mod lifecycle;
+mod logging;
 mod metrics;
 mod protocol;
 mod pubsub;
