@@ -32,6 +32,9 @@ pub const ENGINE_CONNECTED: &str = "herald_engine_connected";
 
 /// Requests refused by a rate limit or concurrency cap, by `limit` (counter).
 pub const RATE_LIMITED: &str = "herald_rate_limited_total";
+/// HTTP connections closed at accept because a pending-connection cap was
+/// full, by `listener` and `reason` (counter).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "herald_http_connections_refused_total";
 /// Reconnections of the engine's pub/sub connections (counter).
 pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
 /// Time to reconnect and resubscribe after losing the engine (histogram, seconds).
