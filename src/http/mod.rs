@@ -1,6 +1,7 @@
 //! HTTP surface: the router, the backend API under `/api/v1/`, and the
 //! operational endpoints (`/health`, `/ready`, `/metrics`).
 
+mod deadline;
 mod demo;
 mod error;
 mod ops;
@@ -14,16 +15,14 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Duration,
 };
 
 use axum::{
     Router,
-    body::{Body, HttpBody},
     extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State},
-    http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
+    http::{HeaderName, HeaderValue, Method, header, request::Parts},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{delete, get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -138,7 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/v1", api)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            body_deadline,
+            deadline::body_deadline,
         ))
         .with_state(state);
     security_headers(router)
@@ -152,50 +151,10 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            body_deadline,
+            deadline::body_deadline,
         ))
         .with_state(state);
     security_headers(router)
-}
-
-/// Reads a request's body within `server.body_read_timeout_ms` before any
-/// handler runs: 408 and close for a body that trickles or stops, 413 for
-/// one over `server.max_body_bytes`. Requests without a body pass untouched.
-async fn body_deadline(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let settings = &state.config.server;
-    let deadline = Duration::from_millis(settings.body_read_timeout_ms);
-    let (parts, body) = request.into_parts();
-    match tokio::time::timeout(
-        deadline,
-        axum::body::to_bytes(body, settings.max_body_bytes),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        // Over the limit, or the peer broke the body off (then nobody reads this).
-        Ok(Err(_)) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [(header::CONNECTION, "close")],
-            "request body too large",
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::REQUEST_TIMEOUT,
-            [(header::CONNECTION, "close")],
-            "request body not received in time",
-        )
-            .into_response(),
-    }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -12,6 +12,7 @@ mod auth;
 mod backpressure;
 mod cli;
 mod engine_conformance;
+mod http_limits;
 mod lifecycle;
 mod protocol;
 mod pubsub;
