@@ -33,7 +33,7 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 /// What a refused connection is told before it is closed. Written with a
 /// single non-blocking `try_write`: a peer that reads nothing costs nothing.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
-    Content-Type: text/plain\r\nContent-Length: 24\r\n\r\ntoo many open connections";
+    Content-Type: text/plain\r\nContent-Length: 25\r\n\r\ntoo many open connections";
 
 /// The two steps of stopping a server.
 #[derive(Debug, Clone, Default)]
@@ -265,6 +265,17 @@ mod tests {
         }
         let err = io::Error::from_raw_os_error(libc::EINVAL);
         assert_eq!(classify(&err), AcceptError::Other);
+    }
+
+    #[test]
+    fn the_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length = head
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .unwrap();
+        assert_eq!(length.parse::<usize>().unwrap(), body.len());
     }
 
     #[test]
