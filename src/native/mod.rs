@@ -106,8 +106,8 @@ pub(crate) async fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            // Herald tracks its sockets itself: axum's graceful shutdown does
-            // not wait for upgraded connections.
+            // Herald tracks its sockets itself: once upgraded, a socket has
+            // left hyper's connection, which the HTTP shutdown reaches.
             tracker.track_future(connection::run(socket, state, format, token, slot))
         })
 }
