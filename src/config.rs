@@ -74,6 +74,23 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Longest a client may take to send a request's headers, in milliseconds.
+    /// The clock starts when a connection opens and again whenever a
+    /// keep-alive connection goes idle, so it is also the idle timeout.
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds (408 after).
+    pub body_read_timeout_ms: u64,
+    /// Most HTTP connections this node holds that have not (yet) become
+    /// WebSockets; connections past it are refused with a 503 and closed.
+    pub max_pending_connections: usize,
+    /// Most such connections from one peer IP address (the TCP peer, also
+    /// behind a proxy); `0` turns the per-address cap off.
+    pub max_pending_per_ip: usize,
+    /// Optional second listener serving only `/health`, `/ready` and `/metrics`,
+    /// so probes and scrapes never wait behind traffic on `listen`.
+    pub ops_listen: Option<SocketAddr>,
+    /// Most connections the ops listener holds at once.
+    pub ops_max_connections: usize,
 }
 
 // By hand, so that printing a config never prints the API key.
@@ -104,6 +121,12 @@ impl Default for ServerConfig {
                 "http://[::1]:*".into(),
             ],
             trust_forwarded_for: false,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_pending_connections: 1024,
+            max_pending_per_ip: 64,
+            ops_listen: None,
+            ops_max_connections: 16,
         }
     }
 }
@@ -456,6 +479,16 @@ impl Config {
         }
         if self.engine.prefix.is_empty() {
             return fail("engine.prefix must not be empty");
+        }
+        if self.server.header_read_timeout_ms == 0 || self.server.body_read_timeout_ms == 0 {
+            return fail(
+                "server.header_read_timeout_ms and server.body_read_timeout_ms must be at least 1",
+            );
+        }
+        if self.server.max_pending_connections == 0 || self.server.ops_max_connections == 0 {
+            return fail(
+                "server.max_pending_connections and server.ops_max_connections must be at least 1",
+            );
         }
         if self.auth.timeout_ms == 0 {
             return fail("auth.timeout_ms must be at least 1");

@@ -1,11 +1,14 @@
 //! HTTP surface: the router, the backend API under `/api/v1/`, and the
 //! operational endpoints (`/health`, `/ready`, `/metrics`).
 
+mod deadline;
 mod demo;
 mod error;
 mod ops;
 pub(crate) mod origin;
+mod pending;
 mod publish;
+pub mod serve;
 mod sessions;
 
 use std::{
@@ -132,6 +135,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/demo/herald.js", get(demo::client))
         .route("/demo/demo.js", get(demo::script))
         .nest("/api/v1", api)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            deadline::body_deadline,
+        ))
+        .with_state(state);
+    security_headers(router)
+}
+
+/// The router of the ops listener (`server.ops_listen`): probes and metrics only.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    let router = Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            deadline::body_deadline,
+        ))
         .with_state(state);
     security_headers(router)
 }

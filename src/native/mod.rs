@@ -9,7 +9,7 @@ mod connection;
 use std::sync::Arc;
 
 use axum::{
-    extract::{Query, State, WebSocketUpgrade},
+    extract::{Query, State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -42,8 +42,12 @@ pub(crate) async fn upgrade(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Query(params): Query<UpgradeParams>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return refuse_handshake(rejection),
+    };
     if state.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
@@ -102,10 +106,27 @@ pub(crate) async fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            // Herald tracks its sockets itself: axum's graceful shutdown does
-            // not wait for upgraded connections.
+            // Herald tracks its sockets itself: once upgraded, a socket has
+            // left hyper's connection, which the HTTP shutdown reaches.
             tracker.track_future(connection::run(socket, state, format, token, slot))
         })
+}
+
+/// Answers a handshake that is not a valid WebSocket upgrade. A version
+/// other than 13 gets the versions herald speaks (RFC 6455 §4.2.2, §4.4).
+fn refuse_handshake(rejection: WebSocketUpgradeRejection) -> Response {
+    let version = matches!(
+        rejection,
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_)
+    );
+    let mut response = rejection.into_response();
+    if version {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+    }
+    response
 }
 
 /// A per-IP connection slot, returned when the connection ends (or the

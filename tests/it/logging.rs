@@ -115,9 +115,9 @@ async fn at_trace_level_no_token_or_key_reaches_the_logs() {
     drop(client);
 
     let logs = logs.lock().await.clone();
-    // Trace logging is on: the check below is not vacuous.
-    assert!(logs.contains("TRACE") || logs.contains("trace"), "{logs}");
-    assert!(logs.contains("connected"), "{logs}");
+    // Verbose logging is on (herald's own debug events show): the check
+    // below is not vacuous.
+    assert!(logs.contains("DEBUG") && logs.contains("connected"), "{logs}");
     let secrets = [
         ("access token", token.as_str()),
         ("refreshed access token", fresh.as_str()),

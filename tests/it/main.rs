@@ -17,6 +17,7 @@ mod backpressure;
 mod cli;
 mod data;
 mod engine_conformance;
+mod http_limits;
 mod lifecycle;
 mod logging;
 mod metrics;
