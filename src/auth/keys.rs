@@ -38,6 +38,7 @@ pub struct KeySet {
     default: VerifyingKey,
     by_kid: HashMap<String, VerifyingKey>,
     signing: Option<SigningKey>,
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -209,7 +210,13 @@ impl KeySet {
             },
             by_kid,
             signing,
+            issuer: config.issuer.clone(),
         })
+    }
+
+    /// The `iss` every token must carry, if one is configured.
+    pub(super) fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// The key for a token header's `kid`; `None` for an unknown kid.

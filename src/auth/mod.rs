@@ -1,8 +1,8 @@
 //! Authentication: verifying and issuing access tokens (JWT), and sessions
 //! with rotating refresh tokens.
 //!
-//! - [`keys`]: the configured keys, selected by `kid`, each pinned to one algorithm.
-//! - [`jwt`]: [`TokenVerifier`] (connections) and [`TokenIssuer`] (sessions, `herald token`).
+//! - `keys`: the configured keys, selected by `kid`, each pinned to one algorithm.
+//! - `jwt`: [`TokenVerifier`] (connections) and [`TokenIssuer`] (sessions, `herald token`).
 //! - [`sessions`]: refresh tokens kept hashed in a [`sessions::SessionStore`]
 //!   (Redis, or memory under the memory engine), rotated on every refresh.
 
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use jwt::{AuthError, Claims, TokenIssuer, TokenVerifier, Verified};
+pub use jwt::{AuthError, Claims, MAX_TOKEN_TTL_SECS, TokenIssuer, TokenVerifier, Verified};
 pub use keys::KeySet;
 
 /// A signing algorithm. Each key is pinned to exactly one.

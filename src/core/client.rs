@@ -261,7 +261,16 @@ impl Refusal {
 
 impl From<HubError> for Refusal {
     fn from(err: HubError) -> Self {
-        Self::new(err.code(), err.to_string())
+        let reason = match &err {
+            // The engine's text is its backend's (a Redis error, say): log
+            // it, and tell the client only what the code means.
+            HubError::Engine(cause) => {
+                tracing::warn!(error = %cause, "engine failed a client request");
+                "engine unavailable; retry later".to_owned()
+            }
+            _ => err.to_string(),
+        };
+        Self::new(err.code(), reason)
     }
 }
 

@@ -505,10 +505,14 @@ impl Hub {
         if expires_at == 0 {
             return;
         }
-        let deadline = expires_at + millis(self.config.expiry_grace);
+        // `exp` comes from the token: a far-future one saturates to "never"
+        // instead of wrapping around to a deadline in the past.
+        let deadline = expires_at.saturating_add(millis(self.config.expiry_grace));
         if unix_now >= deadline {
             conn.close(DisconnectReason::TokenExpired);
-        } else if unix_now + millis(self.config.expiry_warning) >= expires_at && conn.warn_once() {
+        } else if unix_now.saturating_add(millis(self.config.expiry_warning)) >= expires_at
+            && conn.warn_once()
+        {
             let notice = Arc::new(Delivery::new(Payload::TokenExpiring {
                 expires_in_ms: deadline - unix_now,
             }));

@@ -1,4 +1,7 @@
 //! API errors: one enum, one JSON shape, one status mapping.
+//!
+//! A 5xx answers a fixed message per code: the cause (a Redis client's
+//! error text, say) is logged where the error is made, never sent.
 
 use axum::{
     Json,
@@ -37,9 +40,36 @@ pub enum ApiError {
     /// 429: a rate limit was exceeded.
     #[error("{0}")]
     RateLimited(&'static str),
-    /// 503: the engine cannot carry publications right now.
-    #[error("engine unavailable: {0}")]
-    Unavailable(String),
+    /// 503: a service herald depends on failed; see [`ApiError::unavailable`].
+    #[error("{}", .0.message())]
+    Unavailable(Unavailable),
+}
+
+/// What failed behind a 503; each has one stable code and message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The engine or the session store (Redis) failed.
+    Engine,
+    /// No configured key can sign access tokens.
+    SigningKey,
+}
+
+impl Unavailable {
+    /// The stable `error.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Engine => "engine_unavailable",
+            Self::SigningKey => "no_signing_key",
+        }
+    }
+
+    /// The stable `error.message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Engine => "the engine or session store is unavailable; retry with backoff",
+            Self::SigningKey => "herald has no key to sign access tokens with",
+        }
+    }
 }
 
 impl ApiError {
@@ -50,6 +80,13 @@ impl ApiError {
             message: message.into(),
             index: None,
         }
+    }
+
+    /// A 503 for `what`. The cause is logged here, at warn, and not answered:
+    /// it may carry a backend's internals.
+    pub fn unavailable(what: Unavailable, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, code = what.code(), "answering 503");
+        Self::Unavailable(what)
     }
 
     /// The same error, about item `i` of a batch.
@@ -79,7 +116,7 @@ impl IntoResponse for ApiError {
             }
             Self::Session(code, _) => (StatusCode::UNAUTHORIZED, *code, None),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", None),
+            Self::Unavailable(what) => (StatusCode::SERVICE_UNAVAILABLE, what.code(), None),
         };
         let mut error = json!({ "code": code, "message": self.to_string() });
         if let Some(index) = index {

@@ -1,10 +1,13 @@
 //! HTTP surface: the router, the backend API under `/api/v1/`, and the
 //! operational endpoints (`/health`, `/ready`, `/metrics`).
 
+mod deadline;
 mod demo;
 mod error;
 mod ops;
+mod pending;
 mod publish;
+pub mod serve;
 mod sessions;
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc};
@@ -24,7 +27,7 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
-pub use error::ApiError;
+pub use error::{ApiError, Unavailable};
 
 use crate::{
     auth::{TokenVerifier, sessions::Sessions},
@@ -111,8 +114,26 @@ pub fn router(state: Arc<AppState>, transports: Router) -> Router {
         .route("/demo/herald.js", get(demo::client))
         .route("/demo/demo.js", get(demo::script))
         .nest("/api/v1", api)
-        .with_state(state)
-        .merge(transports);
+        .with_state(Arc::clone(&state))
+        .merge(transports)
+        .layer(middleware::from_fn_with_state(
+            state,
+            deadline::body_deadline,
+        ));
+    security_headers(router)
+}
+
+/// The router of the ops listener (`server.ops_listen`): probes and metrics only.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    let router = Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            deadline::body_deadline,
+        ))
+        .with_state(state);
     security_headers(router)
 }
 

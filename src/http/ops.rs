@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Unavailable};
 use crate::protocol::UserId;
 
 /// `GET /health`: the process is alive.
@@ -86,6 +86,6 @@ pub(super) async fn disconnect_user(
         .hub
         .disconnect_user(&user)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))?;
     Ok(Json(json!({ "disconnected": disconnected })))
 }

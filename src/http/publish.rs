@@ -6,7 +6,7 @@ use axum::{Json, body::Bytes, extract::State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Unavailable};
 use crate::{
     core::InvalidPublication,
     protocol::{ChannelName, CheckedData, Publication, UserId},
@@ -90,7 +90,7 @@ async fn send(state: &AppState, batch: Vec<Publication>) -> Result<Vec<usize>, A
         .hub
         .publish(batch)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))
 }
 
 /// Publishes one message; answers `{"subscribers": n}` (local subscribers reached).

@@ -14,9 +14,9 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, AppState, ClientIp, publish::parse};
+use super::{ApiError, AppState, ClientIp, Unavailable, publish::parse};
 use crate::{
-    auth::sessions::{Issued, NewSession, SessionError},
+    auth::sessions::{Issued, Lifetime, NewSession, SessionError},
     core::{ChannelPattern, Limit},
     protocol::UserId,
 };
@@ -34,8 +34,24 @@ struct CreateRequest {
     channels: Vec<String>,
     #[serde(default)]
     claims: Map<String, Value>,
-    access_ttl_secs: Option<u64>,
-    refresh_ttl_secs: Option<u64>,
+    // Any JSON number, so that a negative, fractional or huge lifetime is
+    // refused naming its field rather than as undecodable JSON.
+    access_ttl_secs: Option<serde_json::Number>,
+    refresh_ttl_secs: Option<serde_json::Number>,
+}
+
+/// A requested lifetime, if given, checked against its range.
+fn lifetime(
+    which: Lifetime,
+    requested: Option<&serde_json::Number>,
+) -> Result<Option<u64>, SessionError> {
+    requested
+        .map(|n| {
+            n.as_u64()
+                .ok_or(SessionError::Lifetime(which))
+                .and_then(|secs| which.check(secs))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,13 +63,18 @@ struct TokenRequest {
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
+            SessionError::Lifetime(_) => Self::bad_request("invalid_ttl", err.to_string()),
             SessionError::Invalid => Self::Session("invalid_refresh_token", err.to_string()),
             SessionError::Reused { .. } => Self::Session("refresh_token_reused", err.to_string()),
             SessionError::Revoked => Self::Session("session_revoked", err.to_string()),
-            SessionError::NoSigningKey(_) | SessionError::Store(_) => {
-                Self::Unavailable(err.to_string())
+            SessionError::NoSigningKey(_) => Self::unavailable(Unavailable::SigningKey, &err),
+            SessionError::Store(_) => Self::unavailable(Unavailable::Engine, &err),
+            SessionError::Issue(_) => {
+                // The request was checked before; what is left is signing
+                // itself failing, whose text is the JWT library's.
+                tracing::warn!(error = %err, "issuing an access token failed");
+                Self::bad_request("invalid_session", "herald could not issue the access token")
             }
-            SessionError::Issue(message) => Self::bad_request("invalid_session", message),
         }
     }
 }
@@ -69,7 +90,7 @@ async fn limit(state: &AppState, ip: IpAddr) -> Result<(), ApiError> {
         .store()
         .hit(format!("session:{ip}"), Duration::from_secs(60))
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))?;
     if calls > u64::from(per_minute) {
         Limit::SessionCalls.count();
         return Err(ApiError::RateLimited(
@@ -106,11 +127,11 @@ pub(super) async fn create(
         ));
     }
     let new = NewSession {
+        access_ttl_secs: lifetime(Lifetime::Access, request.access_ttl_secs.as_ref())?,
+        refresh_ttl_secs: lifetime(Lifetime::Refresh, request.refresh_ttl_secs.as_ref())?,
         user: request.user,
         grants: request.channels,
         extra: request.claims,
-        access_ttl_secs: request.access_ttl_secs,
-        refresh_ttl_secs: request.refresh_ttl_secs,
     };
     Ok(issued(
         StatusCode::CREATED,

@@ -222,7 +222,7 @@ impl Handshake {
 enum BadHandshake {
     /// A required header is missing or wrong: 400.
     Header(&'static str),
-    /// Not version 13: 426 with `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2).
+    /// Not version 13: 400 with `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2).
     Version,
     /// The HTTP connection cannot be upgraded (HTTP/2 without extended CONNECT).
     NotUpgradable,
@@ -232,8 +232,10 @@ impl IntoResponse for BadHandshake {
     fn into_response(self) -> Response {
         match self {
             Self::Header(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+            // 400, not 426: a 426 must also carry an `Upgrade` header, and
+            // RFC 6455 §4.2.2 asks only for the version we speak.
             Self::Version => (
-                StatusCode::UPGRADE_REQUIRED,
+                StatusCode::BAD_REQUEST,
                 [(
                     header::SEC_WEBSOCKET_VERSION,
                     HeaderValue::from_static("13"),

@@ -23,22 +23,6 @@ struct Rule {
     forbidden_crates: &'static [&'static str],
 }
 
-/// Outside crates that tie code to a transport, an encoding or a backend.
-const IO_CRATES: &[&str] = &[
-    "axum",
-    "hyper",
-    "hyper_util",
-    "tower",
-    "tower_http",
-    "tungstenite",
-    "tokio_tungstenite",
-    "redis",
-    "jsonwebtoken",
-    "metrics_exporter_prometheus",
-    "figment",
-    "clap",
-];
-
 /// The layers, from the bottom: protocol ← core ← transports / engines / auth ← app.
 const RULES: &[Rule] = &[
     Rule {

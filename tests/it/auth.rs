@@ -205,3 +205,87 @@ async fn expiring_tokens_are_warned_then_refreshed_in_band_or_closed_with_4005()
         "pong"
     );
 }
+
+/// Connects with `token` in the query and reads the welcome.
+async fn welcomed(hub: &TestHub, token: &str) -> crate::helpers::Client {
+    let mut client = hub.connect_raw(&format!("/ws?token={token}"), &[]).await;
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    client
+}
+
+#[tokio::test]
+async fn a_far_future_exp_never_expires_and_the_expiry_sweep_survives_it() {
+    // Within the leeway, an `exp` just past is admitted; the sweep closes it
+    // on its next round, which proves the sweep ran over every connection.
+    // Any grace at all overflowed `exp` in ms (saturated) + grace.
+    let hub = TestHub::with(|c| {
+        c.auth.leeway_secs = 60;
+        c.auth.expiry_grace_ms = 1;
+    })
+    .await;
+    let secret = dev_secret();
+    let far = sign(
+        &json!({"sub": "far", "exp": 1u64 << 62}),
+        Algorithm::HS256,
+        secret,
+    );
+    let mut far = welcomed(&hub, &far).await;
+    let lapsed = || {
+        let exp = get_current_timestamp() - 1;
+        sign(
+            &json!({"sub": "lapsed", "exp": exp}),
+            Algorithm::HS256,
+            secret,
+        )
+    };
+    // Two rounds: the one that closes the first may have met `far` after
+    // it; the second can only run if meeting `far` did not stop the sweep.
+    for _ in 0..2 {
+        let mut lapsing = welcomed(&hub, &lapsed()).await;
+        assert_eq!(lapsing.expect_close().await, (4005, "token expired".into()));
+    }
+    assert_eq!(
+        far.request(json!({"type": "ping", "id": 1})).await,
+        json!({"type": "pong", "id": 1})
+    );
+}
+
+#[tokio::test]
+async fn iss_must_be_the_one_configured_string_and_aud_may_be_a_list_holding_it() {
+    let hub = TestHub::with(|c| {
+        c.auth.issuer = Some("https://issuer.test".into());
+        c.auth.audience = Some("herald".into());
+    })
+    .await;
+    let exp = get_current_timestamp() + 600;
+    let token = |iss: Value, aud: Value| {
+        let claims = json!({"sub": "7", "exp": exp, "iss": iss, "aud": aud});
+        sign(&claims, Algorithm::HS256, dev_secret())
+    };
+    let iss = json!("https://issuer.test");
+    let aud = json!("herald");
+    for bad_iss in [
+        json!(["https://evil.test", "https://issuer.test"]),
+        json!(["https://issuer.test"]),
+        json!("https://evil.test"),
+        json!(7),
+        Value::Null,
+    ] {
+        assert_eq!(
+            refused(&hub, &token(bad_iss.clone(), aud.clone())).await,
+            (4500, "invalid token: invalid claim: iss".into()),
+            "iss {bad_iss}"
+        );
+    }
+    for bad_aud in [json!(["other"]), json!("other"), json!([]), json!(7)] {
+        assert_eq!(
+            refused(&hub, &token(iss.clone(), bad_aud.clone())).await,
+            (4500, "invalid token: invalid claim: aud".into()),
+            "aud {bad_aud}"
+        );
+    }
+    for good_aud in [aud, json!(["other", "herald"])] {
+        welcomed(&hub, &token(iss.clone(), good_aud)).await;
+    }
+}

@@ -37,6 +37,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// A running hub on an ephemeral port.
 pub struct TestHub {
     pub addr: SocketAddr,
+    /// The ops listener's address, when `server.ops_listen` is set.
+    pub ops_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -74,6 +76,7 @@ impl TestHub {
 
     fn start(app: App) -> Self {
         let addr = app.local_addr().unwrap();
+        let ops_addr = app.ops_addr().unwrap();
         let state = app.state();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(async move {
@@ -81,6 +84,7 @@ impl TestHub {
         }));
         Self {
             addr,
+            ops_addr,
             state,
             shutdown: Some(tx),
             task: Some(task),
@@ -195,6 +199,14 @@ impl TestHub {
         self.stop().await;
     }
 
+    /// Triggers shutdown; the returned task ends when `App::run` returns.
+    pub fn begin_shutdown(mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+
     async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -236,6 +248,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A JSON client over an already opened socket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self {
+            ws,
+            msgpack: false,
+            last_binary: false,
+        }
+    }
+
     pub async fn send(&mut self, message: Value) {
         let frame = if self.msgpack {
             Message::Binary(rmp_serde::to_vec_named(&message).unwrap().into())

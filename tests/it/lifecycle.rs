@@ -171,11 +171,19 @@ async fn engine_failures_are_reported_never_swallowed() {
     let reply = client
         .request(json!({"type": "subscribe", "id": 1, "channel": "new"}))
         .await;
-    assert_eq!(reply["code"], 112);
+    // The engine's own text ("backend unreachable") stays in the server log.
+    let unavailable = (Some(112), Some("engine unavailable; retry later"));
+    assert_eq!(
+        (reply["code"].as_u64(), reply["reason"].as_str()),
+        unavailable
+    );
     let reply = client
         .request(json!({"type": "publish", "id": 2, "channel": "x", "event": "e", "data": 1}))
         .await;
-    assert_eq!(reply["code"], 112);
+    assert_eq!(
+        (reply["code"].as_u64(), reply["reason"].as_str()),
+        unavailable
+    );
     let (status, body) = hub
         .api(
             "/api/v1/publish",
@@ -185,6 +193,10 @@ async fn engine_failures_are_reported_never_swallowed() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("engine_unavailable"))
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "the engine or session store is unavailable; retry with backoff"
     );
     assert_eq!(reqwest::get(hub.url("/ready")).await.unwrap().status(), 503);
     // A new connection cannot join its automatic channels: internal error, reconnect later.

@@ -270,3 +270,25 @@ async fn a_close_frame_with_a_forbidden_code_is_answered_with_1002() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unsupported_websocket_version_is_told_which_one_to_use() {
+    use tokio::io::AsyncReadExt;
+    let hub = TestHub::spawn().await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\
+         Connection: close\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(crate::helpers::WAIT, tcp.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = response.to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 400"), "{response}");
+    assert!(
+        response.contains("\r\nsec-websocket-version: 13\r\n"),
+        "{response}"
+    );
+}

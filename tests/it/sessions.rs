@@ -178,6 +178,130 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner() {
     concurrent_refreshes(&hub).await;
 }
 
+/// Lifetimes outside their ranges are refused naming the field, and the
+/// largest allowed ones work.
+async fn lifetimes_are_bounded(hub: &TestHub) {
+    let refused = [
+        ("refresh_ttl_secs", json!(u64::MAX)),
+        ("access_ttl_secs", json!(u64::MAX)),
+        ("access_ttl_secs", json!(0)),
+        ("refresh_ttl_secs", json!(0)),
+        ("access_ttl_secs", json!(86_401)),
+        ("refresh_ttl_secs", json!(31_536_001)),
+        ("refresh_ttl_secs", json!(-1)),
+        ("access_ttl_secs", json!(1.5)),
+        ("refresh_ttl_secs", json!(1e30)),
+    ];
+    for (field, value) in refused {
+        let mut body = json!({"user": "ttl"});
+        body[field] = value.clone();
+        let (status, reply) = hub.api("/api/v1/sessions", body).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("invalid_ttl")),
+            "{field} = {value}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{message}");
+    }
+    let session = create_session(
+        hub,
+        json!({"user": "ttl", "access_ttl_secs": 86_400, "refresh_ttl_secs": 31_536_000}),
+    )
+    .await;
+    assert_eq!(
+        (&session["expires_in"], &session["refresh_expires_in"]),
+        (&json!(86_400), &json!(31_536_000))
+    );
+    let access = session["access_token"].as_str().unwrap();
+    let payload = URL_SAFE_NO_PAD
+        .decode(access.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        claims["exp"].as_u64(),
+        claims["iat"].as_u64().map(|t| t + 86_400)
+    );
+    // The session works: it refreshes.
+    let (status, _) = browser(
+        hub,
+        "/api/v1/sessions/refresh",
+        session["refresh_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn session_lifetimes_are_bounded_with_the_memory_engine() {
+    lifetimes_are_bounded(&TestHub::spawn().await).await;
+}
+
+#[tokio::test]
+async fn session_lifetimes_are_bounded_with_redis_and_every_session_has_a_ttl() {
+    let redis = RedisServer::start();
+    let hub = redis_hub(&redis, "a").await;
+    lifetimes_are_bounded(&hub).await;
+    let mut conn = redis.client();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("herald:s:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "only the valid session is stored: {keys:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).unwrap();
+    assert!(
+        ttl > 31_535_000_000 && ttl <= 31_536_000_000,
+        "a year, renewed by the refresh: {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_gone_every_503_is_the_stable_message_without_redis_internals() {
+    let mut redis = RedisServer::start();
+    let hub = redis_hub(&redis, "a").await;
+    let session = create_session(&hub, json!({"user": "erin"})).await;
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    redis.kill();
+    let expected = json!({"error": {
+        "code": "engine_unavailable",
+        "message": "the engine or session store is unavailable; retry with backoff",
+    }});
+    // The browser-facing refresh takes no API key: it must not leak either.
+    // (Each session call waits out the Redis client's reconnect attempts.)
+    let answers = [
+        browser(&hub, "/api/v1/sessions/refresh", &refresh).await,
+        hub.api("/api/v1/sessions", json!({"user": "erin"})).await,
+        hub.api(
+            "/api/v1/publish",
+            json!({"channel": "c", "event": "e", "data": 1}),
+        )
+        .await,
+    ];
+    for (status, body) in answers {
+        assert_eq!((status, &body), (503, &expected));
+    }
+}
+
+#[tokio::test]
+async fn without_a_signing_key_sessions_answer_a_stable_503() {
+    let hub = TestHub::with(|c: &mut Config| {
+        c.auth.algorithm = KeyAlgorithm::ES256;
+        c.auth.public_key_file = Some(key_file("ec.pub.pem"));
+    })
+    .await;
+    let (status, body) = hub.api("/api/v1/sessions", json!({"user": "frank"})).await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"error": {
+                "code": "no_signing_key",
+                "message": "herald has no key to sign access tokens with",
+            }})
+        )
+    );
+}
+
 async fn redis_hub(redis: &RedisServer, node: &str) -> TestHub {
     let url = redis.url();
     let hub = TestHub::with(move |c: &mut Config| {

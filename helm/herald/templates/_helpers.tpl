@@ -47,11 +47,16 @@ app.kubernetes.io/part-of: herald
 
 {{/*
 The main Service and the pods are component "server"; the headless Service is
-"peers". The ServiceMonitor selects "server" only, or every pod would be
-scraped twice when the headless Service is on.
+"peers"; the metrics Service (the ops port, for the ServiceMonitor) is
+"metrics". The ServiceMonitor selects "metrics" only, or every pod would be
+scraped more than once.
 */}}
 {{- define "herald.serverComponent" -}}
 app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "herald.metricsComponent" -}}
+app.kubernetes.io/component: metrics
 {{- end }}
 
 {{- define "herald.serviceAccountName" -}}
@@ -205,7 +210,8 @@ and prints integers without the exponent Helm's float64 would get). */}}
 {{- end }}
 {{- $_ := set $auth "keys" $keys -}}
 # Rendered by the herald Helm chart from .Values.config: change the values, not this file.
-# server.listen comes from HERALD_SERVER__LISTEN; server.api_key, auth.secret and
+# server.listen and server.ops_listen come from HERALD_SERVER__LISTEN and
+# HERALD_SERVER__OPS_LISTEN; server.api_key, auth.secret and
 # engine.password come from the Secret as HERALD_* environment variables; the
 # *_file keys name PEM files mounted from the Secret.
 

@@ -61,6 +61,16 @@ impl MemoryStore {
     }
 }
 
+/// When a session created or rotated now expires. Lifetimes are bounded
+/// before they get here; should one still not fit an `Instant`, the session
+/// lives as long as an `Instant` can say rather than panicking.
+fn expiry(ttl_secs: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(ttl_secs))
+        .or_else(|| now.checked_add(Duration::from_secs(super::MAX_REFRESH_TTL_SECS)))
+        .unwrap_or(now)
+}
+
 fn done<T: Send + 'static>(value: T) -> BoxFuture<'static, Result<T, StoreError>> {
     ready(Ok(value)).boxed()
 }
@@ -77,7 +87,7 @@ impl SessionStore for MemoryStore {
         if state.created.is_multiple_of(1024) {
             state.sweep();
         }
-        let expires = Instant::now() + Duration::from_secs(record.refresh_ttl_secs);
+        let expires = expiry(record.refresh_ttl_secs);
         state
             .by_user
             .entry(record.user.clone())
@@ -112,7 +122,7 @@ impl SessionStore for MemoryStore {
             let rotated = std::mem::replace(&mut entry.current, next);
             entry.used.push_front(rotated);
             entry.used.truncate(super::REMEMBERED_ROTATIONS);
-            entry.expires = Instant::now() + Duration::from_secs(entry.record.refresh_ttl_secs);
+            entry.expires = expiry(entry.record.refresh_ttl_secs);
             Rotation::Rotated(entry.record.clone())
         } else if entry.used.contains(&presented) {
             entry.revoked = true;

@@ -16,6 +16,12 @@ mod redis;
 /// is merely unknown (401), without revoking the session.
 const REMEMBERED_ROTATIONS: usize = 16;
 
+/// Longest access token lifetime a session may have: 1 day.
+pub const MAX_ACCESS_TTL_SECS: u64 = 24 * 3600;
+
+/// Longest refresh token lifetime a session may have: 365 days.
+pub const MAX_REFRESH_TTL_SECS: u64 = 365 * 24 * 3600;
+
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -90,9 +96,51 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn hit(&self, key: String, window: Duration) -> BoxFuture<'static, Result<u64, StoreError>>;
 }
 
+/// One of a session's two lifetimes, each with its allowed range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// `access_ttl_secs`: 1 to [`MAX_ACCESS_TTL_SECS`].
+    Access,
+    /// `refresh_ttl_secs`: 1 to [`MAX_REFRESH_TTL_SECS`].
+    Refresh,
+}
+
+impl Lifetime {
+    /// The field name, as in the API and the configuration.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Access => "access_ttl_secs",
+            Self::Refresh => "refresh_ttl_secs",
+        }
+    }
+
+    /// The largest allowed value, seconds.
+    pub fn max(self) -> u64 {
+        match self {
+            Self::Access => MAX_ACCESS_TTL_SECS,
+            Self::Refresh => MAX_REFRESH_TTL_SECS,
+        }
+    }
+
+    /// `secs` if it is within 1 and [`Self::max`].
+    ///
+    /// # Errors
+    /// [`SessionError::Lifetime`] otherwise.
+    pub fn check(self, secs: u64) -> Result<u64, SessionError> {
+        if (1..=self.max()).contains(&secs) {
+            Ok(secs)
+        } else {
+            Err(SessionError::Lifetime(self))
+        }
+    }
+}
+
 /// Why a session call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// A lifetime outside its range (`access_ttl_secs`, `refresh_ttl_secs`).
+    #[error("{} must be an integer from 1 to {}", .0.field(), .0.max())]
+    Lifetime(Lifetime),
     /// Malformed, unknown or expired refresh token.
     #[error("invalid refresh token")]
     Invalid,
@@ -224,7 +272,8 @@ impl Sessions {
     /// Creates a session.
     ///
     /// # Errors
-    /// [`SessionError`] when the user id is invalid, nothing can sign, or the store failed.
+    /// [`SessionError`] when the user id is invalid, a lifetime is out of
+    /// range, nothing can sign, or the store failed.
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
         UserId::parse(&new.user)
             .map_err(|e| SessionError::Issue(format!("invalid user id: {e}")))?;
@@ -232,8 +281,10 @@ impl Sessions {
             user: new.user,
             grants: new.grants,
             extra: new.extra,
-            access_ttl_secs: new.access_ttl_secs.unwrap_or(self.access_ttl_secs).max(1),
-            refresh_ttl_secs: new.refresh_ttl_secs.unwrap_or(self.refresh_ttl_secs).max(1),
+            access_ttl_secs: Lifetime::Access
+                .check(new.access_ttl_secs.unwrap_or(self.access_ttl_secs))?,
+            refresh_ttl_secs: Lifetime::Refresh
+                .check(new.refresh_ttl_secs.unwrap_or(self.refresh_ttl_secs))?,
         };
         let sid = random_token(16);
         let secret = random_token(32);
@@ -333,5 +384,18 @@ mod tests {
         assert_eq!(hash(&secret).len(), 64);
         assert!(!hash(&secret).contains(&secret));
         assert_eq!(split("short.token"), None);
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_on_both_ends() {
+        assert!(Lifetime::Access.check(0).is_err());
+        assert_eq!(Lifetime::Access.check(86_400).ok(), Some(86_400));
+        assert!(Lifetime::Access.check(86_401).is_err());
+        assert_eq!(Lifetime::Refresh.check(31_536_000).ok(), Some(31_536_000));
+        let err = Lifetime::Refresh.check(u64::MAX).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "refresh_ttl_secs must be an integer from 1 to 31536000"
+        );
     }
 }

@@ -79,8 +79,11 @@ fn failed(err: redis::RedisError) -> StoreError {
     StoreError(err.to_string())
 }
 
+/// A session lifetime in ms for `PEXPIRE`. Lifetimes are bounded before
+/// they get here; the clamp keeps a stray one from making Redis refuse the
+/// `PEXPIRE` after the `HSET` ran, which would leave a session without TTL.
 fn millis(secs: u64) -> u64 {
-    secs.saturating_mul(1000)
+    secs.min(super::MAX_REFRESH_TTL_SECS).saturating_mul(1000)
 }
 
 impl SessionStore for RedisStore {
