@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -31,6 +31,16 @@ fn requester(conn: &Conn) -> Requester<'_> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Told about every confirmed join and every leave on this node: the seam
+/// for presence. Called synchronously on the joining or leaving
+/// connection's task, so it must not block; it never runs on the fan-out.
+pub trait MembershipObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// `conn` joined `channel` (and the engine confirmed it).
+    fn joined(&self, channel: &ChannelName, conn: &Conn);
+    /// `conn` left `channel` (unsubscribed or disconnected).
+    fn left(&self, channel: &ChannelName, conn: &Conn);
 }
 
 /// Settings of the hub core.
@@ -142,6 +152,7 @@ pub struct Hub {
     draining: AtomicBool,
     started: Instant,
     metrics: HubMetrics,
+    observer: OnceLock<Arc<dyn MembershipObserver>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -173,6 +184,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             started: Instant::now(),
+            observer: OnceLock::new(),
             metrics: HubMetrics {
                 connections: metrics::gauge!(names::CONNECTIONS),
                 opened: metrics::counter!(names::CONNECTIONS_OPENED),
@@ -181,6 +193,12 @@ impl Hub {
                 published: metrics::counter!(names::MESSAGES_PUBLISHED),
             },
         })
+    }
+
+    /// Installs the one observer of joins and leaves (presence plugs in
+    /// here). `false` if one is installed already.
+    pub fn observe(&self, observer: Arc<dyn MembershipObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// This node's id.
@@ -312,6 +330,9 @@ impl Hub {
             self.leave(conn.id(), &channel);
             return Err(err.into());
         }
+        if let Some(observer) = self.observer.get() {
+            observer.joined(&channel, conn);
+        }
         subs.insert(channel);
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.increment(1);
@@ -337,6 +358,9 @@ impl Hub {
             return Err(HubError::NotSubscribed(channel));
         }
         self.leave(conn.id(), &channel);
+        if let Some(observer) = self.observer.get() {
+            observer.left(&channel, conn);
+        }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.metrics.subscriptions.decrement(1);
         Ok(())
@@ -352,8 +376,12 @@ impl Hub {
     /// Removes a connection and all its subscriptions.
     pub fn disconnect(&self, conn: &Conn, subs: &mut Subscriptions) {
         let channels = subs.take();
+        let observer = self.observer.get();
         for channel in &channels {
             self.leave(conn.id(), channel);
+            if let Some(observer) = observer {
+                observer.left(channel, conn);
+            }
         }
         self.subscriptions
             .fetch_sub(channels.len(), Ordering::Relaxed);

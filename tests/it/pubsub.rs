@@ -141,3 +141,66 @@ async fn client_publish_reaches_subscribers_where_allowed() {
         (Some("message"), Some("hello"))
     );
 }
+
+/// Records joins and leaves, as a presence module would see them.
+#[derive(Debug, Default)]
+struct Membership(std::sync::Mutex<Vec<String>>);
+
+impl herald::core::MembershipObserver for Membership {
+    fn joined(&self, channel: &herald::protocol::ChannelName, conn: &herald::core::Conn) {
+        let user = conn.user().map_or("-", |u| u.as_str());
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("+{user}@{}", channel.as_str()));
+    }
+    fn left(&self, channel: &herald::protocol::ChannelName, conn: &herald::core::Conn) {
+        let user = conn.user().map_or("-", |u| u.as_str());
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("-{user}@{}", channel.as_str()));
+    }
+}
+
+/// The hub's membership seam sees every confirmed join and every leave, an
+/// unsubscribe and a disconnect alike, and nothing for a refused join.
+#[tokio::test]
+async fn a_membership_observer_sees_joins_and_leaves() {
+    let hub = TestHub::spawn().await;
+    let seen = std::sync::Arc::new(Membership::default());
+    assert!(hub.state.hub.observe(seen.clone()));
+    let mut client = hub.connect("ann").await;
+    client.subscribe("news").await;
+    let refused = client
+        .request(json!({"type": "subscribe", "id": 2, "channel": "news"}))
+        .await;
+    assert_eq!(refused["code"], 105);
+    let reply = client
+        .request(json!({"type": "unsubscribe", "id": 3, "channel": "news"}))
+        .await;
+    assert_eq!(reply["type"], "ok");
+    client.subscribe("sports").await;
+    drop(client);
+    crate::helpers::eventually("the disconnect to be observed", || {
+        seen.0.lock().unwrap().len() == 8
+    })
+    .await;
+    let mut events = seen.0.lock().unwrap().clone();
+    // The automatic joins come first, in order; the leaves on disconnect in
+    // no particular order.
+    let tail = events.split_off(5);
+    assert_eq!(
+        events,
+        [
+            "+ann@user:ann",
+            "+ann@broadcast",
+            "+ann@news",
+            "-ann@news",
+            "+ann@sports"
+        ]
+    );
+    let mut tail = tail;
+    tail.sort();
+    assert_eq!(tail, ["-ann@broadcast", "-ann@sports", "-ann@user:ann"]);
+}
