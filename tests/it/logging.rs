@@ -117,7 +117,10 @@ async fn at_trace_level_no_token_or_key_reaches_the_logs() {
     let logs = logs.lock().await.clone();
     // Verbose logging is on (herald's own debug events show): the check
     // below is not vacuous.
-    assert!(logs.contains("DEBUG") && logs.contains("connected"), "{logs}");
+    assert!(
+        logs.contains("DEBUG") && logs.contains("connected"),
+        "{logs}"
+    );
     let secrets = [
         ("access token", token.as_str()),
         ("refreshed access token", fresh.as_str()),
