@@ -1,33 +1,39 @@
 //! Herald: a real-time WebSocket push hub.
 //!
-//! # Layout
+//! # Layout (docs/ARCHITECTURE.md has the whole picture)
 //!
 //! ```text
-//! protocol/   messages, codes, names, JSON|MessagePack codec      (serde, base64)
-//! engine/     Engine trait + in-memory engine                      (protocol)
-//! core/       Hub, Registry, Session, Outbox: fan-out, backpressure (protocol, engine trait, tokio, dashmap)
-//! auth/       JWT verification and minting                         (jsonwebtoken)
-//! native/     GET /ws: the protocol v1 connection task             (axum ws, core, auth)
-//! http/       router, backend API, /health /ready /metrics, and    (axum, hyper, core)
-//!             serve.rs: the accept loop (deadlines, pending caps, shutdown)
-//! app.rs      composition root: picks the engine, wires everything
+//! protocol/   native protocol v1 as data: messages, codes, names,   (serde, serde_json, rmp-serde,
+//!             publication data, JSON|MessagePack codec               bytes, base64)
+//! engine/     mod.rs: the Engine trait and its Dispatcher            (protocol)
+//!             memory.rs, redis/: the engines                         (+ redis)
+//! core/       client.rs: one connection's life, any transport;      (protocol, the engine trait,
+//!             hub, registry, outbox, delivery: fan-out, backpressure tokio, dashmap, governor)
+//! auth/       JWT, login sessions; ConnectionAuth for the core       (core, protocol, jsonwebtoken)
+//! native/     GET /ws: the RFC 6455 handshake and NativeTransport    (core, protocol, net, tungstenite)
+//! http/       API, /health /ready /metrics, the accept loop          (core, auth, engine trait, net, axum, hyper)
+//! net/        client IP and origin allow-list                        (http types)
+//! app.rs      composition root: picks the engine and session store, wires everything
 //! config.rs   defaults < TOML < HERALD_* env < flags
 //! ```
 //!
 //! # Dependency rules
 //!
-//! `core` and `protocol` never import axum, tokio-tungstenite, redis or
-//! jsonwebtoken; `tests/it/architecture.rs` fails the build if they do.
-//! Engines and transports depend on the core, never the other way round,
-//! and `app.rs` is the only module that picks implementations.
+//! protocol ← core ← transports (`native`), `http`, `auth`, engines ← `app`.
+//! The core never names axum, hyper, tungstenite, redis, jsonwebtoken or an
+//! encoder; transports and the HTTP API never name each other; only `app.rs`
+//! names concrete engines and stores. `tests/it/architecture.rs` parses the
+//! source and fails the build when a file breaks a rule or modules form a
+//! cycle.
 //!
 //! # The hot path
 //!
 //! A publication reaches [`engine::Dispatcher::dispatch`] (the
-//! [`core::Registry`]), becomes one shared [`protocol::SharedMessage`], and
-//! is pushed into each subscriber's [`core::Outbox`] without waiting. Each
-//! connection task drains its whole outbox, encodes nothing that another
-//! recipient already encoded, writes every frame and flushes once.
+//! [`core::Registry`]), becomes one shared [`core::Delivery`], and is pushed
+//! into each subscriber's [`core::Outbox`] without waiting. Each connection's
+//! task ([`core::ClientContext::serve`]) drains its whole outbox and hands the
+//! batch to its transport, which writes every frame (encoded once per wire
+//! format across all recipients) and flushes once.
 
 pub mod app;
 pub mod auth;

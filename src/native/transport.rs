@@ -176,7 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
         self.ws.flush().await.map_err(|_| Ended::Gone)
     }
 
-    /// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the
+    /// Sends a close frame and waits (at most `CLOSE_TIMEOUT`) for the
     /// client's answering close frame before the socket is dropped.
     ///
     /// Dropping right away would make the kernel answer the client's next

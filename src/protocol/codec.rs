@@ -160,7 +160,7 @@ pub enum EncodeError {
     MsgPack(#[from] rmp_serde::encode::Error),
 }
 
-/// Encodes one server message ([`ServerMessage`] or [`super::PushRef`]).
+/// Encodes one server message ([`super::ServerMessage`] or [`super::PushRef`]).
 ///
 /// # Errors
 /// Only if the message data cannot be represented in the format, which a
