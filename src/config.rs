@@ -469,7 +469,9 @@ impl Config {
             );
         }
         crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
-        self.channels.validate().map_err(ConfigError)?;
+        self.channels
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
         crate::telemetry::check_filter(&self.log.level)
