@@ -414,7 +414,7 @@ impl Config {
         config.validate()?;
         // `RUST_LOG` replaces `log.level` when set: check it here too, so that
         // `check-config` fails as start-up would, naming the variable.
-        crate::telemetry::check(&config.log).map_err(ConfigError)?;
+        crate::telemetry::check(&config.log).map_err(|e| ConfigError(e.to_string()))?;
         Ok(config)
     }
 
