@@ -115,7 +115,7 @@ impl App {
         engine: impl FnOnce(SharedDispatcher) -> Arc<dyn Engine>,
     ) -> Result<Self, StartError> {
         let verifier = TokenVerifier::new(&config.auth).map_err(StartError::Config)?;
-        let metrics = crate::metrics::install().map_err(StartError::Config)?;
+        let metrics = crate::metrics::install().map_err(|e| StartError::Config(e.to_string()))?;
         let node_id = config
             .server
             .node_id
