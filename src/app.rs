@@ -114,7 +114,8 @@ impl App {
         config: Config,
         engine: impl FnOnce(SharedDispatcher) -> Arc<dyn Engine>,
     ) -> Result<Self, StartError> {
-        let verifier = TokenVerifier::new(&config.auth).map_err(StartError::Config)?;
+        let verifier =
+            TokenVerifier::new(&config.auth).map_err(|e| StartError::Config(e.to_string()))?;
         let metrics = crate::metrics::install().map_err(|e| StartError::Config(e.to_string()))?;
         let node_id = config
             .server

@@ -468,7 +468,7 @@ impl Config {
                 "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size + 1024",
             );
         }
-        crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
+        crate::auth::TokenVerifier::new(&self.auth).map_err(|e| ConfigError(e.to_string()))?;
         self.channels
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
