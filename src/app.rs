@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{
-        ConnectionAuth, TokenVerifier,
+        ConnectionAuth, KeyError, TokenVerifier,
         sessions::{MemoryStore, RedisStore, SessionStore, Sessions},
     },
     config::{Config, EngineKind},
@@ -24,6 +24,7 @@ use crate::{
         self, AppState,
         serve::{Server, Shutdown},
     },
+    metrics::MetricsError,
     native::{self, NativeSettings, NativeState},
 };
 
@@ -40,9 +41,17 @@ pub struct App {
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration is unusable; the text names the key.
+    /// A key of `[auth]` cannot be loaded; the text names the key.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The Prometheus exporter could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The engine could not be set up from `[engine]`; the text names the key.
+    // Text, not a source: the Redis engine still reports its errors as
+    // strings (typed errors there come with its rewrite).
     #[error("{0}")]
-    Config(String),
+    Engine(String),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -100,7 +109,7 @@ impl App {
         })
         .await?;
         match failure {
-            Some(err) => Err(StartError::Config(err)),
+            Some(err) => Err(StartError::Engine(err)),
             None => Ok(app),
         }
     }
@@ -114,8 +123,8 @@ impl App {
         config: Config,
         engine: impl FnOnce(SharedDispatcher) -> Arc<dyn Engine>,
     ) -> Result<Self, StartError> {
-        let verifier = TokenVerifier::new(&config.auth).map_err(StartError::Config)?;
-        let metrics = crate::metrics::install().map_err(StartError::Config)?;
+        let verifier = TokenVerifier::new(&config.auth)?;
+        let metrics = crate::metrics::install()?;
         let node_id = config
             .server
             .node_id
@@ -128,7 +137,7 @@ impl App {
         let store: Arc<dyn SessionStore> = match config.engine.kind {
             EngineKind::Memory => Arc::new(MemoryStore::default()),
             EngineKind::Redis => Arc::new(RedisStore::new(
-                RedisHandle::new(&config.engine).map_err(StartError::Config)?,
+                RedisHandle::new(&config.engine).map_err(StartError::Engine)?,
                 config.engine.prefix.clone(),
             )),
         };

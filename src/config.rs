@@ -5,7 +5,11 @@
 //! `limits.max_subscriptions` is `HERALD_LIMITS__MAX_SUBSCRIPTIONS`.
 //! `herald.example.toml` documents every key.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use figment::{
     Figment,
@@ -14,8 +18,13 @@ use figment::{
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthConfig, sessions::Lifetime},
-    core::{ChannelRules, OutboxLimits, RateLimitConfig},
+    auth::{
+        AuthConfig, KeyError,
+        sessions::{Lifetime, SessionError},
+    },
+    core::{ChannelRules, OutboxLimits, PolicyError, RateLimitConfig},
+    protocol::NameError,
+    telemetry::TelemetryError,
 };
 
 /// Shortest HMAC secret or API key accepted off loopback: 256 bits, as
@@ -366,8 +375,80 @@ pub struct Overrides {
 
 /// Why the configuration was refused; the text names the key.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// The config file given does not exist.
+    #[error("invalid configuration: config file {} not found", .0.display())]
+    FileNotFound(PathBuf),
+    /// The file or the environment holds an unknown key or a value of the wrong type.
+    #[error("invalid configuration: {}", describe_figment(.0))]
+    Source(#[source] Box<figment::Error>),
+    /// A value out of range, or at odds with another key.
+    #[error("invalid configuration: {key} {reason}")]
+    Invalid {
+        /// The offending key (or keys, joined with "and").
+        key: &'static str,
+        /// What the key must be, starting with "must".
+        reason: &'static str,
+    },
+    /// A key of `[auth]` cannot be loaded.
+    #[error("invalid configuration: {0}")]
+    Keys(#[from] KeyError),
+    /// `[channels]` is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Channels(#[from] PolicyError),
+    /// `engine.default_event` is not a valid event name.
+    #[error("invalid configuration: engine.default_event: {0}")]
+    DefaultEvent(#[source] NameError),
+    /// The log filter (`log.level`, or `RUST_LOG` when set) is invalid.
+    #[error("invalid configuration: {0}")]
+    Log(#[from] TelemetryError),
+    /// `auth.access_ttl_secs` or `auth.refresh_ttl_secs` is out of range.
+    #[error("invalid configuration: auth.{0}")]
+    Lifetime(#[source] SessionError),
+    /// Off loopback, a key still holds its development default.
+    #[error(
+        "invalid configuration: {} still hold development defaults; set real values before listening on {listen}",
+        .keys.join(" and ")
+    )]
+    InsecureDefaults {
+        /// The keys holding defaults.
+        keys: Vec<&'static str>,
+        /// `server.listen`.
+        listen: SocketAddr,
+    },
+    /// Off loopback, the API key or an HMAC secret is too short.
+    #[error(
+        "invalid configuration: {} shorter than {MIN_KEY_BYTES} bytes (RFC 7518 §3.2) while listening on {listen}; \
+         generate one with `openssl rand -base64 48` or `head -c 48 /dev/urandom | base64`",
+        .keys.join(" and ")
+    )]
+    ShortKeys {
+        /// Each short key with its length, as `server.api_key (13 bytes)`.
+        keys: Vec<String>,
+        /// `server.listen`.
+        listen: SocketAddr,
+    },
+}
+
+/// Every error figment collected, not only the first.
+fn describe_figment(err: &figment::Error) -> String {
+    err.clone()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        Self::Source(Box::new(err))
+    }
+}
+
+/// `Err(ConfigError::Invalid)` for `key`.
+fn invalid(key: &'static str, reason: &'static str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid { key, reason })
+}
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment, then `overrides`.
@@ -378,10 +459,7 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError::FileNotFound(path.to_owned()));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -402,19 +480,12 @@ impl Config {
         if let Some(format) = overrides.log_format {
             figment = figment.merge(Serialized::default("log.format", format));
         }
-        let mut config: Self = figment.extract().map_err(|e| {
-            ConfigError(
-                e.into_iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let mut config: Self = figment.extract()?;
         config.take_raw_secrets();
         config.validate()?;
         // `RUST_LOG` replaces `log.level` when set: check it here too, so that
         // `check-config` fails as start-up would, naming the variable.
-        crate::telemetry::check(&config.log).map_err(ConfigError)?;
+        crate::telemetry::check(&config.log)?;
         Ok(config)
     }
 
@@ -438,72 +509,79 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
         if self.server.api_key.is_empty() {
-            return fail("server.api_key must not be empty");
+            return invalid("server.api_key", "must not be empty");
         }
         if self.limits.max_subscriptions == 0 {
-            return fail("limits.max_subscriptions must be at least 1");
+            return invalid("limits.max_subscriptions", "must be at least 1");
         }
         if self.limits.max_message_size < 256 {
-            return fail("limits.max_message_size must be at least 256 bytes");
+            return invalid("limits.max_message_size", "must be at least 256 bytes");
         }
         if self.limits.max_channel_length == 0 {
-            return fail("limits.max_channel_length must be at least 1");
+            return invalid("limits.max_channel_length", "must be at least 1");
         }
         if self.websocket.read_buffer_size < 256 {
-            return fail("websocket.read_buffer_size must be at least 256 bytes");
+            return invalid("websocket.read_buffer_size", "must be at least 256 bytes");
         }
         if self.heartbeat.interval_ms < 100 {
-            return fail("heartbeat.interval_ms must be at least 100");
+            return invalid("heartbeat.interval_ms", "must be at least 100");
         }
         // A message around the largest data must fit both the inbound limit
         // and one outbox slot, or a legal publication would close its client.
         if self.limits.max_data_size + 1024 > self.limits.max_message_size {
-            return fail("limits.max_data_size must be at most limits.max_message_size - 1024");
+            return invalid(
+                "limits.max_data_size",
+                "must be at most limits.max_message_size - 1024",
+            );
         }
         if self.outbox.max_messages == 0 || self.outbox.max_bytes < self.limits.max_data_size + 1024
         {
-            return fail(
-                "outbox.max_messages must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size + 1024",
+            return invalid(
+                "outbox.max_messages",
+                "must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size + 1024",
             );
         }
-        crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
-        self.channels.validate().map_err(ConfigError)?;
+        crate::auth::TokenVerifier::new(&self.auth)?;
+        self.channels.validate()?;
         crate::protocol::EventName::parse(&self.engine.default_event)
-            .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
-        crate::telemetry::check_filter(&self.log.level)
-            .map_err(|e| ConfigError(format!("log.level: {e}")))?;
+            .map_err(ConfigError::DefaultEvent)?;
+        crate::telemetry::check_filter(&self.log.level).map_err(|source| {
+            TelemetryError::Filter {
+                setting: "log.level",
+                source,
+            }
+        })?;
         if self.engine.reader_shards == 0 || self.engine.reader_shards > 64 {
-            return fail("engine.reader_shards must be between 1 and 64");
+            return invalid("engine.reader_shards", "must be between 1 and 64");
         }
         if self.engine.prefix.is_empty() {
-            return fail("engine.prefix must not be empty");
+            return invalid("engine.prefix", "must not be empty");
         }
         if self.server.header_read_timeout_ms == 0 || self.server.body_read_timeout_ms == 0 {
-            return fail(
-                "server.header_read_timeout_ms and server.body_read_timeout_ms must be at least 1",
+            return invalid(
+                "server.header_read_timeout_ms and server.body_read_timeout_ms",
+                "must be at least 1",
             );
         }
         if self.server.max_pending_connections == 0 || self.server.ops_max_connections == 0 {
-            return fail(
-                "server.max_pending_connections and server.ops_max_connections must be at least 1",
+            return invalid(
+                "server.max_pending_connections and server.ops_max_connections",
+                "must be at least 1",
             );
         }
         if self.auth.timeout_ms == 0 {
-            return fail("auth.timeout_ms must be at least 1");
+            return invalid("auth.timeout_ms", "must be at least 1");
         }
         // jsonwebtoken computes `now - leeway`: a leeway beyond the epoch would wrap.
         if self.auth.leeway_secs > 3600 {
-            return fail("auth.leeway_secs must be at most 3600");
+            return invalid("auth.leeway_secs", "must be at most 3600");
         }
         for (lifetime, secs) in [
             (Lifetime::Access, self.auth.access_ttl_secs),
             (Lifetime::Refresh, self.auth.refresh_ttl_secs),
         ] {
-            lifetime
-                .check(secs)
-                .map_err(|e| ConfigError(format!("auth.{e}")))?;
+            lifetime.check(secs).map_err(ConfigError::Lifetime)?;
         }
         if !self.server.listen.ip().is_loopback() {
             self.check_production_keys()?;
@@ -514,12 +592,12 @@ impl Config {
     /// Off loopback: no development default, and every HMAC secret and the
     /// API key at least [`MIN_KEY_BYTES`] long.
     fn check_production_keys(&self) -> Result<(), ConfigError> {
-        if !self.insecure_defaults().is_empty() {
-            return Err(ConfigError(format!(
-                "{} still hold development defaults; set real values before listening on {}",
-                self.insecure_defaults().join(" and "),
-                self.server.listen
-            )));
+        let defaults = self.insecure_defaults();
+        if !defaults.is_empty() {
+            return Err(ConfigError::InsecureDefaults {
+                keys: defaults,
+                listen: self.server.listen,
+            });
         }
         let short: Vec<String> = self
             .keys_by_length()
@@ -530,12 +608,10 @@ impl Config {
         if short.is_empty() {
             return Ok(());
         }
-        Err(ConfigError(format!(
-            "{} shorter than {MIN_KEY_BYTES} bytes (RFC 7518 §3.2) while listening on {}; \
-             generate one with `openssl rand -base64 48` or `head -c 48 /dev/urandom | base64`",
-            short.join(" and "),
-            self.server.listen
-        )))
+        Err(ConfigError::ShortKeys {
+            keys: short,
+            listen: self.server.listen,
+        })
     }
 
     /// The API key and every HMAC secret, with their lengths in bytes.
@@ -579,6 +655,38 @@ mod tests {
     fn the_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("herald.example.toml");
         Config::load(Some(&path), &Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn errors_are_typed_and_keep_their_text() {
+        let mut config = Config::default();
+        config.limits.max_subscriptions = 0;
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "limits.max_subscriptions",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: limits.max_subscriptions must be at least 1"
+        );
+        let mut config = Config::default();
+        config.auth.signing_kid = Some("nope".into());
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Keys(KeyError::UnknownSigningKid { .. })),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: auth.signing_kid \"nope\" names no key in auth.keys"
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! registered when the exporter is installed: dashboards and alerts see a
 //! healthy node's zeros rather than "no data".
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open WebSocket connections (gauge).
 pub const CONNECTIONS: &str = "herald_connections";
@@ -67,57 +67,75 @@ pub const DROP_REASONS: [&str; 5] = [
     DROP_ENCODE_ERROR,
 ];
 
+/// Why the Prometheus exporter could not be installed.
+///
+/// Cloneable (sources behind `Arc`) because the outcome of the one
+/// installation is kept and handed to every later caller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetricsError {
+    /// The exporter refused a histogram's buckets, or another recorder is installed.
+    #[error("{0}")]
+    Exporter(#[source] Arc<BuildError>),
+    /// The thread that folds histogram samples could not be started.
+    #[error("{0}")]
+    Upkeep(#[source] Arc<std::io::Error>),
+}
+
+impl From<BuildError> for MetricsError {
+    fn from(err: BuildError) -> Self {
+        Self::Exporter(Arc::new(err))
+    }
+}
+
 /// Installs the Prometheus recorder for this process and returns its handle.
 ///
 /// The recorder is global; installing twice (several hubs in one test
 /// process) returns the first handle.
 ///
 /// # Errors
-/// If the histogram buckets are rejected, which they are not.
-pub fn install() -> Result<PrometheusHandle, String> {
-    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+/// [`MetricsError::Exporter`] if the histogram buckets are rejected (they
+/// are not) or another recorder is installed; [`MetricsError::Upkeep`] if
+/// the upkeep thread cannot be spawned.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, MetricsError>> =
         std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(FANOUT_DURATION.to_owned()),
-                    &[
-                        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
-                    ],
-                )
-                .map_err(|e| e.to_string())?
-                .set_buckets_for_metric(
-                    Matcher::Full(ENGINE_RESUBSCRIBE_DURATION.to_owned()),
-                    &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
-                )
-                .map_err(|e| e.to_string())?
-                .set_buckets_for_metric(
-                    Matcher::Full(ENGINE_PUBSUB_LAG.to_owned()),
-                    &[
-                        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-                    ],
-                )
-                .map_err(|e| e.to_string())?
-                .install_recorder()
-                .map_err(|e| e.to_string())?;
-            describe();
-            register();
-            let upkeep = handle.clone();
-            // Histograms are folded into their buckets by upkeep; without it
-            // their samples would pile up between scrapes.
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            Ok(handle)
+    HANDLE.get_or_init(install_once).clone()
+}
+
+fn install_once() -> Result<PrometheusHandle, MetricsError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(FANOUT_DURATION.to_owned()),
+            &[
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(ENGINE_RESUBSCRIBE_DURATION.to_owned()),
+            &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(ENGINE_PUBSUB_LAG.to_owned()),
+            &[
+                0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ],
+        )?
+        .install_recorder()?;
+    describe();
+    register();
+    let upkeep = handle.clone();
+    // Histograms are folded into their buckets by upkeep; without it
+    // their samples would pile up between scrapes.
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
         })
-        .clone()
+        .map_err(|e| MetricsError::Upkeep(Arc::new(e)))?;
+    Ok(handle)
 }
 
 fn describe() {

@@ -11,10 +11,10 @@
 use tracing::{Level, Metadata};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    filter::{FilterExt as _, filter_fn},
+    filter::{FilterExt as _, ParseError, filter_fn},
     fmt,
     layer::SubscriberExt as _,
-    util::SubscriberInitExt as _,
+    util::{SubscriberInitExt as _, TryInitError},
 };
 
 use crate::config::{LogConfig, LogFormat};
@@ -31,6 +31,50 @@ const CAPPED_TARGETS: [&str; 6] = [
 ];
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why a log filter was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// A directive whose level is not off, error, warn, info, debug or trace.
+    #[error("{directive:?}: {level:?} is not a level (off, error, warn, info, debug, trace)")]
+    Level {
+        /// The directive as written.
+        directive: String,
+        /// Its level part.
+        level: String,
+    },
+    /// A directive whose target is not a module path.
+    #[error("{directive:?}: {target:?} is not a target (a module path such as herald::native)")]
+    Target {
+        /// The directive as written.
+        directive: String,
+        /// Its target part.
+        target: String,
+    },
+    /// No directive at all.
+    #[error("empty filter; use a level such as info")]
+    Empty,
+    /// `EnvFilter` refused what the checks above let through.
+    #[error("{0}")]
+    Syntax(#[source] ParseError),
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The filter in effect is invalid.
+    #[error("{setting}: {source}")]
+    Filter {
+        /// Where the filter came from: `RUST_LOG` or `log.level`.
+        setting: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: FilterError,
+    },
+    /// A global subscriber is already installed.
+    #[error("{0}")]
+    Install(#[source] TryInitError),
+}
 
 /// The filter in effect and where it came from (`RUST_LOG` or `log.level`).
 fn source(config: &LogConfig) -> (&'static str, String) {
@@ -51,8 +95,8 @@ fn is_target(name: &str) -> bool {
 /// `target=level`, the level one of off, error, warn, info, debug, trace.
 ///
 /// # Errors
-/// Which directive is wrong and why.
-pub fn check_filter(spec: &str) -> Result<(), String> {
+/// [`FilterError`] saying which directive is wrong and why.
+pub fn check_filter(spec: &str) -> Result<(), FilterError> {
     let mut directives = 0;
     for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let (target, level) = match directive.split_once('=') {
@@ -60,32 +104,34 @@ pub fn check_filter(spec: &str) -> Result<(), String> {
             None => (None, directive),
         };
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "{directive:?}: {level:?} is not a level (off, error, warn, info, debug, trace)"
-            ));
+            return Err(FilterError::Level {
+                directive: directive.to_owned(),
+                level: level.to_owned(),
+            });
         }
         if let Some(target) = target.filter(|t| !is_target(t)) {
-            return Err(format!(
-                "{directive:?}: {target:?} is not a target (a module path such as herald::native)"
-            ));
+            return Err(FilterError::Target {
+                directive: directive.to_owned(),
+                target: target.to_owned(),
+            });
         }
         directives += 1;
     }
     if directives == 0 {
-        return Err("empty filter; use a level such as info".into());
+        return Err(FilterError::Empty);
     }
     EnvFilter::try_new(spec)
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(FilterError::Syntax)
 }
 
 /// Checks the filter in effect, naming its source in the error.
 ///
 /// # Errors
-/// `RUST_LOG: …` or `log.level: …`.
-pub fn check(config: &LogConfig) -> Result<(), String> {
-    let (name, spec) = source(config);
-    check_filter(&spec).map_err(|e| format!("{name}: {e}"))
+/// [`TelemetryError::Filter`]: `RUST_LOG: …` or `log.level: …`.
+pub fn check(config: &LogConfig) -> Result<(), TelemetryError> {
+    let (setting, spec) = source(config);
+    check_filter(&spec).map_err(|source| TelemetryError::Filter { setting, source })
 }
 
 /// Whether an event may be logged whatever the user's filter says.
@@ -102,12 +148,16 @@ fn below_cap(meta: &Metadata<'_>) -> bool {
 /// Installs the global tracing subscriber. `RUST_LOG` overrides `log.level`.
 ///
 /// # Errors
-/// If the filter is invalid (naming `RUST_LOG` or `log.level`) or a
-/// subscriber is already installed.
-pub fn init(config: &LogConfig) -> Result<(), String> {
+/// [`TelemetryError::Filter`] if the filter is invalid (naming `RUST_LOG`
+/// or `log.level`), [`TelemetryError::Install`] if a subscriber is already
+/// installed.
+pub fn init(config: &LogConfig) -> Result<(), TelemetryError> {
     check(config)?;
-    let (name, spec) = source(config);
-    let filter = EnvFilter::try_new(spec).map_err(|e| format!("{name}: {e}"))?;
+    let (setting, spec) = source(config);
+    let filter = EnvFilter::try_new(spec).map_err(|e| TelemetryError::Filter {
+        setting,
+        source: FilterError::Syntax(e),
+    })?;
     let filter = filter.and(filter_fn(below_cap));
     let layer = fmt::layer().with_target(false);
     let layer = match config.format {
@@ -117,7 +167,7 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
     tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init()
-        .map_err(|e| e.to_string())
+        .map_err(TelemetryError::Install)
 }
 
 #[cfg(test)]
@@ -133,7 +183,7 @@ mod tests {
             "warn,herald::native=trace",
             "off",
         ] {
-            assert_eq!(check_filter(good), Ok(()), "{good}");
+            assert!(check_filter(good).is_ok(), "{good}");
         }
         for bad in [
             "inof",
@@ -147,7 +197,7 @@ mod tests {
         ] {
             assert!(check_filter(bad).is_err(), "{bad:?} passed");
         }
-        let err = check_filter("info,inof").unwrap_err();
+        let err = check_filter("info,inof").unwrap_err().to_string();
         assert!(err.contains("\"inof\" is not a level"), "{err}");
     }
 

@@ -12,8 +12,8 @@ use jsonwebtoken::{Header, decode, decode_header, encode, errors::ErrorKind};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{AuthConfig, KeySet};
-use crate::protocol::UserId;
+use super::{AuthConfig, KeyError, KeySet};
+use crate::protocol::{NameError, UserId};
 
 /// Longest lifetime of a token herald issues (`herald token --ttl`): 365 days.
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
@@ -42,6 +42,28 @@ pub enum AuthError {
     /// Not a well-formed JWT.
     #[error("malformed token")]
     Malformed,
+}
+
+/// Why herald could not issue an access token.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The configured keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// No configured key can sign.
+    #[error(
+        "no signing key: set auth.private_key_file (RS256/ES256), or auth.signing_kid naming a key that can sign"
+    )]
+    NoSigningKey,
+    /// The user id is not a valid `sub`.
+    #[error("invalid user id: {0}")]
+    User(#[source] NameError),
+    /// The lifetime is 0 or longer than [`MAX_TOKEN_TTL_SECS`].
+    #[error("token lifetime must be from 1 to {MAX_TOKEN_TTL_SECS} seconds")]
+    Lifetime(u64),
+    /// Encoding or signing the token failed.
+    #[error("{0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
 }
 
 /// A verified access token.
@@ -101,8 +123,8 @@ impl TokenVerifier {
     /// Builds a verifier from `[auth]`.
     ///
     /// # Errors
-    /// A message naming the config key that is missing or unusable.
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    /// [`KeyError`] naming the config key that is missing or unusable.
+    pub fn new(config: &AuthConfig) -> Result<Self, KeyError> {
         KeySet::new(config).map(|keys| Self::with_keys(Arc::new(keys)))
     }
 
@@ -162,21 +184,19 @@ impl TokenIssuer {
     /// An issuer for the signing key of `config`.
     ///
     /// # Errors
-    /// If no key can sign (an RS256/ES256 key without its private key).
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    /// [`IssueError::Keys`] if a key cannot be loaded, [`IssueError::NoSigningKey`]
+    /// if no key can sign (an RS256/ES256 key without its private key).
+    pub fn new(config: &AuthConfig) -> Result<Self, IssueError> {
         Self::with_keys(Arc::new(KeySet::new(config)?), config)
     }
 
     /// An issuer over already loaded keys.
     ///
     /// # Errors
-    /// If no key can sign.
-    pub fn with_keys(keys: Arc<KeySet>, config: &AuthConfig) -> Result<Self, String> {
+    /// [`IssueError::NoSigningKey`] if no key can sign.
+    pub fn with_keys(keys: Arc<KeySet>, config: &AuthConfig) -> Result<Self, IssueError> {
         if keys.signing().is_none() {
-            return Err(
-                "no signing key: set auth.private_key_file (RS256/ES256), or auth.signing_kid naming a key that can sign"
-                    .into(),
-            );
+            return Err(IssueError::NoSigningKey);
         }
         Ok(Self {
             keys,
@@ -188,25 +208,31 @@ impl TokenIssuer {
     /// A token for `user` valid for `ttl_secs`.
     ///
     /// # Errors
-    /// If the user id is invalid or signing fails.
-    pub fn mint(&self, user: &str, ttl_secs: u64) -> Result<String, String> {
+    /// [`IssueError`] if the user id or lifetime is invalid or signing fails.
+    pub fn mint(&self, user: &str, ttl_secs: u64) -> Result<String, IssueError> {
         self.mint_with(user, ttl_secs, &Claims::default())
     }
 
     /// A token for `user` valid for `ttl_secs`, with session, grants and extra claims.
     ///
     /// # Errors
-    /// If the user id is invalid, `ttl_secs` is not within 1 and
-    /// [`MAX_TOKEN_TTL_SECS`], or signing fails.
-    pub fn mint_with(&self, user: &str, ttl_secs: u64, claims: &Claims) -> Result<String, String> {
-        UserId::parse(user).map_err(|e| format!("invalid user id: {e}"))?;
+    /// [`IssueError::User`] if the user id is invalid, [`IssueError::Lifetime`]
+    /// if `ttl_secs` is not within 1 and [`MAX_TOKEN_TTL_SECS`],
+    /// [`IssueError::Sign`] if signing fails.
+    pub fn mint_with(
+        &self,
+        user: &str,
+        ttl_secs: u64,
+        claims: &Claims,
+    ) -> Result<String, IssueError> {
+        UserId::parse(user).map_err(IssueError::User)?;
         // A zero lifetime would hand out a token born expired.
         if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
-            return Err(format!(
-                "token lifetime must be from 1 to {MAX_TOKEN_TTL_SECS} seconds"
-            ));
+            return Err(IssueError::Lifetime(ttl_secs));
         }
-        let key = self.keys.signing().ok_or("no signing key")?;
+        // `with_keys` refused a key set without a signing key, so this is
+        // unreachable; it stays an error rather than a panic.
+        let key = self.keys.signing().ok_or(IssueError::NoSigningKey)?;
         let now = jsonwebtoken::get_current_timestamp();
         let mut body = claims.extra.clone();
         body.insert("sub".into(), user.into());
@@ -226,7 +252,7 @@ impl TokenIssuer {
         }
         let mut header = Header::new(key.algorithm);
         header.kid.clone_from(&key.kid);
-        encode(&header, &body, &key.key).map_err(|e| e.to_string())
+        encode(&header, &body, &key.key).map_err(IssueError::Sign)
     }
 }
 
@@ -257,7 +283,7 @@ mod tests {
     #[test]
     fn lifetimes_outside_the_range_are_refused() {
         let issuer = TokenIssuer::new(&AuthConfig::default()).unwrap();
-        assert!(issuer.mint("42", 0).is_err());
+        assert!(matches!(issuer.mint("42", 0), Err(IssueError::Lifetime(0))));
         assert!(issuer.mint("42", MAX_TOKEN_TTL_SECS).is_ok());
         assert!(issuer.mint("42", MAX_TOKEN_TTL_SECS + 1).is_err());
         assert!(issuer.mint("42", u64::MAX).is_err());

@@ -1,7 +1,11 @@
 //! The configured keys: one default key (tokens without `kid`) and any
 //! number of keys selected by `kid`, each pinned to one algorithm.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 
@@ -50,6 +54,80 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
+/// Why the configured keys could not be loaded; the text names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file could not be read.
+    #[error("{key}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The config key naming the file, such as `auth.public_key_file`.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HMAC key without its secret.
+    #[error("{key}.secret is required for {algorithm:?}")]
+    MissingSecret {
+        /// The key's config section, such as `auth` or `auth.keys[0]`.
+        key: String,
+        /// The key's algorithm.
+        algorithm: KeyAlgorithm,
+    },
+    /// An RS256/ES256 key without its public key.
+    #[error("{key}.public_key or {key}.public_key_file is required for {algorithm:?}")]
+    MissingPublicKey {
+        /// The key's config section, such as `auth` or `auth.keys[0]`.
+        key: String,
+        /// The key's algorithm.
+        algorithm: KeyAlgorithm,
+    },
+    /// The public key is not a PEM of the key's algorithm.
+    #[error("{key}.public_key: not a {algorithm:?} public key PEM: {source}")]
+    PublicKey {
+        /// The key's config section, such as `auth` or `auth.keys[0]`.
+        key: String,
+        /// The key's algorithm.
+        algorithm: KeyAlgorithm,
+        /// Why the PEM was refused.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The private key file is not a PEM of the key's algorithm.
+    #[error("{key}.private_key_file: not a {algorithm:?} private key PEM: {source}")]
+    PrivateKey {
+        /// The key's config section, such as `auth` or `auth.keys[0]`.
+        key: String,
+        /// The key's algorithm.
+        algorithm: KeyAlgorithm,
+        /// Why the PEM was refused.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// Two entries of `auth.keys` share a `kid`.
+    #[error("auth.keys[{index}].kid {kid:?} is used twice")]
+    DuplicateKid {
+        /// The position of the second entry in `auth.keys`.
+        index: usize,
+        /// The shared `kid`.
+        kid: String,
+    },
+    /// The key named by `auth.signing_kid` cannot sign.
+    #[error("auth.keys[{index}] signs (auth.signing_kid) but has no private key or secret")]
+    CannotSign {
+        /// The position of the key in `auth.keys`.
+        index: usize,
+    },
+    /// `auth.signing_kid` names no key.
+    #[error("auth.signing_kid {kid:?} names no key in auth.keys")]
+    UnknownSigningKid {
+        /// The configured `auth.signing_kid`.
+        kid: String,
+    },
+}
+
 struct Material<'a> {
     name: String,
     algorithm: KeyAlgorithm,
@@ -59,47 +137,50 @@ struct Material<'a> {
     private_key_file: Option<&'a Path>,
 }
 
-fn read(path: &Path, name: &str, field: &str) -> Result<Vec<u8>, String> {
-    fs::read(path).map_err(|e| format!("{name}.{field}: cannot read {}: {e}", path.display()))
+fn read(path: &Path, name: &str, field: &str) -> Result<Vec<u8>, KeyError> {
+    fs::read(path).map_err(|source| KeyError::Read {
+        key: format!("{name}.{field}"),
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl Material<'_> {
-    fn decoding(&self) -> Result<DecodingKey, String> {
+    fn decoding(&self) -> Result<DecodingKey, KeyError> {
         let name = &self.name;
         if self.algorithm.is_hmac() {
             return match self.secret {
                 Some(secret) if !secret.is_empty() => {
                     Ok(DecodingKey::from_secret(secret.as_bytes()))
                 }
-                _ => Err(format!(
-                    "{name}.secret is required for {:?}",
-                    self.algorithm
-                )),
+                _ => Err(KeyError::MissingSecret {
+                    key: name.clone(),
+                    algorithm: self.algorithm,
+                }),
             };
         }
         let pem = match (self.public_key, self.public_key_file) {
             (Some(pem), _) => pem.as_bytes().to_vec(),
             (None, Some(path)) => read(path, name, "public_key_file")?,
             (None, None) => {
-                return Err(format!(
-                    "{name}.public_key or {name}.public_key_file is required for {:?}",
-                    self.algorithm
-                ));
+                return Err(KeyError::MissingPublicKey {
+                    key: name.clone(),
+                    algorithm: self.algorithm,
+                });
             }
         };
         match self.algorithm {
             KeyAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
             _ => DecodingKey::from_ec_pem(&pem),
         }
-        .map_err(|e| {
-            format!(
-                "{name}.public_key: not a {:?} public key PEM: {e}",
-                self.algorithm
-            )
+        .map_err(|source| KeyError::PublicKey {
+            key: name.clone(),
+            algorithm: self.algorithm,
+            source,
         })
     }
 
-    fn encoding(&self) -> Result<Option<EncodingKey>, String> {
+    fn encoding(&self) -> Result<Option<EncodingKey>, KeyError> {
         let name = &self.name;
         if self.algorithm.is_hmac() {
             return Ok(self.secret.map(|s| EncodingKey::from_secret(s.as_bytes())));
@@ -113,11 +194,10 @@ impl Material<'_> {
             _ => EncodingKey::from_ec_pem(&pem),
         }
         .map(Some)
-        .map_err(|e| {
-            format!(
-                "{name}.private_key_file: not a {:?} private key PEM: {e}",
-                self.algorithm
-            )
+        .map_err(|source| KeyError::PrivateKey {
+            key: name.clone(),
+            algorithm: self.algorithm,
+            source,
         })
     }
 
@@ -146,8 +226,8 @@ impl KeySet {
     /// Loads every key of `[auth]`.
     ///
     /// # Errors
-    /// A message naming the config key that is missing or unusable.
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    /// [`KeyError`] naming the config key that is missing or unusable.
+    pub fn new(config: &AuthConfig) -> Result<Self, KeyError> {
         let default = Material {
             name: "auth".into(),
             algorithm: config.algorithm,
@@ -181,14 +261,15 @@ impl KeySet {
                 validation: material.validation(config),
             };
             if by_kid.insert(key.kid.clone(), verifying).is_some() {
-                return Err(format!("auth.keys[{i}].kid {:?} is used twice", key.kid));
+                return Err(KeyError::DuplicateKid {
+                    index: i,
+                    kid: key.kid.clone(),
+                });
             }
             if config.signing_kid.as_deref() == Some(key.kid.as_str()) {
-                let key_material = material.encoding()?.ok_or_else(|| {
-                    format!(
-                        "auth.keys[{i}] signs (auth.signing_kid) but has no private key or secret"
-                    )
-                })?;
+                let key_material = material
+                    .encoding()?
+                    .ok_or(KeyError::CannotSign { index: i })?;
                 signing = Some(SigningKey {
                     kid: Some(key.kid.clone()),
                     algorithm: jwt_algorithm(key.algorithm),
@@ -199,9 +280,7 @@ impl KeySet {
         if let Some(kid) = &config.signing_kid
             && signing.is_none()
         {
-            return Err(format!(
-                "auth.signing_kid {kid:?} names no key in auth.keys"
-            ));
+            return Err(KeyError::UnknownSigningKid { kid: kid.clone() });
         }
         Ok(Self {
             default: VerifyingKey {

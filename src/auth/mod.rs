@@ -14,8 +14,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use jwt::{AuthError, Claims, MAX_TOKEN_TTL_SECS, TokenIssuer, TokenVerifier, Verified};
-pub use keys::KeySet;
+pub use jwt::{
+    AuthError, Claims, IssueError, MAX_TOKEN_TTL_SECS, TokenIssuer, TokenVerifier, Verified,
+};
+pub use keys::{KeyError, KeySet};
 
 /// A signing algorithm. Each key is pinned to exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

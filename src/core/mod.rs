@@ -26,7 +26,7 @@ pub use delivery::{Delivery, Payload, WIRE_SLOTS, WireFormat, slots};
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, HubStats, MembershipObserver, TopChannel};
 pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
-pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, Requester};
+pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester};
 pub use publication::{InvalidPublication, PublicationLimits};
 pub use rate_limit::{Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
 pub use registry::Registry;

@@ -4,7 +4,29 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::protocol::ChannelName;
+use crate::protocol::{ChannelName, NameError};
+
+/// Why a channel pattern or the channel rules were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A pattern whose part before an optional trailing `*` is not a channel name.
+    #[error("invalid channel pattern {pattern:?}: {source}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Why its name part is invalid.
+        #[source]
+        source: NameError,
+    },
+    /// A personal namespace with an exact pattern: it has no user id to match.
+    #[error(
+        "channels.namespaces: personal namespace {pattern:?} needs a prefix pattern such as \"inbox:*\""
+    )]
+    PersonalWithoutPrefix {
+        /// The namespace's pattern.
+        pattern: ChannelPattern,
+    },
+}
 
 /// A channel pattern: an exact name, or a prefix ending in `*` (`prices.*`, or `*` for all).
 #[derive(Clone, PartialEq, Eq)]
@@ -17,15 +39,18 @@ impl ChannelPattern {
     /// Parses a pattern.
     ///
     /// # Errors
-    /// If the part before an optional trailing `*` holds a character channel names may not.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`PolicyError::Pattern`] if the part before an optional trailing `*`
+    /// holds a character channel names may not.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let (body, prefix) = match text.strip_suffix('*') {
             Some(body) => (body, true),
             None => (text, false),
         };
         if !(prefix && body.is_empty()) {
-            ChannelName::parse(body, usize::MAX)
-                .map_err(|e| format!("invalid channel pattern {text:?}: {e}"))?;
+            ChannelName::parse(body, usize::MAX).map_err(|source| PolicyError::Pattern {
+                pattern: text.to_owned(),
+                source,
+            })?;
         }
         Ok(Self {
             text: body.to_owned(),
@@ -91,7 +116,10 @@ pub struct Namespace {
 
 impl Namespace {
     /// A namespace with `access` and no publishing or conflation.
-    pub fn new(pattern: &str, access: Access) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// [`PolicyError::Pattern`] if `pattern` is invalid.
+    pub fn new(pattern: &str, access: Access) -> Result<Self, PolicyError> {
         Ok(Self {
             pattern: ChannelPattern::parse(pattern)?,
             access,
@@ -180,17 +208,16 @@ impl ChannelRules {
     /// Checks what a pattern alone cannot: personal namespaces need a prefix pattern.
     ///
     /// # Errors
-    /// A message naming the offending namespace.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`PolicyError::PersonalWithoutPrefix`] naming the offending namespace.
+    pub fn validate(&self) -> Result<(), PolicyError> {
         match self
             .namespaces
             .iter()
             .find(|n| n.access == Access::Personal && !n.pattern.prefix)
         {
-            Some(n) => Err(format!(
-                "channels.namespaces: personal namespace {:?} needs a prefix pattern such as \"inbox:*\"",
-                n.pattern
-            )),
+            Some(n) => Err(PolicyError::PersonalWithoutPrefix {
+                pattern: n.pattern.clone(),
+            }),
             None => Ok(()),
         }
     }

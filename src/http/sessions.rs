@@ -115,7 +115,8 @@ pub(super) async fn create(
     UserId::parse(&request.user)
         .map_err(|e| ApiError::bad_request("invalid_user", format!("invalid user id: {e}")))?;
     for pattern in &request.channels {
-        ChannelPattern::parse(pattern).map_err(|e| ApiError::bad_request("invalid_channel", e))?;
+        ChannelPattern::parse(pattern)
+            .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
     }
     if let Some(claim) = RESERVED_CLAIMS
         .iter()

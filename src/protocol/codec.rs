@@ -142,6 +142,8 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
     message.map_err(invalid)
 }
 
+// The error stays text on purpose: it only ever becomes `DecodeError::reason`,
+// the message sent to the client, and never leaves this module.
 fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, String> {
     match format {
         Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),

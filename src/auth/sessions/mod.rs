@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use self::{memory::MemoryStore, redis::RedisStore};
-use super::{AuthConfig, Claims, TokenIssuer};
+use super::{AuthConfig, Claims, IssueError, TokenIssuer};
 use crate::protocol::UserId;
 
 /// What a session carries into every access token minted for it.
@@ -155,10 +155,10 @@ pub enum SessionError {
     Revoked,
     /// Herald has no key to sign access tokens with.
     #[error("sessions need a signing key: {0}")]
-    NoSigningKey(String),
+    NoSigningKey(#[source] Arc<IssueError>),
     /// Signing failed or the user id is invalid.
-    #[error("{0}")]
-    Issue(String),
+    #[error(transparent)]
+    Issue(IssueError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -200,7 +200,8 @@ pub struct NewSession {
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
-    issuer: Result<TokenIssuer, String>,
+    // Shared: every call that needs to sign reports the one start-up failure.
+    issuer: Result<TokenIssuer, Arc<IssueError>>,
     access_ttl_secs: u64,
     refresh_ttl_secs: u64,
 }
@@ -235,7 +236,7 @@ impl Sessions {
     pub fn new(store: Arc<dyn SessionStore>, config: &AuthConfig) -> Self {
         Self {
             store,
-            issuer: TokenIssuer::new(config),
+            issuer: TokenIssuer::new(config).map_err(Arc::new),
             access_ttl_secs: config.access_ttl_secs,
             refresh_ttl_secs: config.refresh_ttl_secs,
         }
@@ -250,7 +251,7 @@ impl Sessions {
         let issuer = self
             .issuer
             .as_ref()
-            .map_err(|e| SessionError::NoSigningKey(e.clone()))?;
+            .map_err(|e| SessionError::NoSigningKey(Arc::clone(e)))?;
         let claims = Claims {
             extra: record.extra.clone(),
             session: Some(sid.to_owned()),
@@ -275,8 +276,7 @@ impl Sessions {
     /// [`SessionError`] when the user id is invalid, a lifetime is out of
     /// range, nothing can sign, or the store failed.
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
-        UserId::parse(&new.user)
-            .map_err(|e| SessionError::Issue(format!("invalid user id: {e}")))?;
+        UserId::parse(&new.user).map_err(|e| SessionError::Issue(IssueError::User(e)))?;
         let record = Record {
             user: new.user,
             grants: new.grants,
