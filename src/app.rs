@@ -180,6 +180,7 @@ impl App {
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
         let announcer = tokio::spawn(announce(Arc::clone(&state)));
+        let store_checks = tokio::spawn(check_store(Arc::clone(&state)));
         let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
         let stop_accepting = CancellationToken::new();
         let router = http::router(Arc::clone(&state));
@@ -221,6 +222,7 @@ impl App {
         }
         heartbeats.abort();
         announcer.abort();
+        store_checks.abort();
         limiter_upkeep.abort();
         match server.await {
             Ok(result) => result,
@@ -240,6 +242,27 @@ async fn announce(state: Arc<AppState>) {
         let stats = serde_json::to_string(&state.hub.stats(10)).unwrap_or_default();
         if let Err(err) = state.engine.announce(state.hub.node_id(), stats, ttl).await {
             tracing::debug!(error = %err, "announcing node stats failed");
+        }
+    }
+}
+
+/// Checks the session store's health as often as the engine's readers
+/// check theirs, so `/ready` reflects a store outage within the same bound.
+async fn check_store(state: Arc<AppState>) {
+    let every = Duration::from_millis(state.config.engine.ping_interval_ms.max(100));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let store = Arc::clone(state.sessions.store());
+        let was = store.is_available();
+        let now = store.check().await;
+        if was != now {
+            if now {
+                tracing::info!("session store answers again");
+            } else {
+                tracing::warn!("session store does not answer");
+            }
         }
     }
 }

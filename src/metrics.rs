@@ -38,6 +38,18 @@ pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
 pub const ENGINE_RESUBSCRIBE_DURATION: &str = "herald_engine_resubscribe_duration_seconds";
 /// Publish time to local receipt, for publications that carry `ts` (histogram, seconds).
 pub const ENGINE_PUBSUB_LAG: &str = "herald_engine_pubsub_lag_seconds";
+/// Whether one reader shard is connected: 1 or 0, by `shard` (gauge).
+pub const ENGINE_SHARD_CONNECTED: &str = "herald_engine_shard_connected";
+/// Time from Redis's last answer on a reader to declaring it down (histogram, seconds).
+pub const ENGINE_DETECT_DURATION: &str = "herald_engine_detect_seconds";
+/// Time a reader shard spent disconnected, per outage (histogram, seconds).
+pub const ENGINE_DOWN_DURATION: &str = "herald_engine_disconnected_seconds";
+/// Publishes answered "outcome unknown" (sent, no answer in time) (counter).
+pub const PUBLISH_OUTCOME_UNKNOWN: &str = "herald_publish_outcome_unknown_total";
+/// Publications not sent again because their idempotency key was seen (counter).
+pub const PUBLISH_DUPLICATES_SUPPRESSED: &str = "herald_publish_duplicates_suppressed_total";
+/// Whether the session store answered its last command or health check: 1 or 0 (gauge).
+pub const SESSION_STORE_CONNECTED: &str = "herald_session_store_connected";
 
 /// `reason` label of [`MESSAGES_DROPPED`]: the recipient's queue overflowed.
 pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
@@ -71,6 +83,16 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 .set_buckets_for_metric(
                     Matcher::Full(ENGINE_RESUBSCRIBE_DURATION.to_owned()),
                     &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(ENGINE_DETECT_DURATION.to_owned()),
+                    &[0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0],
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(ENGINE_DOWN_DURATION.to_owned()),
+                    &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
                 )
                 .map_err(|e| e.to_string())?
                 .set_buckets_for_metric(
@@ -125,5 +147,31 @@ fn describe() {
     describe_gauge!(
         ENGINE_CONNECTED,
         "Whether the engine can carry publications."
+    );
+    describe_gauge!(
+        ENGINE_SHARD_CONNECTED,
+        "Whether one engine reader shard is connected."
+    );
+    describe_histogram!(
+        ENGINE_DETECT_DURATION,
+        Unit::Seconds,
+        "Time from Redis's last answer on a reader to declaring it down."
+    );
+    describe_histogram!(
+        ENGINE_DOWN_DURATION,
+        Unit::Seconds,
+        "Time a reader shard spent disconnected, per outage."
+    );
+    describe_counter!(
+        PUBLISH_OUTCOME_UNKNOWN,
+        "Publishes sent to Redis that got no answer in time (outcome unknown)."
+    );
+    describe_counter!(
+        PUBLISH_DUPLICATES_SUPPRESSED,
+        "Publications not sent again because their idempotency key was seen."
+    );
+    describe_gauge!(
+        SESSION_STORE_CONNECTED,
+        "Whether the session store answered its last command or health check."
     );
 }

@@ -25,6 +25,11 @@ pub enum EngineError {
     /// The engine lost its backend and is reconnecting.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The operation was sent but no answer came in time: it may or may not
+    /// have taken effect. Never retried by herald; a publisher retries with
+    /// the same idempotency key.
+    #[error("engine did not answer in time; the outcome is unknown")]
+    OutcomeUnknown,
     /// The backend refused the operation.
     #[error("engine operation failed: {0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),

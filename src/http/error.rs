@@ -40,6 +40,15 @@ pub enum ApiError {
     /// 503: the engine cannot carry publications right now.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// 504: the publish was sent but Redis did not answer in time: it may
+    /// or may not be delivered. Retry with the same idempotency key.
+    #[error(
+        "the outcome is unknown: redis did not answer in time; retry with the same idempotency key"
+    )]
+    OutcomeUnknown,
+    /// 503: the session store (Redis) does not answer.
+    #[error("the session store is unavailable; retry later")]
+    StoreUnavailable,
 }
 
 impl ApiError {
@@ -69,6 +78,15 @@ impl ApiError {
     }
 }
 
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(err: crate::engine::EngineError) -> Self {
+        match err {
+            crate::engine::EngineError::OutcomeUnknown => Self::OutcomeUnknown,
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, index) = match &self {
@@ -80,6 +98,12 @@ impl IntoResponse for ApiError {
             Self::Session(code, _) => (StatusCode::UNAUTHORIZED, *code, None),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", None),
+            Self::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),
+            Self::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                None,
+            ),
         };
         let mut error = json!({ "code": code, "message": self.to_string() });
         if let Some(index) = index {

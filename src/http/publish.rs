@@ -84,11 +84,7 @@ async fn send(state: &AppState, batch: Vec<Publication>) -> Result<Vec<usize>, A
             "publish rate limit exceeded; slow down",
         ));
     }
-    state
-        .hub
-        .publish(batch)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+    state.hub.publish(batch).await.map_err(ApiError::from)
 }
 
 /// Publishes one message; answers `{"subscribers": n}` (local subscribers reached).

@@ -50,9 +50,8 @@ impl From<SessionError> for ApiError {
             SessionError::Invalid => Self::Session("invalid_refresh_token", err.to_string()),
             SessionError::Reused { .. } => Self::Session("refresh_token_reused", err.to_string()),
             SessionError::Revoked => Self::Session("session_revoked", err.to_string()),
-            SessionError::NoSigningKey(_) | SessionError::Store(_) => {
-                Self::Unavailable(err.to_string())
-            }
+            SessionError::NoSigningKey(_) => Self::Unavailable(err.to_string()),
+            SessionError::Store(_) => Self::StoreUnavailable,
             SessionError::Issue(message) => Self::bad_request("invalid_session", message),
         }
     }
@@ -69,7 +68,7 @@ async fn limit(state: &AppState, ip: IpAddr) -> Result<(), ApiError> {
         .store()
         .hit(format!("session:{ip}"), Duration::from_secs(60))
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|_| ApiError::StoreUnavailable)?;
     if calls > u64::from(per_minute) {
         Limit::SessionCalls.count();
         return Err(ApiError::RateLimited(

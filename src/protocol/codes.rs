@@ -38,6 +38,9 @@ pub enum ErrorCode {
     PayloadTooLarge = 113,
     /// A `refresh` token was refused (invalid, expired, or another user's).
     TokenRejected = 114,
+    /// The session store (Redis) did not answer; the token was neither
+    /// accepted nor refused. Retry later.
+    SessionStoreUnavailable = 115,
 }
 
 impl ErrorCode {

@@ -7,10 +7,11 @@ use futures_util::StreamExt;
 use redis::{
     ProtocolVersion, PushInfo, PushKind, RedisResult, Value,
     aio::{PubSubSink, PubSubStream},
-    cluster::ClusterClient,
     cluster_async::ClusterConnection,
 };
 use tokio::sync::mpsc;
+
+use crate::config::EngineConfig;
 
 /// Something a reader shard hears on its connection.
 #[derive(Debug)]
@@ -42,6 +43,10 @@ pub(super) trait Connection: Send + 'static {
     ///
     /// Must be cancel safe: the shard selects on it.
     fn next(&mut self) -> impl Future<Output = Option<Event>> + Send;
+    /// A health check: resolves when Redis answered a `PING` on this
+    /// connection. Owns what it needs, so the shard can poll it next to
+    /// `next` without holding the connection.
+    fn ping(&self) -> impl Future<Output = RedisResult<()>> + Send + 'static;
 }
 
 /// Classic pub/sub (SUBSCRIBE/PUBLISH) on one Redis server.
@@ -79,14 +84,19 @@ impl Connection for SingleConn {
             payload: msg.get_payload_bytes().to_vec(),
         })
     }
+
+    fn ping(&self) -> impl Future<Output = RedisResult<()>> + Send + 'static {
+        let mut sink = self.sink.clone();
+        // In subscribed mode the reply is an array ("pong", ""), not "PONG".
+        async move { sink.ping::<Value>().await.map(drop) }
+    }
 }
 
 /// Sharded pub/sub (SSUBSCRIBE/SPUBLISH) on a Redis Cluster: each channel is
 /// served by the shard that owns its slot, so pub/sub traffic spreads over
 /// the cluster instead of being broadcast to every node.
 pub(super) struct Cluster {
-    pub(super) urls: Vec<String>,
-    pub(super) password: Option<String>,
+    pub(super) config: EngineConfig,
 }
 
 pub(super) struct ClusterConn {
@@ -94,31 +104,14 @@ pub(super) struct ClusterConn {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
-impl Cluster {
-    /// A cluster client; RESP3 so that messages arrive as pushes.
-    pub(super) fn client(&self, resp3: bool) -> RedisResult<ClusterClient> {
-        let mut builder = ClusterClient::builder(self.urls.clone());
-        if let Some(password) = &self.password {
-            builder = builder.password(password.clone());
-        }
-        if resp3 {
-            builder = builder.use_protocol(ProtocolVersion::RESP3);
-        }
-        builder.build()
-    }
-}
-
 impl Backend for Cluster {
     type Conn = ClusterConn;
 
     async fn connect(&self) -> RedisResult<ClusterConn> {
         let (tx, pushes) = mpsc::unbounded_channel();
-        let mut builder = ClusterClient::builder(self.urls.clone())
+        let builder = super::cluster_builder(&self.config)
             .use_protocol(ProtocolVersion::RESP3)
             .push_sender(tx);
-        if let Some(password) = &self.password {
-            builder = builder.password(password.clone());
-        }
         let conn = builder.build()?.get_async_connection().await?;
         Ok(ClusterConn { conn, pushes })
     }
@@ -161,6 +154,16 @@ impl Connection for ClusterConn {
                 PushKind::Disconnection => return None,
                 _ => {}
             }
+        }
+    }
+
+    fn ping(&self) -> impl Future<Output = RedisResult<()>> + Send + 'static {
+        let mut conn = self.conn.clone();
+        async move {
+            redis::cmd("PING")
+                .query_async::<Value>(&mut conn)
+                .await
+                .map(drop)
         }
     }
 }

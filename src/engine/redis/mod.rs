@@ -16,12 +16,12 @@ mod backend;
 mod handle;
 mod shard;
 
-pub use handle::RedisHandle;
+pub use handle::{CommandError, RedisHandle};
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -41,26 +41,40 @@ use crate::{
     protocol::{ChannelName, EventName, Publication, unix_ms},
 };
 
-/// How many reader shards are connected, mirrored into the metrics gauge.
+/// Which reader shards are connected, mirrored into the metrics gauges.
 #[derive(Debug)]
 struct Status {
-    up: AtomicUsize,
-    shards: usize,
+    up: Vec<AtomicBool>,
 }
 
 impl Status {
-    fn shard_up(&self) {
-        let up = self.up.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!(names::ENGINE_CONNECTED).set(f64::from(u8::from(up == self.shards)));
+    fn new(shards: usize) -> Self {
+        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
+        for shard in 0..shards {
+            metrics::gauge!(names::ENGINE_SHARD_CONNECTED, "shard" => shard.to_string()).set(0.0);
+        }
+        Self {
+            up: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        }
     }
 
-    fn shard_down(&self) {
-        self.up.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
+    fn set(&self, shard: usize, up: bool) {
+        if let Some(flag) = self.up.get(shard) {
+            flag.store(up, Ordering::Release);
+        }
+        metrics::gauge!(names::ENGINE_SHARD_CONNECTED, "shard" => shard.to_string())
+            .set(f64::from(u8::from(up)));
+        metrics::gauge!(names::ENGINE_CONNECTED).set(f64::from(u8::from(self.connected())));
+    }
+
+    fn shard_up(&self, shard: usize) -> bool {
+        self.up
+            .get(shard)
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
     }
 
     fn connected(&self) -> bool {
-        self.up.load(Ordering::Acquire) == self.shards
+        self.up.iter().all(|flag| flag.load(Ordering::Acquire))
     }
 }
 
@@ -104,11 +118,7 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
-        let status = Arc::new(Status {
-            up: AtomicUsize::new(0),
-            shards: shard_count,
-        });
-        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
+        let status = Arc::new(Status::new(shard_count));
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
             linger: Duration::from_millis(config.unsubscribe_linger_ms),
@@ -119,19 +129,30 @@ impl RedisEngine {
             backoff_max: Duration::from_millis(
                 config.reconnect_max_ms.max(config.reconnect_min_ms),
             ),
+            connect_timeout: config.connect_timeout(),
+            command_timeout: config.command_timeout(),
+            ping_interval: Duration::from_millis(config.ping_interval_ms),
+            ping_timeout: Duration::from_millis(config.ping_timeout_ms),
         };
         let mut shards = Vec::with_capacity(shard_count);
         if config.cluster_urls.is_empty() {
             let client = single_client(config)?;
-            for _ in 0..shard_count {
+            for index in 0..shard_count {
                 let backend = Single {
                     client: client.clone(),
                 };
-                shards.push(spawn_shard(backend, &shard_config, &dispatcher, &status));
+                shards.push(spawn_shard(
+                    index,
+                    backend,
+                    &shard_config,
+                    &dispatcher,
+                    &status,
+                ));
             }
         } else {
-            for _ in 0..shard_count {
+            for index in 0..shard_count {
                 shards.push(spawn_shard(
+                    index,
                     cluster_backend(config),
                     &shard_config,
                     &dispatcher,
@@ -144,7 +165,7 @@ impl RedisEngine {
             writer: RedisHandle::new(config)?,
             status,
             prefix: config.prefix.clone(),
-            timeout: Duration::from_millis(config.command_timeout_ms),
+            timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
                 "PUBLISH"
             } else {
@@ -153,7 +174,8 @@ impl RedisEngine {
         })
     }
 
-    fn shard(&self, channel: &ChannelName) -> &mpsc::UnboundedSender<Command> {
+    /// The index of the reader shard serving `channel`.
+    fn shard_of(&self, channel: &ChannelName) -> usize {
         // FNV-1a: stable and cheap; per-channel order needs only that a
         // channel always maps to the same shard.
         let hash = channel
@@ -162,7 +184,11 @@ impl RedisEngine {
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             });
-        &self.shards[(hash % self.shards.len() as u64) as usize]
+        (hash % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, channel: &ChannelName) -> &mpsc::UnboundedSender<Command> {
+        &self.shards[self.shard_of(channel)]
     }
 
     fn key(&self, channel: &ChannelName) -> String {
@@ -179,7 +205,7 @@ impl RedisEngine {
     fn write<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, EngineError>>
     where
         T: Send + 'static,
-        F: FnOnce(RedisHandle) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+        F: FnOnce(RedisHandle) -> BoxFuture<'static, Result<T, CommandError>> + Send + 'static,
     {
         if !self.status.connected() {
             return futures_util::future::ready(Err(EngineError::Unavailable(
@@ -188,21 +214,24 @@ impl RedisEngine {
             .boxed();
         }
         let writer = self.writer.clone();
-        let timeout = self.timeout;
-        async move {
-            match tokio::time::timeout(timeout, op(writer)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(err)) => Err(EngineError::Unavailable(err.to_string())),
-                Err(_) => Err(EngineError::Unavailable(
-                    "redis did not answer in time".into(),
-                )),
-            }
+        async move { op(writer).await.map_err(engine_error) }.boxed()
+    }
+}
+
+/// What a failed command means for the caller of the engine.
+fn engine_error(err: CommandError) -> EngineError {
+    match err {
+        CommandError::NotSent => EngineError::Unavailable("redis is unreachable".into()),
+        CommandError::Unknown => {
+            metrics::counter!(names::PUBLISH_OUTCOME_UNKNOWN).increment(1);
+            EngineError::OutcomeUnknown
         }
-        .boxed()
+        CommandError::Refused => EngineError::Failed("redis refused the command".into()),
     }
 }
 
 fn spawn_shard<B: Backend>(
+    index: usize,
     backend: B,
     config: &ShardConfig,
     dispatcher: &SharedDispatcher,
@@ -210,6 +239,7 @@ fn spawn_shard<B: Backend>(
 ) -> mpsc::UnboundedSender<Command> {
     let (tx, rx) = mpsc::unbounded_channel();
     let shard = Shard::new(
+        index,
         backend,
         config.clone(),
         rx,
@@ -235,9 +265,31 @@ fn single_client(config: &EngineConfig) -> Result<redis::Client, String> {
 
 fn cluster_backend(config: &EngineConfig) -> Cluster {
     Cluster {
-        urls: config.cluster_urls.clone(),
-        password: config.password.clone(),
+        config: config.clone(),
     }
+}
+
+/// A cluster client builder with the configured password and deadlines.
+fn cluster_builder(config: &EngineConfig) -> redis::cluster::ClusterClientBuilder {
+    let mut builder = redis::cluster::ClusterClient::builder(config.cluster_urls.clone())
+        .connection_timeout(config.connect_timeout())
+        .response_timeout(config.command_timeout());
+    if let Some(password) = &config.password {
+        builder = builder.password(password.clone());
+    }
+    builder
+}
+
+/// A cluster client for commands (RESP2 unless `resp3`).
+fn cluster_client(
+    config: &EngineConfig,
+    resp3: bool,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = cluster_builder(config);
+    if resp3 {
+        builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
+    }
+    builder.build()
 }
 
 impl Engine for RedisEngine {
@@ -255,15 +307,29 @@ impl Engine for RedisEngine {
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        // A shard that is down answers at once; one that is up answers
+        // within its command deadline. The outer deadline covers a shard
+        // caught between the two (reconnecting).
+        if !self.status.shard_up(self.shard_of(&channel)) {
+            return futures_util::future::ready(Err(EngineError::Unavailable(
+                "redis is unreachable".into(),
+            )))
+            .boxed();
+        }
         let (reply, answer) = oneshot::channel();
         let sent = self
             .shard(&channel)
             .send(Command::Subscribe(channel, reply));
+        let deadline = self.timeout;
         async move {
             sent.map_err(|_| EngineError::Unavailable("engine stopped".into()))?;
-            answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("engine stopped".into())))
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(EngineError::Unavailable("engine stopped".into())),
+                Err(_) => Err(EngineError::Unavailable(
+                    "redis did not answer the subscription in time".into(),
+                )),
+            }
         }
         .boxed()
     }
@@ -339,7 +405,9 @@ impl Engine for RedisEngine {
             if !gone.is_empty() {
                 let mut hdel = redis::cmd("HDEL");
                 hdel.arg(&key).arg(gone);
-                let _ = handle.query::<()>(hdel).await;
+                if let Err(err) = handle.query::<()>(hdel).await {
+                    tracing::debug!(error = %err, "forgetting stale nodes failed");
+                }
             }
             Ok(live)
         }

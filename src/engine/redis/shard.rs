@@ -8,6 +8,8 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    future::Future,
+    pin::Pin,
     sync::Arc,
     time::Duration,
 };
@@ -15,7 +17,7 @@ use std::{
 use metrics::{Counter, Histogram};
 use tokio::{
     sync::{mpsc, oneshot},
-    time::{Instant, sleep, sleep_until},
+    time::{Instant, sleep, sleep_until, timeout},
 };
 
 use super::{
@@ -49,6 +51,14 @@ pub(super) struct ShardConfig {
     pub(super) max_data_size: usize,
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
+    /// Deadline of opening the connection.
+    pub(super) connect_timeout: Duration,
+    /// Deadline of each SUBSCRIBE / UNSUBSCRIBE.
+    pub(super) command_timeout: Duration,
+    /// How often a health-check PING is sent.
+    pub(super) ping_interval: Duration,
+    /// How long a PING may go unanswered before the connection counts as lost.
+    pub(super) ping_timeout: Duration,
 }
 
 struct Metrics {
@@ -56,9 +66,12 @@ struct Metrics {
     resubscribe: Histogram,
     lag: Histogram,
     oversized: Counter,
+    detect: Histogram,
+    down: Histogram,
 }
 
 pub(super) struct Shard<B: Backend> {
+    index: usize,
     backend: B,
     config: ShardConfig,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -81,6 +94,7 @@ struct Lost;
 
 impl<B: Backend> Shard<B> {
     pub(super) fn new(
+        index: usize,
         backend: B,
         config: ShardConfig,
         commands: mpsc::UnboundedReceiver<Command>,
@@ -88,6 +102,7 @@ impl<B: Backend> Shard<B> {
         status: Arc<Status>,
     ) -> Self {
         Self {
+            index,
             backend,
             config,
             commands,
@@ -102,6 +117,8 @@ impl<B: Backend> Shard<B> {
                 resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
                 lag: metrics::histogram!(names::ENGINE_PUBSUB_LAG),
                 oversized: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_TOO_LARGE),
+                detect: metrics::histogram!(names::ENGINE_DETECT_DURATION),
+                down: metrics::histogram!(names::ENGINE_DOWN_DURATION),
             },
         }
     }
@@ -109,7 +126,8 @@ impl<B: Backend> Shard<B> {
     /// Runs until the engine is dropped (its command channel closes).
     pub(super) async fn run(mut self) {
         let mut delay = self.config.backoff_min;
-        let mut ever_connected = false;
+        // Set while the shard is down after having been up.
+        let mut down_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
             let conn = match self.connect().await {
@@ -124,44 +142,92 @@ impl<B: Backend> Shard<B> {
                 }
             };
             delay = self.config.backoff_min;
-            self.status.shard_up();
-            if ever_connected {
+            self.status.set(self.index, true);
+            if let Some(since) = down_since.take() {
                 self.metrics.reconnects.increment(1);
                 self.metrics.resubscribe.record(started.elapsed());
-                tracing::info!(channels = self.active.len(), "redis pub/sub reconnected");
+                self.metrics.down.record(since.elapsed());
+                tracing::info!(
+                    shard = self.index,
+                    channels = self.active.len(),
+                    down_for = ?since.elapsed(),
+                    "redis pub/sub reconnected"
+                );
                 // Anything published while we were away is gone: say so.
                 for channel in &self.active {
                     self.dispatcher.notify_gap(channel);
                 }
             }
-            ever_connected = true;
             let closed = self.serve(conn).await;
-            self.status.shard_down();
+            self.status.set(self.index, false);
+            down_since = Some(Instant::now());
             if closed {
                 return;
             }
         }
     }
 
-    /// Connects and resubscribes every channel that still has local subscribers.
-    async fn connect(&mut self) -> redis::RedisResult<B::Conn> {
-        let mut conn = self.backend.connect().await?;
+    /// Connects and resubscribes every channel that still has local
+    /// subscribers, each step within its deadline.
+    async fn connect(&mut self) -> Result<B::Conn, String> {
+        let mut conn = timeout(self.config.connect_timeout, self.backend.connect())
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         // Lingering channels have no local subscribers: let them go.
         self.lingering.clear();
         self.expiry.clear();
         self.confirmations.clear();
         let channels: Vec<String> = self.active.iter().map(|c| self.key(c)).collect();
         for chunk in channels.chunks(1000) {
-            conn.subscribe(chunk.to_vec()).await?;
+            timeout(self.config.command_timeout, conn.subscribe(chunk.to_vec()))
+                .await
+                .map_err(|_| "resubscribing timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
         }
         Ok(conn)
     }
 
     /// Serves a live connection. Returns `true` when the engine is gone.
+    ///
+    /// A PING goes out every `ping_interval` (the next one only once the
+    /// previous was answered); one unanswered within `ping_timeout` means
+    /// Redis is hung or unreachable, whatever the socket says. So a hang is
+    /// detected within `ping_interval + ping_timeout`.
     async fn serve(&mut self, mut conn: B::Conn) -> bool {
+        let mut last_answer = Instant::now();
+        let mut next_ping = Instant::now() + self.config.ping_interval;
+        let mut ping: Option<Pin<Box<dyn Future<Output = PingOutcome> + Send>>> = None;
         loop {
             let linger_deadline = self.expiry.front().map(|(deadline, _)| *deadline);
             tokio::select! {
+                () = sleep_until(next_ping), if ping.is_none() => {
+                    let sent = conn.ping();
+                    let deadline = self.config.ping_timeout;
+                    ping = Some(Box::pin(async move {
+                        match timeout(deadline, sent).await {
+                            Ok(Ok(())) => PingOutcome::Answered,
+                            Ok(Err(_)) => PingOutcome::Failed,
+                            Err(_) => PingOutcome::TimedOut,
+                        }
+                    }));
+                }
+                outcome = poll_ping(&mut ping) => {
+                    ping = None;
+                    if outcome == PingOutcome::Answered {
+                        last_answer = Instant::now();
+                        next_ping = last_answer + self.config.ping_interval;
+                    } else {
+                        self.metrics.detect.record(last_answer.elapsed());
+                        tracing::warn!(
+                            shard = self.index,
+                            silent_for = ?last_answer.elapsed(),
+                            ?outcome,
+                            "redis did not answer the health check; reconnecting"
+                        );
+                        return false;
+                    }
+                }
                 command = self.commands.recv() => {
                     let Some(command) = command else { return true };
                     if self.apply(&mut conn, command).await.is_err() {
@@ -176,7 +242,7 @@ impl<B: Backend> Shard<B> {
                         }
                     }
                     None => {
-                        tracing::warn!("redis pub/sub connection lost");
+                        tracing::warn!(shard = self.index, "redis pub/sub connection lost");
                         return false;
                     }
                 },
@@ -243,7 +309,10 @@ impl<B: Backend> Shard<B> {
             return Ok(());
         }
         let keys = to_subscribe.iter().map(|c| self.key(c)).collect();
-        match conn.subscribe(keys).await {
+        let result = timeout(self.config.command_timeout, conn.subscribe(keys))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        match result {
             Ok(()) => {
                 self.active.extend(to_subscribe);
                 for reply in waiting {
@@ -283,10 +352,13 @@ impl<B: Backend> Shard<B> {
         for key in &expired {
             *self.confirmations.entry(key.clone()).or_default() += 1;
         }
-        conn.unsubscribe(expired).await.map_err(|err| {
-            tracing::warn!(error = %err, "redis unsubscribe failed");
-            Lost
-        })
+        timeout(self.config.command_timeout, conn.unsubscribe(expired))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(|err| {
+                tracing::warn!(error = %err, "redis unsubscribe failed");
+                Lost
+            })
     }
 
     /// The server dropped a subscription we still need (its cluster slot
@@ -308,9 +380,13 @@ impl<B: Backend> Shard<B> {
             return Ok(());
         }
         tracing::info!(%channel, "subscription dropped by the server; resubscribing");
-        conn.subscribe(vec![key.to_owned()])
-            .await
-            .map_err(|_| Lost)?;
+        timeout(
+            self.config.command_timeout,
+            conn.subscribe(vec![key.to_owned()]),
+        )
+        .await
+        .map_err(|_| Lost)?
+        .map_err(|_| Lost)?;
         self.dispatcher.notify_gap(&channel);
         Ok(())
     }
@@ -347,6 +423,31 @@ impl<B: Backend> Shard<B> {
         let name = key.strip_prefix(&self.config.prefix)?;
         ChannelName::parse(name, usize::MAX).ok()
     }
+}
+
+/// How a health-check PING ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingOutcome {
+    Answered,
+    Failed,
+    TimedOut,
+}
+
+/// Resolves with the in-flight PING's outcome; never while none is in flight.
+async fn poll_ping(
+    ping: &mut Option<Pin<Box<dyn Future<Output = PingOutcome> + Send>>>,
+) -> PingOutcome {
+    match ping {
+        Some(ping) => ping.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
 }
 
 /// Full jitter: a random delay up to `delay`, so nodes do not reconnect in lockstep.
