@@ -16,4 +16,5 @@ mod lifecycle;
 mod protocol;
 mod pubsub;
 mod rate_limits;
+mod redis_faults;
 mod redis_nodes;

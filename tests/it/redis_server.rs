@@ -1,6 +1,7 @@
 //! Real `redis-server` processes for tests: one server, or a 3-master
 //! cluster, on free ports, stopped when dropped. Never uses a Redis someone
-//! else started.
+//! else started. Faults are real too: SIGSTOP/SIGCONT (a hung server),
+//! `DEBUG SLEEP` (a slow one), SIGKILL and restart (a crash).
 
 use std::{
     net::TcpListener,
@@ -45,6 +46,51 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Self {
         Self::start_with(free_port(), Vec::new())
+    }
+
+    /// A server that accepts `DEBUG SLEEP` from local clients.
+    pub fn start_with_debug() -> Self {
+        Self::start_with(
+            free_port(),
+            vec!["--enable-debug-command".into(), "local".into()],
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server not running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Stops the process (SIGSTOP): sockets stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `DEBUG SLEEP secs` on its own connection and returns once the
+    /// command is written; the thread ends when Redis answers.
+    pub fn debug_sleep(&self, secs: f64) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let arg = secs.to_string();
+        let command = format!(
+            "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n${}\r\n{arg}\r\n",
+            arg.len()
+        );
+        tcp.write_all(command.as_bytes()).unwrap();
+        std::thread::spawn(move || {
+            let mut reply = [0u8; 5];
+            tcp.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"+OK\r\n", "DEBUG SLEEP refused");
+        })
     }
 
     fn start_with(port: u16, extra: Vec<String>) -> Self {

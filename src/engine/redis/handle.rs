@@ -2,9 +2,15 @@
 //! itself, with a deadline on every command: the engine's write path and the
 //! session store each hold one.
 //!
-//! Nothing here retries: a command whose reply did not arrive may have run,
-//! and only the caller knows whether running it twice is harmless. Errors
-//! say which case they are ([`CommandError`]).
+//! Nothing here retries a command that may have reached Redis: a command
+//! whose reply did not arrive may have run, and only the caller knows
+//! whether running it twice is harmless. Errors say which case they are
+//! ([`CommandError`]). A command that provably never left (no connection)
+//! is sent once more, on the connection the manager rebuilt meanwhile.
+//!
+//! The single-server connection speaks RESP3 so that redis-rs learns of a
+//! closed socket at once (a disconnection push) and reconnects before the
+//! next command, instead of failing that command on the dead socket.
 
 use std::{
     sync::{
@@ -15,7 +21,7 @@ use std::{
 };
 
 use redis::{
-    ErrorKind, FromRedisValue, RedisError, ScriptInvocation,
+    ErrorKind, FromRedisValue, ProtocolVersion, RedisError, ScriptInvocation,
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
@@ -25,7 +31,7 @@ use tokio::sync::OnceCell;
 use crate::config::EngineConfig;
 
 /// Why a command failed, and whether it may have run.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// No connection: Redis never got the command.
     #[error("redis is unreachable")]
@@ -118,7 +124,7 @@ impl RedisHandle {
                 // failing is started again by the next command.
                 .set_number_of_retries(2);
             let manager = ConnectionManager::new_lazy_with_config(
-                super::single_client(config)?,
+                super::single_client(config, ProtocolVersion::RESP3)?,
                 manager_config,
             )
             .map_err(|e| format!("engine.url: {e}"))?;
@@ -144,11 +150,19 @@ impl RedisHandle {
         self.0.healthy.load(Ordering::Acquire)
     }
 
-    async fn deadline<T>(
-        &self,
-        op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, CommandError> {
-        let result = match tokio::time::timeout(self.0.timeout, op).await {
+    /// Runs `op` within the command deadline; once more if the first try
+    /// provably never reached Redis.
+    async fn deadline<T, Fut>(&self, op: impl Fn() -> Fut) -> Result<T, CommandError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempts = async {
+            match op().await {
+                Err(err) if CommandError::classify(&err) == CommandError::NotSent => op().await,
+                other => other,
+            }
+        };
+        let result = match tokio::time::timeout(self.0.timeout, attempts).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "redis command failed");
@@ -166,7 +180,7 @@ impl RedisHandle {
     /// # Errors
     /// [`CommandError`]: whether the pipeline may have run.
     pub async fn pipeline(&self, pipe: redis::Pipeline) -> Result<(), CommandError> {
-        self.deadline(async { on_conn!(self.0, |conn| pipe.query_async::<()>(&mut conn)) })
+        self.deadline(|| async { on_conn!(self.0, |conn| pipe.query_async::<()>(&mut conn)) })
             .await
     }
 
@@ -175,7 +189,7 @@ impl RedisHandle {
     /// # Errors
     /// [`CommandError`]: whether the command may have run.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, CommandError> {
-        self.deadline(async { on_conn!(self.0, |conn| cmd.query_async(&mut conn)) })
+        self.deadline(|| async { on_conn!(self.0, |conn| cmd.query_async(&mut conn)) })
             .await
     }
 
@@ -187,7 +201,7 @@ impl RedisHandle {
         &self,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, CommandError> {
-        self.deadline(async { on_conn!(self.0, |conn| script.invoke_async(&mut conn)) })
+        self.deadline(|| async { on_conn!(self.0, |conn| script.invoke_async(&mut conn)) })
             .await
     }
 

@@ -136,7 +136,8 @@ impl RedisEngine {
         };
         let mut shards = Vec::with_capacity(shard_count);
         if config.cluster_urls.is_empty() {
-            let client = single_client(config)?;
+            // RESP2: the pub/sub connection reads messages as a stream.
+            let client = single_client(config, redis::ProtocolVersion::RESP2)?;
             for index in 0..shard_count {
                 let backend = Single {
                     client: client.clone(),
@@ -250,16 +251,20 @@ fn spawn_shard<B: Backend>(
     tx
 }
 
-fn single_client(config: &EngineConfig) -> Result<redis::Client, String> {
+fn single_client(
+    config: &EngineConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client, String> {
     let mut info: redis::ConnectionInfo = config
         .url
         .as_str()
         .parse()
         .map_err(|e| format!("engine.url: {e}"))?;
+    let mut settings = info.redis_settings().clone().set_protocol(protocol);
     if let Some(password) = &config.password {
-        let settings = info.redis_settings().clone().set_password(password.clone());
-        info = info.set_redis_settings(settings);
+        settings = settings.set_password(password.clone());
     }
+    info = info.set_redis_settings(settings);
     redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
 }
 

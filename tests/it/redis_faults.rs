@@ -1,0 +1,288 @@
+//! Redis faults against real servers: a hung Redis (SIGSTOP), a slow one
+//! (`DEBUG SLEEP`), a restart under the session store, and retried
+//! publishes with idempotency keys. Every test counts, per publication,
+//! what the API answered and how often the subscriber received it, and
+//! asserts none lost (of those answered 200) and none duplicated.
+//!
+//! Timing is never part of correctness: waits are bounded only to catch
+//! hangs; detection is asserted against the documented bound with slack.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use herald::config::{Config, EngineKind};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::{
+    helpers::{Client, TestHub, api_request},
+    redis_server::RedisServer,
+};
+
+/// Slack over a documented bound for scheduling on a loaded test machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+pub(crate) async fn redis_node(
+    redis: &RedisServer,
+    id: &str,
+    edit: impl FnOnce(&mut Config),
+) -> TestHub {
+    let url = redis.url();
+    let hub = TestHub::with(|c| {
+        c.engine.kind = EngineKind::Redis;
+        c.engine.url = url;
+        c.engine.reconnect_min_ms = 50;
+        c.engine.reconnect_max_ms = 500;
+        c.server.node_id = Some(id.into());
+        edit(c);
+    })
+    .await;
+    hub.wait_ready().await;
+    hub
+}
+
+async fn ready_status(hub: &TestHub) -> u16 {
+    reqwest::get(hub.url("/ready"))
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Polls `/ready` until it answers `status`; returns how long that took.
+async fn wait_ready_status(hub: &TestHub, status: u16, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while ready_status(hub).await != status {
+        assert!(
+            started.elapsed() < limit,
+            "/ready did not answer {status} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+/// Publishes `{"n": n}` to `feed`; returns the HTTP status and body.
+async fn publish_n(hub: &TestHub, n: u64, key: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(hub.url("/api/v1/publish"))
+        .bearer_auth(herald::config::DEV_API_KEY)
+        .json(&json!({"channel": "feed", "event": "n", "data": {"n": n}}));
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// What a subscriber of `feed` received: deliveries per `n`, gap notices.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    pub(crate) counts: BTreeMap<u64, usize>,
+    pub(crate) gaps: Vec<String>,
+}
+
+/// Reads `client` until the push `{"end": true}` on `feed`.
+pub(crate) fn read_until_end(mut client: Client) -> JoinHandle<Received> {
+    tokio::spawn(async move {
+        let mut received = Received::default();
+        loop {
+            let message = match client.next_message(Duration::from_secs(60)).await {
+                Some(Ok(message)) => message,
+                other => panic!("reader ended early: {other:?}"),
+            };
+            match message["type"].as_str() {
+                Some("gap") => received
+                    .gaps
+                    .push(message["channel"].as_str().unwrap_or_default().to_owned()),
+                Some("push") if message["data"]["end"] == true => return received,
+                Some("push") => {
+                    let n = message["data"]["n"].as_u64().unwrap();
+                    *received.counts.entry(n).or_default() += 1;
+                }
+                _ => panic!("unexpected message {message}"),
+            }
+        }
+    })
+}
+
+/// Lost = answered 200 and never received; duplicated = received twice or
+/// more; also fails if a publication refused before sending (503) arrived.
+pub(crate) fn audit(label: &str, answers: &BTreeMap<u64, u16>, received: &Received) {
+    let count = |n: &u64| received.counts.get(n).copied().unwrap_or(0);
+    let by_status = |status: u16| answers.values().filter(|s| **s == status).count();
+    let lost = answers
+        .iter()
+        .filter(|(n, s)| **s == 200 && count(n) == 0)
+        .count();
+    let duplicated = received.counts.values().filter(|c| **c > 1).count();
+    let refused_but_delivered = answers
+        .iter()
+        .filter(|(n, s)| **s == 503 && count(n) > 0)
+        .count();
+    let unknown_delivered = answers
+        .iter()
+        .filter(|(n, s)| **s == 504 && count(n) > 0)
+        .count();
+    eprintln!(
+        "[{label}] published {}: 200={} 503={} 504={} (504 delivered once: {unknown_delivered}); \
+         lost={lost} duplicated={duplicated} refused-but-delivered={refused_but_delivered}; gaps={:?}",
+        answers.len(),
+        by_status(200),
+        by_status(503),
+        by_status(504),
+        received.gaps,
+    );
+    assert_eq!(
+        (lost, duplicated, refused_but_delivered),
+        (0, 0, 0),
+        "[{label}] lost, duplicated, refused-but-delivered"
+    );
+    let unexpected: Vec<_> = answers
+        .iter()
+        .filter(|(_, s)| ![200, 503, 504].contains(*s))
+        .collect();
+    assert!(unexpected.is_empty(), "[{label}] statuses: {unexpected:?}");
+}
+
+async fn end(hub: &TestHub, reader: JoinHandle<Received>) -> Received {
+    hub.publish("feed", "end", json!({"end": true})).await;
+    tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the end marker never arrived")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hung_redis_is_detected_within_the_bound_and_nothing_is_delivered_twice() {
+    let redis = RedisServer::start();
+    let publisher = redis_node(&redis, "pub", |_| {}).await;
+    let reader_node = redis_node(&redis, "sub", |_| {}).await;
+    let bound = publisher.state.config.engine.detection_bound();
+    let mut watcher = reader_node.connect("watcher").await;
+    watcher.subscribe("feed").await;
+    let mut probe = reader_node.connect("probe").await;
+    let reader = read_until_end(watcher);
+
+    let mut answers = BTreeMap::new();
+    let mut n = 0;
+    for _ in 0..10 {
+        answers.insert(n, publish_n(&publisher, n, None).await.0);
+        n += 1;
+    }
+
+    redis.pause();
+    let stopped = Instant::now();
+    // Publish while Redis hangs: before detection these are sent and time
+    // out (504), after it they are refused before sending (503).
+    let publishing = {
+        let url = publisher.url("/api/v1/publish");
+        tokio::spawn(async move {
+            let mut answers = BTreeMap::new();
+            let mut n = 1000;
+            while stopped.elapsed() < bound + SLACK * 2 {
+                let (status, _) = api_request(
+                    &url,
+                    Some(herald::config::DEV_API_KEY),
+                    json!({"channel": "feed", "event": "n", "data": {"n": n}}),
+                )
+                .await;
+                answers.insert(n, status);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        })
+    };
+    for node in [&publisher, &reader_node] {
+        wait_ready_status(node, 503, bound + SLACK).await;
+    }
+    let detected = stopped.elapsed();
+    eprintln!("[sigstop] both nodes report 503 after {detected:?} (bound {bound:?})");
+    let (_, stats) = reader_node.get("/api/v1/stats").await;
+    assert_eq!(stats["node"]["engine_connected"], false, "{stats}");
+    // What clients see while Redis is down: error 112 and close 4000.
+    let asked = Instant::now();
+    let reply = probe
+        .request(json!({"type": "subscribe", "id": 9, "channel": "other"}))
+        .await;
+    assert_eq!(reply["code"], 112, "{reply}");
+    eprintln!(
+        "[sigstop] subscribe refused with 112 in {:?}",
+        asked.elapsed()
+    );
+    let mut newcomer = reader_node
+        .connect_raw(&format!("/ws?token={}", reader_node.token("late")), &[])
+        .await;
+    assert_eq!(newcomer.expect_close().await.0, 4000);
+
+    answers.extend(publishing.await.unwrap());
+    redis.resume();
+    let resumed = Instant::now();
+    for node in [&publisher, &reader_node] {
+        node.wait_ready().await;
+    }
+    eprintln!(
+        "[sigstop] ready again {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    for _ in 0..10 {
+        answers.insert(n, publish_n(&publisher, n, None).await.0);
+        n += 1;
+    }
+    let received = end(&publisher, reader).await;
+    audit("sigstop", &answers, &received);
+    let mut gaps = received.gaps;
+    gaps.sort();
+    assert_eq!(gaps, ["broadcast", "feed", "user:watcher"]);
+}
+
+#[tokio::test]
+async fn slow_redis_never_delivers_twice_and_a_longer_timeout_succeeds_once() {
+    let redis = RedisServer::start_with_debug();
+    let impatient = redis_node(&redis, "impatient", |c| c.engine.command_timeout_ms = 500).await;
+    let patient = redis_node(&redis, "patient", |c| c.engine.command_timeout_ms = 8000).await;
+    let mut watcher = patient.connect("watcher").await;
+    watcher.subscribe("feed").await;
+    let reader = read_until_end(watcher);
+    let mut answers = BTreeMap::new();
+
+    // A 0.8 s stall against a 500 ms deadline: the publish is answered
+    // "outcome unknown" and herald does not send it again. (A publish that
+    // reached Redis before the sleep did is answered 200; try again then.)
+    let mut unknown = None;
+    for n in 0..5 {
+        let sleeping = redis.debug_sleep(0.8);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let (status, body) = publish_n(&impatient, n, None).await;
+        answers.insert(n, status);
+        sleeping.join().unwrap();
+        if status == 504 {
+            assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+            unknown = Some(started.elapsed());
+            break;
+        }
+    }
+    let unknown = unknown.expect("no publish met the stall in 5 tries");
+    eprintln!("[debug-sleep] 500 ms deadline: 504 outcome_unknown after {unknown:?}");
+
+    // The same stall against an 8 s deadline: answered 200, delivered once.
+    let sleeping = redis.debug_sleep(0.8);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (status, body) = publish_n(&patient, 100, None).await;
+    sleeping.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    eprintln!(
+        "[debug-sleep] 8 s deadline: 200 after {:?}",
+        started.elapsed()
+    );
+    answers.insert(100, status);
+
+    let received = end(&patient, reader).await;
+    audit("debug-sleep", &answers, &received);
+    assert_eq!(received.counts.get(&100), Some(&1));
+    assert!(received.gaps.is_empty(), "{:?}", received.gaps);
+}
