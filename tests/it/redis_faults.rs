@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::{
-    helpers::{Client, TestHub, api_request},
+    helpers::{Client, TestHub, WAIT, api_request},
     redis_server::RedisServer,
 };
 
@@ -285,4 +285,57 @@ async fn slow_redis_never_delivers_twice_and_a_longer_timeout_succeeds_once() {
     audit("debug-sleep", &answers, &received);
     assert_eq!(received.counts.get(&100), Some(&1));
     assert!(received.gaps.is_empty(), "{:?}", received.gaps);
+}
+
+async fn create_session(hub: &TestHub, user: &str) -> (u16, Value) {
+    hub.api("/api/v1/sessions", json!({ "user": user })).await
+}
+
+#[tokio::test]
+async fn the_first_session_call_after_a_restart_succeeds_and_an_outage_is_no_revocation() {
+    let mut redis = RedisServer::start();
+    // No background health checks: the calls below are the store's first.
+    let hub = redis_node(&redis, "a", |c| c.engine.ping_interval_ms = 600_000).await;
+    let (status, body) = create_session(&hub, "alice").await;
+    assert_eq!(status, 201, "{body}");
+
+    redis.restart();
+    let started = Instant::now();
+    let (status, session) = create_session(&hub, "bob").await;
+    assert_eq!(status, 201, "first call after the restart: {session}");
+    eprintln!(
+        "[session-restart] first session call after restart: {status} in {:?}",
+        started.elapsed()
+    );
+    let access = session["access_token"].as_str().unwrap();
+    let mut client = hub.connect_raw(&format!("/ws?token={access}"), &[]).await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    let (status, refreshed) = api_request(
+        &hub.url("/api/v1/sessions/refresh"),
+        None,
+        json!({ "refresh_token": session["refresh_token"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+
+    // Redis gone: the store says so, distinctly; nothing is called revoked.
+    redis.kill();
+    let reply = client
+        .request(json!({"type": "refresh", "id": 1, "token": refreshed["access_token"]}))
+        .await;
+    assert_eq!(reply["code"], 115, "{reply}");
+    let (status, body) = create_session(&hub, "carol").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("session_store_unavailable")),
+        "{body}"
+    );
+    wait_ready_status(&hub, 503, WAIT).await;
+    // Back again: the first call works, with no failed one before it.
+    redis.restart();
+    let reply = client
+        .request(json!({"type": "refresh", "id": 2, "token": refreshed["access_token"]}))
+        .await;
+    assert_eq!(reply, json!({"type": "ok", "id": 2}));
+    hub.wait_ready().await;
 }
