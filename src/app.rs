@@ -77,7 +77,11 @@ impl App {
         let mut failure = None;
         let app = Self::build_with_engine(config, |dispatcher| -> Arc<dyn Engine> {
             match engine_config.kind {
-                EngineKind::Memory => Arc::new(MemoryEngine::new(dispatcher)),
+                EngineKind::Memory => {
+                    Arc::new(MemoryEngine::new(dispatcher).with_idempotency_window(
+                        Duration::from_millis(engine_config.idempotency_window_ms),
+                    ))
+                }
                 EngineKind::Redis => {
                     match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher))
                     {

@@ -44,6 +44,28 @@ pub enum Kick {
     Revoked,
 }
 
+/// A publication to deliver at most once per idempotency key.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// What to publish.
+    pub publication: Publication,
+    /// The publisher's idempotency key (validated; unique per publication).
+    pub key: String,
+    /// The answer to remember with the key and give to every retry
+    /// (the subscriber count of the first attempt).
+    pub answer: u64,
+}
+
+/// What [`Engine::publish_once`] did with one publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// First time this key was seen: published.
+    Published,
+    /// The key was seen within the window: not published again. Carries the
+    /// answer remembered with the key.
+    Duplicate(u64),
+}
+
 /// Local delivery: where an engine hands what it receives.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Fans `publication` out to this node's subscribers of its channel.
@@ -71,6 +93,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Resolves once the engine has accepted every publication; an error
     /// means none of the batch may be reported as delivered.
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// Publishes each publication unless its key was already used within
+    /// the idempotency window (on any node sharing the engine): the check
+    /// and the publish are one atomic step per publication.
+    ///
+    /// An error means nothing may be reported as delivered; with
+    /// [`EngineError::OutcomeUnknown`] some may have been, and a retry with
+    /// the same keys publishes only the rest.
+    fn publish_once(&self, batch: Vec<Keyed>)
+    -> BoxFuture<'static, Result<Vec<Once>, EngineError>>;
 
     /// A local connection joins `channel` (called on every join).
     ///

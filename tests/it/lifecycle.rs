@@ -96,6 +96,15 @@ impl Engine for FlakyEngine {
             Err(err) => ready(Err(err)).boxed(),
         }
     }
+    fn publish_once(
+        &self,
+        batch: Vec<herald::engine::Keyed>,
+    ) -> BoxFuture<'static, Result<Vec<herald::engine::Once>, EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.publish_once(batch),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
         match self.check() {
             Ok(()) => self.inner.subscribe(channel),

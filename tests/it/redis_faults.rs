@@ -339,3 +339,89 @@ async fn the_first_session_call_after_a_restart_succeeds_and_an_outage_is_no_rev
     assert_eq!(reply, json!({"type": "ok", "id": 2}));
     hub.wait_ready().await;
 }
+
+/// POSTs `body` to `path` with an `Idempotency-Key` header; returns the
+/// status, the `Idempotent-Replayed` header and the body.
+async fn keyed_post(hub: &TestHub, path: &str, key: &str, body: Value) -> (u16, bool, Value) {
+    let response = reqwest::Client::new()
+        .post(hub.url(path))
+        .bearer_auth(herald::config::DEV_API_KEY)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    (
+        status,
+        replayed,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_publish_retried_with_its_key_on_another_node_is_delivered_once() {
+    let redis = RedisServer::start_with_debug();
+    let a = redis_node(&redis, "a", |c| c.engine.command_timeout_ms = 500).await;
+    let b = redis_node(&redis, "b", |_| {}).await;
+    let mut watcher = b.connect("watcher").await;
+    watcher.subscribe("feed").await;
+    let reader = read_until_end(watcher);
+    let mut answers = BTreeMap::new();
+
+    // Answered on A, retried on B: the same answer, flagged as a replay.
+    let one = json!({"channel": "feed", "event": "n", "data": {"n": 1}});
+    let first = keyed_post(&a, "/api/v1/publish", "order-1", one.clone()).await;
+    let retry = keyed_post(&b, "/api/v1/publish", "order-1", one).await;
+    assert_eq!((first.0, first.1), (200, false), "{first:?}");
+    assert_eq!((retry.0, retry.1, &retry.2), (200, true, &first.2));
+    answers.insert(1, 200);
+
+    // The key in the body works the same, and a batch is keyed as a whole.
+    let body =
+        json!({"channel": "feed", "event": "n", "data": {"n": 2}, "idempotency_key": "order-2"});
+    let (status, _) = a.api("/api/v1/publish", body.clone()).await;
+    let (again, replay) = b.api("/api/v1/publish", body).await;
+    assert_eq!((status, again), (200, 200), "{replay}");
+    answers.insert(2, 200);
+    let batch = json!({"publications": [
+        {"channel": "feed", "event": "n", "data": {"n": 3}},
+        {"channel": "feed", "event": "n", "data": {"n": 4}},
+    ]});
+    let first = keyed_post(&a, "/api/v1/publish/batch", "batch-1", batch.clone()).await;
+    let retry = keyed_post(&b, "/api/v1/publish/batch", "batch-1", batch).await;
+    assert_eq!((first.0, retry.0, retry.1), (200, 200, true));
+    assert_eq!(first.2, retry.2);
+    answers.insert(3, 200);
+    answers.insert(4, 200);
+
+    // Unknown outcome on A (Redis stalls past A's deadline), retried on B:
+    // delivered once, whichever of the two Redis ran first.
+    let mut unknown = false;
+    for n in 50..55 {
+        let key = format!("order-{n}");
+        let body = json!({"channel": "feed", "event": "n", "data": {"n": n}});
+        let sleeping = redis.debug_sleep(0.8);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let first = keyed_post(&a, "/api/v1/publish", &key, body.clone()).await;
+        sleeping.join().unwrap();
+        let retry = keyed_post(&b, "/api/v1/publish", &key, body).await;
+        assert_eq!(retry.0, 200, "{retry:?}");
+        answers.insert(n, retry.0);
+        if first.0 == 504 {
+            assert_eq!(first.2["error"]["code"], "outcome_unknown");
+            eprintln!(
+                "[idempotency] n={n}: 504 on A, retry on B answered 200 (replayed: {})",
+                retry.1
+            );
+            unknown = true;
+            break;
+        }
+        // A answered before the stall: B's retry was a replay.
+        assert!(retry.1, "{retry:?}");
+    }
+    assert!(unknown, "no publish met the stall in 5 tries");
+    let received = end(&b, reader).await;
+    audit("idempotency", &answers, &received);
+}

@@ -184,6 +184,18 @@ impl RedisHandle {
             .await
     }
 
+    /// Sends a pipeline and returns its replies. Never retried.
+    ///
+    /// # Errors
+    /// [`CommandError`]: whether the pipeline may have run.
+    pub async fn pipeline_query<T: FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, CommandError> {
+        self.deadline(|| async { on_conn!(self.0, |conn| pipe.query_async::<T>(&mut conn)) })
+            .await
+    }
+
     /// Runs one command. Never retried.
     ///
     /// # Errors

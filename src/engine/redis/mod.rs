@@ -34,7 +34,7 @@ use self::{
     backend::{Backend, Cluster, Single},
     shard::{Command, Shard, ShardConfig},
 };
-use super::{Engine, EngineError, Kick, SharedDispatcher, envelope};
+use super::{Engine, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
 use crate::{
     config::EngineConfig,
     metrics as names,
@@ -87,6 +87,7 @@ pub struct RedisEngine {
     timeout: Duration,
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
     publish_command: &'static str,
+    idempotency_window_ms: u64,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -98,6 +99,18 @@ impl std::fmt::Debug for RedisEngine {
             .finish_non_exhaustive()
     }
 }
+
+/// Publishes once per idempotency key, atomically: KEYS[1] the key, KEYS[2]
+/// the channel (same slot on a cluster: the key's hash tag is the channel);
+/// ARGV window ms, answer to remember, publish command, payload. Returns ''
+/// when it published, or the answer remembered by the first attempt.
+const PUBLISH_ONCE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then
+  redis.call(ARGV[3], KEYS[2], ARGV[4])
+  return ''
+end
+return redis.call('GET', KEYS[1]) or ''
+";
 
 /// How a node's announced stats are stored: with their expiry, in one hash.
 #[derive(Serialize, Deserialize)]
@@ -172,6 +185,7 @@ impl RedisEngine {
             } else {
                 "SPUBLISH"
             },
+            idempotency_window_ms: config.idempotency_window_ms,
         })
     }
 
@@ -194,6 +208,13 @@ impl RedisEngine {
 
     fn key(&self, channel: &ChannelName) -> String {
         format!("{}{channel}", self.prefix)
+    }
+
+    /// Where an idempotency key lives: hash-tagged with the channel's Redis
+    /// name, so that on a cluster it shares the channel's slot and one
+    /// script can check the key and publish.
+    fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
+        format!("{}idem:{{{}}}:{key}", self.prefix, self.key(channel))
     }
 
     /// The command connection (shared with the session store).
@@ -309,6 +330,49 @@ impl Engine for RedisEngine {
                 .ignore();
         }
         self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
+    }
+
+    fn publish_once(
+        &self,
+        batch: Vec<Keyed>,
+    ) -> BoxFuture<'static, Result<Vec<Once>, EngineError>> {
+        // One script per publication, all in one pipeline: each is atomic
+        // (check the key, publish), and on a cluster each goes to its slot.
+        // EVAL, not EVALSHA: a NOSCRIPT reply inside a pipeline would make
+        // the whole batch fail, and the script is short.
+        let mut pipe = redis::pipe();
+        for keyed in &batch {
+            let publication = &keyed.publication;
+            pipe.cmd("EVAL")
+                .arg(PUBLISH_ONCE)
+                .arg(2)
+                .arg(self.idempotency_key(&publication.channel, &keyed.key))
+                .arg(self.key(&publication.channel))
+                .arg(self.idempotency_window_ms)
+                .arg(keyed.answer)
+                .arg(self.publish_command)
+                .arg(envelope::encode(publication));
+        }
+        let write = self.write(move |writer| {
+            async move { writer.pipeline_query::<Vec<String>>(pipe).await }.boxed()
+        });
+        async move {
+            let replies = write.await?;
+            let outcomes: Vec<Once> = replies
+                .iter()
+                .map(|reply| match reply.parse() {
+                    Ok(answer) => Once::Duplicate(answer),
+                    Err(_) => Once::Published,
+                })
+                .collect();
+            let duplicates = outcomes
+                .iter()
+                .filter(|o| matches!(o, Once::Duplicate(_)))
+                .count();
+            metrics::counter!(names::PUBLISH_DUPLICATES_SUPPRESSED).increment(duplicates as u64);
+            Ok(outcomes)
+        }
+        .boxed()
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
