@@ -124,8 +124,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         kick: Kick,
     ) -> BoxFuture<'static, Result<(), EngineError>>;
 
-    /// Whether the engine can currently carry publications.
+    /// Whether the engine can currently carry publications (on a sharded
+    /// backend: for at least some channels; see [`Engine::degraded`]).
     fn is_connected(&self) -> bool;
+
+    /// What the engine cannot serve right now, while [`Engine::is_connected`]
+    /// (e.g. the slots of a Redis Cluster master that is down). Empty when
+    /// everything works.
+    fn degraded(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Records this node's stats (a JSON object) for cluster-wide views,
     /// valid for `ttl_secs`.

@@ -25,7 +25,17 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> impl IntoRespon
     let store_up =
         !state.config.engine.ready_requires_connection || state.sessions.store().is_available();
     if hub.is_ready() && store_up {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        // Still ready with part of a Redis Cluster down: the channels of
+        // the other masters work; say which part does not.
+        let unavailable = state.engine.degraded();
+        if unavailable.is_empty() {
+            (StatusCode::OK, Json(json!({ "status": "ready" })))
+        } else {
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "degraded", "unavailable": unavailable })),
+            )
+        }
     } else {
         let status = if hub.is_draining() {
             "draining"

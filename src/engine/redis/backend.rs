@@ -1,16 +1,38 @@
-//! The two kinds of Redis pub/sub connection a reader shard can hold:
-//! classic pub/sub on one server, and sharded pub/sub on a Redis Cluster.
+//! The kinds of Redis pub/sub connection a reader shard can hold: classic
+//! pub/sub on one server, sharded pub/sub on one Redis Cluster master (one
+//! reader per master), and sharded pub/sub over a whole-cluster connection
+//! (used for TLS clusters).
 
-use std::future::Future;
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use bytes::BytesMut;
 
 use futures_util::StreamExt;
+use redis::ConnectionInfo;
 use redis::{
     ProtocolVersion, PushInfo, PushKind, RedisResult, Value,
     aio::{PubSubSink, PubSubStream},
     cluster_async::ClusterConnection,
 };
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
+use super::{
+    resp::{self, Frame},
+    topology::{self, Node, Topology},
+};
 use crate::config::EngineConfig;
 
 /// Something a reader shard hears on its connection.
@@ -50,6 +72,7 @@ pub(super) trait Connection: Send + 'static {
 }
 
 /// Classic pub/sub (SUBSCRIBE/PUBLISH) on one Redis server.
+#[derive(Clone)]
 pub(super) struct Single {
     pub(super) client: redis::Client,
 }
@@ -95,6 +118,7 @@ impl Connection for SingleConn {
 /// Sharded pub/sub (SSUBSCRIBE/SPUBLISH) on a Redis Cluster: each channel is
 /// served by the shard that owns its slot, so pub/sub traffic spreads over
 /// the cluster instead of being broadcast to every node.
+#[derive(Clone)]
 pub(super) struct Cluster {
     pub(super) config: EngineConfig,
 }
@@ -178,4 +202,241 @@ fn bytes(value: Value) -> Option<Vec<u8>> {
 
 fn text(value: Value) -> Option<String> {
     bytes(value).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// Sharded pub/sub on the one master that currently serves `slot` (and the
+/// other slots of its group): a master going down takes only its own
+/// group's reader with it. Each connect asks the cluster for its slot map,
+/// so a promoted replica or a returning master is found.
+pub(super) struct ClusterNode {
+    /// Nodes to ask for the slot map: the configured seeds, then every node
+    /// the cluster named since.
+    pub(super) seeds: Arc<Mutex<Vec<ConnectionInfo>>>,
+    pub(super) slot: u16,
+    pub(super) connect_timeout: Duration,
+    pub(super) command_timeout: Duration,
+}
+
+impl ClusterNode {
+    fn learn(&self, topology: &Topology) {
+        let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(first) = seeds.first().cloned() else {
+            return;
+        };
+        for node in topology.nodes() {
+            let info = topology::info_for(&first, &node);
+            if !seeds.iter().any(|s| s.addr() == info.addr()) {
+                seeds.push(info);
+            }
+        }
+    }
+}
+
+fn client_error(what: &'static str, detail: String) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, what, detail))
+}
+
+impl Backend for ClusterNode {
+    type Conn = NodeConn;
+
+    async fn connect(&self) -> RedisResult<NodeConn> {
+        let seeds = self
+            .seeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let topology = topology::fetch(&seeds, self.connect_timeout, self.command_timeout)
+            .await
+            .map_err(|e| client_error("cluster slot map unavailable", e))?;
+        self.learn(&topology);
+        let master = topology
+            .master_of(self.slot)
+            .ok_or_else(|| client_error("slot not served", self.slot.to_string()))?;
+        let Some(seed) = seeds.first() else {
+            return Err(client_error("no cluster seed", String::new()));
+        };
+        NodeConn::open(seed.redis_settings(), master, self.command_timeout).await
+    }
+}
+
+/// A RESP2 sharded pub/sub connection to one cluster node.
+pub(super) struct NodeConn {
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    frames: mpsc::UnboundedReceiver<Frame>,
+    /// Counts `PING` replies, which the reader task takes out of the stream.
+    pongs: watch::Receiver<u64>,
+    /// Events read while waiting for subscription confirmations.
+    pending: VecDeque<Event>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for NodeConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl NodeConn {
+    async fn open(
+        settings: &redis::RedisConnectionInfo,
+        node: &Node,
+        deadline: Duration,
+    ) -> RedisResult<Self> {
+        let tcp = TcpStream::connect((node.host.as_str(), node.port)).await?;
+        tcp.set_nodelay(true)?;
+        let (read, write) = tcp.into_split();
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let (pongs_tx, pongs) = watch::channel(0);
+        let reader = tokio::spawn(read_frames(read, frames_tx, pongs_tx));
+        let mut conn = Self {
+            writer: Arc::new(tokio::sync::Mutex::new(write)),
+            frames,
+            pongs,
+            pending: VecDeque::new(),
+            reader,
+        };
+        if let Some(password) = settings.password() {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = settings.username() {
+                auth.push(user.as_bytes());
+            }
+            auth.push(password.as_bytes());
+            conn.write(resp::encode(&auth)).await?;
+            match tokio::time::timeout(deadline, conn.frames.recv()).await {
+                Ok(Some(Frame::Simple(_))) => {}
+                Ok(Some(Frame::Error(err))) => return Err(client_error("AUTH refused", err)),
+                _ => return Err(client_error("AUTH not answered", node.to_string())),
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn write(&self, bytes: Vec<u8>) -> RedisResult<()> {
+        self.writer.lock().await.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    fn event(frame: Frame) -> Option<Event> {
+        let Frame::Array(Some(items)) = frame else {
+            return None;
+        };
+        let mut items = items.into_iter();
+        let kind = items.next()?.into_bytes()?;
+        let channel = String::from_utf8(items.next()?.into_bytes()?).ok()?;
+        match kind.as_slice() {
+            b"smessage" | b"message" => Some(Event::Message {
+                channel,
+                payload: items.next()?.into_bytes()?,
+            }),
+            b"sunsubscribe" => Some(Event::Dropped(channel)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads frames until the connection ends; `PING` replies go to `pongs`.
+async fn read_frames(
+    mut read: OwnedReadHalf,
+    frames: mpsc::UnboundedSender<Frame>,
+    pongs: watch::Sender<u64>,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        match resp::decode(&mut buf) {
+            Ok(Some(frame)) => {
+                if is_pong(&frame) {
+                    pongs.send_modify(|n| *n += 1);
+                } else if frames.send(frame).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(resp::Malformed) => {
+                tracing::warn!("malformed reply from a redis cluster node; reconnecting");
+                return;
+            }
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn is_pong(frame: &Frame) -> bool {
+    match frame {
+        Frame::Simple(text) => text.eq_ignore_ascii_case("pong"),
+        Frame::Array(Some(items)) => items
+            .first()
+            .is_some_and(|kind| matches!(kind, Frame::Bulk(Some(k)) if k == b"pong")),
+        _ => false,
+    }
+}
+
+impl Connection for NodeConn {
+    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+        // One SSUBSCRIBE per channel: channels of a group span many slots.
+        let mut bytes = Vec::new();
+        for channel in &channels {
+            bytes.extend(resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]));
+        }
+        self.write(bytes).await?;
+        let mut confirmed = 0;
+        while confirmed < channels.len() {
+            match self.frames.recv().await {
+                None => return Err(client_error("connection lost", String::new())),
+                Some(Frame::Error(err)) => return Err(client_error("SSUBSCRIBE refused", err)),
+                Some(frame) => {
+                    if let Frame::Array(Some(items)) = &frame
+                        && matches!(items.first(), Some(Frame::Bulk(Some(k))) if k == b"ssubscribe")
+                    {
+                        confirmed += 1;
+                    } else if let Some(event) = Self::event(frame) {
+                        self.pending.push_back(event);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+        // Confirmations arrive as `sunsubscribe` events; the shard counts them.
+        let mut bytes = Vec::new();
+        for channel in &channels {
+            bytes.extend(resp::encode(&[b"SUNSUBSCRIBE", channel.as_bytes()]));
+        }
+        self.write(bytes).await
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        loop {
+            let frame = self.frames.recv().await?;
+            if let Some(event) = Self::event(frame) {
+                return Some(event);
+            }
+        }
+    }
+
+    fn ping(&self) -> impl Future<Output = RedisResult<()>> + Send + 'static {
+        let writer = Arc::clone(&self.writer);
+        let mut pongs = self.pongs.clone();
+        async move {
+            let seen = *pongs.borrow_and_update();
+            writer
+                .lock()
+                .await
+                .write_all(&resp::encode(&[b"PING"]))
+                .await?;
+            pongs
+                .wait_for(|n| *n > seen)
+                .await
+                .map_err(|_| client_error("connection lost", String::new()))?;
+            Ok(())
+        }
+    }
 }

@@ -14,25 +14,23 @@
 
 mod backend;
 mod handle;
+mod readers;
+mod resp;
 mod shard;
+mod topology;
 
 pub use handle::{CommandError, RedisHandle};
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::{
-    backend::{Backend, Cluster, Single},
-    shard::{Command, Shard, ShardConfig},
+    backend::{Cluster, Single},
+    readers::{Readers, Routing},
+    shard::{Command, ShardConfig},
 };
 use super::{Engine, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
 use crate::{
@@ -41,48 +39,10 @@ use crate::{
     protocol::{ChannelName, EventName, Publication, unix_ms},
 };
 
-/// Which reader shards are connected, mirrored into the metrics gauges.
-#[derive(Debug)]
-struct Status {
-    up: Vec<AtomicBool>,
-}
-
-impl Status {
-    fn new(shards: usize) -> Self {
-        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
-        for shard in 0..shards {
-            metrics::gauge!(names::ENGINE_SHARD_CONNECTED, "shard" => shard.to_string()).set(0.0);
-        }
-        Self {
-            up: (0..shards).map(|_| AtomicBool::new(false)).collect(),
-        }
-    }
-
-    fn set(&self, shard: usize, up: bool) {
-        if let Some(flag) = self.up.get(shard) {
-            flag.store(up, Ordering::Release);
-        }
-        metrics::gauge!(names::ENGINE_SHARD_CONNECTED, "shard" => shard.to_string())
-            .set(f64::from(u8::from(up)));
-        metrics::gauge!(names::ENGINE_CONNECTED).set(f64::from(u8::from(self.connected())));
-    }
-
-    fn shard_up(&self, shard: usize) -> bool {
-        self.up
-            .get(shard)
-            .is_some_and(|flag| flag.load(Ordering::Acquire))
-    }
-
-    fn connected(&self) -> bool {
-        self.up.iter().all(|flag| flag.load(Ordering::Acquire))
-    }
-}
-
 /// The Redis (or Redis Cluster) engine.
 pub struct RedisEngine {
-    shards: Vec<mpsc::UnboundedSender<Command>>,
+    readers: Routing,
     writer: RedisHandle,
-    status: Arc<Status>,
     prefix: String,
     timeout: Duration,
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
@@ -93,9 +53,9 @@ pub struct RedisEngine {
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
-            .field("shards", &self.shards.len())
+            .field("readers", &self.readers.get().map(|r| r.shards.len()))
             .field("prefix", &self.prefix)
-            .field("connected", &self.status.connected())
+            .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -131,7 +91,6 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
-        let status = Arc::new(Status::new(shard_count));
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
             linger: Duration::from_millis(config.unsubscribe_linger_ms),
@@ -147,37 +106,37 @@ impl RedisEngine {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
             ping_timeout: Duration::from_millis(config.ping_timeout_ms),
         };
-        let mut shards = Vec::with_capacity(shard_count);
+        let readers: Routing = Arc::default();
         if config.cluster_urls.is_empty() {
             // RESP2: the pub/sub connection reads messages as a stream.
-            let client = single_client(config, redis::ProtocolVersion::RESP2)?;
-            for index in 0..shard_count {
-                let backend = Single {
-                    client: client.clone(),
-                };
-                shards.push(spawn_shard(
-                    index,
-                    backend,
-                    &shard_config,
-                    &dispatcher,
-                    &status,
-                ));
-            }
+            let backend = Single {
+                client: single_client(config, redis::ProtocolVersion::RESP2)?,
+            };
+            let _ = readers.set(Readers::hashed(
+                shard_count,
+                &backend,
+                &shard_config,
+                &dispatcher,
+            ));
+        } else if let Some(seeds) = plain_cluster_seeds(config)? {
+            tokio::spawn(readers::discover(
+                Arc::clone(&readers),
+                seeds,
+                shard_config,
+                dispatcher,
+            ));
         } else {
-            for index in 0..shard_count {
-                shards.push(spawn_shard(
-                    index,
-                    cluster_backend(config),
-                    &shard_config,
-                    &dispatcher,
-                    &status,
-                ));
-            }
+            // TLS: readers over whole-cluster connections (redis-rs speaks TLS).
+            let _ = readers.set(Readers::hashed(
+                shard_count,
+                &cluster_backend(config),
+                &shard_config,
+                &dispatcher,
+            ));
         }
         Ok(Self {
-            shards,
+            readers,
             writer: RedisHandle::new(config)?,
-            status,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
@@ -189,21 +148,17 @@ impl RedisEngine {
         })
     }
 
-    /// The index of the reader shard serving `channel`.
-    fn shard_of(&self, channel: &ChannelName) -> usize {
-        // FNV-1a: stable and cheap; per-channel order needs only that a
-        // channel always maps to the same shard.
-        let hash = channel
-            .as_str()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        (hash % self.shards.len() as u64) as usize
+    /// The reader shard serving `channel`, if the readers are running.
+    fn shard_of(&self, channel: &ChannelName) -> Option<(usize, &Readers)> {
+        let readers = self.readers.get()?;
+        Some((readers.shard_of(&self.key(channel)), readers))
     }
 
-    fn shard(&self, channel: &ChannelName) -> &mpsc::UnboundedSender<Command> {
-        &self.shards[self.shard_of(channel)]
+    /// Whether the reader that would receive `channel` is up: publishing
+    /// to a channel nobody on this node can hear fails fast.
+    fn can_carry(&self, channel: &ChannelName) -> bool {
+        self.shard_of(channel)
+            .is_some_and(|(shard, readers)| readers.status.shard_up(shard))
     }
 
     fn key(&self, channel: &ChannelName) -> String {
@@ -222,14 +177,25 @@ impl RedisEngine {
         self.writer.clone()
     }
 
-    /// Runs `op` on the writer unless a reader is down (fail fast: a
-    /// publication accepted while Redis is away would be lost silently).
-    fn write<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, EngineError>>
+    /// Runs `op` on the writer unless the readers of `channels` are down
+    /// (fail fast: a publication accepted while Redis is away would be lost
+    /// silently); with no channels, unless every reader is down.
+    fn write<'a, T, F>(
+        &self,
+        channels: impl IntoIterator<Item = &'a ChannelName>,
+        op: F,
+    ) -> BoxFuture<'static, Result<T, EngineError>>
     where
         T: Send + 'static,
         F: FnOnce(RedisHandle) -> BoxFuture<'static, Result<T, CommandError>> + Send + 'static,
     {
-        if !self.status.connected() {
+        let mut channels = channels.into_iter().peekable();
+        let up = if channels.peek().is_some() {
+            channels.all(|c| self.can_carry(c))
+        } else {
+            self.is_connected()
+        };
+        if !up {
             return futures_util::future::ready(Err(EngineError::Unavailable(
                 "redis is unreachable".into(),
             )))
@@ -238,6 +204,11 @@ impl RedisEngine {
         let writer = self.writer.clone();
         async move { op(writer).await.map_err(engine_error) }.boxed()
     }
+}
+
+fn unavailable() -> BoxFuture<'static, Result<(), EngineError>> {
+    futures_util::future::ready(Err(EngineError::Unavailable("redis is unreachable".into())))
+        .boxed()
 }
 
 /// What a failed command means for the caller of the engine.
@@ -250,26 +221,6 @@ fn engine_error(err: CommandError) -> EngineError {
         }
         CommandError::Refused => EngineError::Failed("redis refused the command".into()),
     }
-}
-
-fn spawn_shard<B: Backend>(
-    index: usize,
-    backend: B,
-    config: &ShardConfig,
-    dispatcher: &SharedDispatcher,
-    status: &Arc<Status>,
-) -> mpsc::UnboundedSender<Command> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let shard = Shard::new(
-        index,
-        backend,
-        config.clone(),
-        rx,
-        Arc::clone(dispatcher),
-        Arc::clone(status),
-    );
-    tokio::spawn(shard.run());
-    tx
 }
 
 fn single_client(
@@ -287,6 +238,29 @@ fn single_client(
     }
     info = info.set_redis_settings(settings);
     redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
+}
+
+/// The cluster seeds, if none uses TLS (per-master readers speak plain
+/// TCP; a TLS cluster keeps readers over whole-cluster connections).
+fn plain_cluster_seeds(
+    config: &EngineConfig,
+) -> Result<Option<Vec<redis::ConnectionInfo>>, String> {
+    let mut seeds = Vec::new();
+    for url in &config.cluster_urls {
+        let mut info: redis::ConnectionInfo = url
+            .as_str()
+            .parse()
+            .map_err(|e| format!("engine.cluster_urls: {e}"))?;
+        if !matches!(info.addr(), redis::ConnectionAddr::Tcp(..)) {
+            return Ok(None);
+        }
+        if let Some(password) = &config.password {
+            let settings = info.redis_settings().clone().set_password(password.clone());
+            info = info.set_redis_settings(settings);
+        }
+        seeds.push(info);
+    }
+    Ok(Some(seeds))
 }
 
 fn cluster_backend(config: &EngineConfig) -> Cluster {
@@ -329,7 +303,9 @@ impl Engine for RedisEngine {
                 .arg(envelope::encode(publication))
                 .ignore();
         }
-        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
+        self.write(batch.iter().map(|p| &p.channel), move |writer| {
+            async move { writer.pipeline(pipe).await }.boxed()
+        })
     }
 
     fn publish_once(
@@ -353,9 +329,10 @@ impl Engine for RedisEngine {
                 .arg(self.publish_command)
                 .arg(envelope::encode(publication));
         }
-        let write = self.write(move |writer| {
-            async move { writer.pipeline_query::<Vec<String>>(pipe).await }.boxed()
-        });
+        let write = self.write(
+            batch.iter().map(|k| &k.publication.channel),
+            move |writer| async move { writer.pipeline_query::<Vec<String>>(pipe).await }.boxed(),
+        );
         async move {
             let replies = write.await?;
             let outcomes: Vec<Once> = replies
@@ -379,16 +356,14 @@ impl Engine for RedisEngine {
         // A shard that is down answers at once; one that is up answers
         // within its command deadline. The outer deadline covers a shard
         // caught between the two (reconnecting).
-        if !self.status.shard_up(self.shard_of(&channel)) {
-            return futures_util::future::ready(Err(EngineError::Unavailable(
-                "redis is unreachable".into(),
-            )))
-            .boxed();
+        let Some((shard, readers)) = self.shard_of(&channel) else {
+            return unavailable();
+        };
+        if !readers.status.shard_up(shard) {
+            return unavailable();
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .shard(&channel)
-            .send(Command::Subscribe(channel, reply));
+        let sent = readers.shards[shard].send(Command::Subscribe(channel, reply));
         let deadline = self.timeout;
         async move {
             sent.map_err(|_| EngineError::Unavailable("engine stopped".into()))?;
@@ -404,8 +379,11 @@ impl Engine for RedisEngine {
     }
 
     fn unsubscribe(&self, channel: ChannelName) {
-        // A closed shard means the engine is shutting down; nothing to undo.
-        let _ = self.shard(&channel).send(Command::Unsubscribe(channel));
+        // No readers yet: nothing was subscribed. A closed shard means the
+        // engine is shutting down; nothing to undo either.
+        if let Some((shard, readers)) = self.shard_of(&channel) {
+            let _ = readers.shards[shard].send(Command::Unsubscribe(channel));
+        }
     }
 
     fn disconnect(
@@ -418,11 +396,21 @@ impl Engine for RedisEngine {
             .arg(self.key(&channel))
             .arg(envelope::control(kick))
             .ignore();
-        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
+        self.write([&channel], move |writer| {
+            async move { writer.pipeline(pipe).await }.boxed()
+        })
     }
 
     fn is_connected(&self) -> bool {
-        self.status.connected()
+        // On a cluster, one master down leaves the other shards' channels
+        // working: the node stays usable (see `degraded`).
+        self.readers.get().is_some_and(|r| r.status.any_up())
+    }
+
+    fn degraded(&self) -> Vec<String> {
+        self.readers
+            .get()
+            .map_or_else(|| vec!["readers not started".into()], |r| r.status.down())
     }
 
     fn announce(
@@ -443,7 +431,9 @@ impl Engine for RedisEngine {
             Ok(value) => {
                 let mut cmd = redis::cmd("HSET");
                 cmd.arg(key).arg(field).arg(value);
-                self.write(move |writer| async move { writer.query::<()>(cmd).await }.boxed())
+                self.write([], move |writer| {
+                    async move { writer.query::<()>(cmd).await }.boxed()
+                })
             }
             Err(err) => {
                 futures_util::future::ready(Err(EngineError::Failed(Box::new(err)))).boxed()
@@ -456,7 +446,7 @@ impl Engine for RedisEngine {
         let handle = self.writer.clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(&key);
-        let read = self.write(move |writer| {
+        let read = self.write([], move |writer| {
             async move { writer.query::<Vec<(String, String)>>(cmd).await }.boxed()
         });
         async move {

@@ -21,8 +21,8 @@ use tokio::{
 };
 
 use super::{
-    Status,
     backend::{Backend, Connection, Event},
+    readers::Status,
 };
 use crate::{
     engine::{
