@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     helpers::{Client, TestHub, WAIT, api_request},
-    redis_server::RedisServer,
+    redis_server::{RedisCluster, RedisServer},
 };
 
 /// Slack over a documented bound for scheduling on a loaded test machine.
@@ -424,4 +424,188 @@ async fn a_publish_retried_with_its_key_on_another_node_is_delivered_once() {
     assert!(unknown, "no publish met the stall in 5 tries");
     let received = end(&b, reader).await;
     audit("idempotency", &answers, &received);
+}
+
+/// Reads `client` until the push `{"end": true}` on `channel`; counts the
+/// pushes `{"n": n}` on `channel` and notes every gap notice.
+fn read_channel_until_end(mut client: Client, channel: String) -> JoinHandle<Received> {
+    tokio::spawn(async move {
+        let mut received = Received::default();
+        loop {
+            let message = match client.next_message(Duration::from_secs(60)).await {
+                Some(Ok(message)) => message,
+                other => panic!("reader of {channel} ended early: {other:?}"),
+            };
+            match message["type"].as_str() {
+                Some("gap") => received
+                    .gaps
+                    .push(message["channel"].as_str().unwrap_or_default().to_owned()),
+                Some("push") if message["channel"] != channel.as_str() => {}
+                Some("push") if message["data"]["end"] == true => return received,
+                Some("push") => {
+                    let n = message["data"]["n"].as_u64().unwrap();
+                    *received.counts.entry(n).or_default() += 1;
+                }
+                _ => panic!("unexpected message {message}"),
+            }
+        }
+    })
+}
+
+async fn publish_to(hub: &TestHub, channel: &str, data: Value) -> u16 {
+    api_request(
+        &hub.url("/api/v1/publish"),
+        Some(herald::config::DEV_API_KEY),
+        json!({"channel": channel, "event": "n", "data": data}),
+    )
+    .await
+    .0
+}
+
+async fn ready_body(hub: &TestHub) -> Value {
+    match reqwest::get(hub.url("/ready")).await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_takes_over() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let urls = cluster.urls();
+    let node = |id: &'static str| {
+        let urls = urls.clone();
+        TestHub::with(move |c| {
+            c.engine.kind = EngineKind::Redis;
+            c.engine.cluster_urls = urls;
+            c.engine.reconnect_min_ms = 50;
+            c.engine.reconnect_max_ms = 500;
+            c.server.node_id = Some(id.into());
+        })
+    };
+    // Publisher and subscribers on one node: a 200 then means this node's
+    // reader of the channel was subscribed. (A subscriber on another node
+    // whose reader is still reconnecting misses it and gets a gap notice.)
+    let reader_node = node("sub").await;
+    reader_node.wait_ready().await;
+    let publisher = &reader_node;
+    let config = &reader_node.state.config.engine;
+    let backoff_cap = Duration::from_millis(config.reconnect_max_ms);
+    let attempt_bound = config.connect_timeout() + config.command_timeout() * 2;
+
+    // One channel per master; the first one's master will die.
+    let mut channels: Vec<(String, u16)> = Vec::new();
+    for i in 0.. {
+        let channel = format!("orders.{i}");
+        let master = cluster.master_of(cluster.slot_of(&format!("herald:{channel}")));
+        if !channels.iter().any(|(_, m)| *m == master) {
+            channels.push((channel, master));
+        }
+        if channels.len() == 3 {
+            break;
+        }
+    }
+    let (dead_channel, victim) = channels[0].clone();
+    let dead_slot = cluster.slot_of(&format!("herald:{dead_channel}"));
+    let mut readers = Vec::new();
+    for (i, (channel, _)) in channels.iter().enumerate() {
+        let mut client = reader_node.connect(&format!("u{i}")).await;
+        client.subscribe(channel).await;
+        readers.push(read_channel_until_end(client, channel.clone()));
+    }
+    let mut answers: Vec<BTreeMap<u64, u16>> = vec![BTreeMap::new(); channels.len()];
+    let mut n = 0;
+    let publish_round = async |n: u64, answers: &mut Vec<BTreeMap<u64, u16>>| {
+        for (i, (channel, _)) in channels.iter().enumerate() {
+            let status = publish_to(publisher, channel, json!({ "n": n })).await;
+            answers[i].insert(n, status);
+        }
+    };
+    for _ in 0..5 {
+        publish_round(n, &mut answers).await;
+        n += 1;
+    }
+
+    cluster.node_mut(victim).kill();
+    let killed = Instant::now();
+    let mut degraded_at = None;
+    let mut promoted_at = None;
+    let mut recovered_at = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        publish_round(n, &mut answers).await;
+        n += 1;
+        let ready = ready_body(&reader_node).await;
+        if ready["status"] == "degraded" && degraded_at.is_none() {
+            degraded_at = Some(killed.elapsed());
+            eprintln!("[cluster] /ready while the master is down: {ready}");
+        }
+        if promoted_at.is_none() && cluster.master_of(dead_slot) != victim {
+            promoted_at = Some(killed.elapsed());
+        }
+        if promoted_at.is_some() && recovered_at.is_none() && ready["status"] == "ready" {
+            recovered_at = Some(killed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.node_mut(victim).restart();
+    let restarted = Instant::now();
+    reader_node.wait_ready().await;
+    while ready_body(&reader_node).await["status"] != "ready" {
+        assert!(
+            restarted.elapsed() < attempt_bound + SLACK,
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        publish_round(n, &mut answers).await;
+        n += 1;
+    }
+    for (channel, _) in &channels {
+        publisher
+            .publish(channel, "end", json!({"end": true}))
+            .await;
+    }
+    let mut received = Vec::new();
+    for reader in readers {
+        received.push(
+            tokio::time::timeout(Duration::from_secs(30), reader)
+                .await
+                .expect("an end marker never arrived")
+                .unwrap(),
+        );
+    }
+
+    let degraded_at = degraded_at.expect("/ready never said which slots were down");
+    let promoted_at = promoted_at.expect("the replica was not promoted within 10 s");
+    let recovered_at = recovered_at.expect("the promoted replica was not used within 10 s");
+    eprintln!(
+        "[cluster] master killed: /ready degraded after {degraded_at:?}; replica promoted after \
+         {promoted_at:?}; its channels resumed after {recovered_at:?} ({:?} after the promotion; \
+         backoff cap {backoff_cap:?})",
+        recovered_at - promoted_at
+    );
+    for (i, (channel, _)) in channels.iter().enumerate() {
+        audit(&format!("cluster {channel}"), &answers[i], &received[i]);
+        if i == 0 {
+            assert!(received[i].gaps.contains(channel), "{:?}", received[i].gaps);
+        } else {
+            // Healthy shards: every publish accepted, nothing missed.
+            let refused = answers[i].values().filter(|s| **s != 200).count();
+            assert_eq!(
+                refused, 0,
+                "publishes to {channel} refused during the outage"
+            );
+            assert!(
+                !received[i].gaps.contains(channel),
+                "{:?}",
+                received[i].gaps
+            );
+        }
+    }
+    assert!(
+        recovered_at - promoted_at <= backoff_cap + attempt_bound + SLACK,
+        "resumed {:?} after the promotion",
+        recovered_at - promoted_at
+    );
 }

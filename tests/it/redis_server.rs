@@ -172,14 +172,24 @@ fn wait_for_ping(port: u16) {
     }
 }
 
-/// A Redis Cluster of three masters (no replicas).
+/// A Redis Cluster of three masters (and, if asked, one replica each).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(0)
+    }
+
+    /// Three masters with one replica each; a master that stays down for
+    /// the 2 s node timeout is replaced by its replica.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1)
+    }
+
+    fn start_with(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let port = free_port();
                 let config = format!("nodes-{port}.conf");
@@ -203,7 +213,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -211,7 +221,85 @@ impl RedisCluster {
         assert!(status.success(), "redis-cli --cluster create failed");
         let cluster = Self { nodes };
         cluster.wait_ok();
+        if replicas > 0 {
+            cluster.wait_replicas();
+        }
         cluster
+    }
+
+    /// Waits until every replica has synced with its master.
+    fn wait_replicas(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut node.client())
+                    .unwrap();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replicas did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The slot map seen by the first node that answers:
+    /// `(first slot, last slot, master port)`.
+    pub fn slots(&self) -> Vec<(u16, u16, u16)> {
+        for node in &self.nodes {
+            let Ok(mut conn) = redis::Client::open(node.url()).and_then(|c| c.get_connection())
+            else {
+                continue;
+            };
+            let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<redis::Value>(&mut conn)
+            else {
+                continue;
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(n) => u16::try_from(*n).unwrap(),
+                other => panic!("not an int: {other:?}"),
+            };
+            return ranges
+                .iter()
+                .map(|range| {
+                    let redis::Value::Array(fields) = range else {
+                        panic!("bad CLUSTER SLOTS reply")
+                    };
+                    let redis::Value::Array(master) = &fields[2] else {
+                        panic!("bad CLUSTER SLOTS reply")
+                    };
+                    (int(&fields[0]), int(&fields[1]), int(&master[1]))
+                })
+                .collect();
+        }
+        panic!("no cluster node answers")
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].client())
+            .unwrap()
+    }
+
+    /// The port of the master serving `slot` now.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        self.slots()
+            .into_iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, port)| port)
+            .expect("slot not served")
+    }
+
+    /// The node listening on `port`.
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
 
     fn wait_ok(&self) {
