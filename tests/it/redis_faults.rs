@@ -609,3 +609,67 @@ async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_t
         recovered_at - promoted_at
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_cluster_slot_is_followed_with_a_gap_notice() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let hub = TestHub::with(move |c| {
+        c.engine.kind = EngineKind::Redis;
+        c.engine.cluster_urls = urls;
+        c.engine.reconnect_min_ms = 50;
+        c.engine.reconnect_max_ms = 500;
+    })
+    .await;
+    hub.wait_ready().await;
+    let channel = "moving.1";
+    let key = format!("herald:{channel}");
+    let slot = cluster.slot_of(&key);
+    let from = cluster.master_of(slot);
+    let to = cluster
+        .slots()
+        .into_iter()
+        .map(|(_, _, port)| port)
+        .find(|port| *port != from)
+        .unwrap();
+    let mut client = hub.connect("mover").await;
+    client.subscribe(channel).await;
+    assert_eq!(publish_to(&hub, channel, json!({"n": 0})).await, 200);
+    assert_eq!(client.recv_push().await["data"]["n"], 0);
+
+    let moved = Instant::now();
+    cluster.migrate_slot(slot, from, to);
+    // The old owner drops the subscription; herald subscribes at the new
+    // owner through the reader of that master and says a gap may exist.
+    loop {
+        let message = client.recv().await;
+        if message["type"] == "gap" && message["channel"] == channel {
+            break;
+        }
+    }
+    eprintln!(
+        "[migration] slot {slot} moved {from} -> {to}: gap notice after {:?}",
+        moved.elapsed()
+    );
+    assert_eq!(cluster.master_of(slot), to);
+    let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(&key)
+        .query(
+            &mut cluster
+                .nodes
+                .iter()
+                .find(|n| n.port == to)
+                .unwrap()
+                .client(),
+        )
+        .unwrap();
+    assert_eq!(subscribers, 1);
+    assert_eq!(publish_to(&hub, channel, json!({"n": 1})).await, 200);
+    let push = client.recv_push().await;
+    assert_eq!(
+        (push["channel"].as_str(), &push["data"]["n"]),
+        (Some(channel), &json!(1))
+    );
+    client.expect_silence(Duration::from_millis(200)).await;
+}

@@ -297,6 +297,41 @@ impl RedisCluster {
             .expect("slot not served")
     }
 
+    /// Moves `slot` (holding no keys) from the master on `from` to the one
+    /// on `to`, the way `redis-cli --cluster reshard` does.
+    pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) {
+        let node = |port: u16| self.nodes.iter().find(|n| n.port == port).unwrap();
+        let id = |port: u16| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut node(port).client())
+                .unwrap()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let setslot = |port: u16, args: &[&str]| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(args)
+                .query(&mut node(port).client())
+                .unwrap();
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        setslot(to, &["NODE", &to_id]);
+        setslot(from, &["NODE", &to_id]);
+        for other in &self.nodes {
+            if other.port != from && other.port != to {
+                let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id)
+                    .query(&mut other.client());
+            }
+        }
+    }
+
     /// The node listening on `port`.
     pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()

@@ -44,6 +44,15 @@ pub(super) enum Event {
     Dropped(String),
 }
 
+/// A channel whose slot another cluster node serves now (`-MOVED`).
+#[derive(Debug, Clone)]
+pub(super) struct Moved {
+    /// The Redis channel.
+    pub(super) key: String,
+    /// The node serving its slot now, `host:port`.
+    pub(super) node: String,
+}
+
 /// Opens pub/sub connections for one reader shard.
 pub(super) trait Backend: Send + Sync + 'static {
     /// The connection type.
@@ -54,8 +63,12 @@ pub(super) trait Backend: Send + Sync + 'static {
 
 /// One pub/sub connection.
 pub(super) trait Connection: Send + 'static {
-    /// Subscribes to every channel in one command.
-    fn subscribe(&mut self, channels: Vec<String>) -> impl Future<Output = RedisResult<()>> + Send;
+    /// Subscribes to every channel. Returns the channels refused because
+    /// another node serves their slot (only a per-node cluster reader).
+    fn subscribe(
+        &mut self,
+        channels: Vec<String>,
+    ) -> impl Future<Output = RedisResult<Vec<Moved>>> + Send;
     /// Unsubscribes from every channel in one command.
     fn unsubscribe(
         &mut self,
@@ -69,6 +82,11 @@ pub(super) trait Connection: Send + 'static {
     /// connection. Owns what it needs, so the shard can poll it next to
     /// `next` without holding the connection.
     fn ping(&self) -> impl Future<Output = RedisResult<()>> + Send + 'static;
+    /// The node this connection reaches, `host:port`, if it is one node of
+    /// a cluster.
+    fn node(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Classic pub/sub (SUBSCRIBE/PUBLISH) on one Redis server.
@@ -92,8 +110,8 @@ impl Backend for Single {
 }
 
 impl Connection for SingleConn {
-    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
-        self.sink.subscribe(channels).await
+    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<Vec<Moved>> {
+        self.sink.subscribe(channels).await.map(|()| Vec::new())
     }
 
     async fn unsubscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
@@ -142,13 +160,14 @@ impl Backend for Cluster {
 }
 
 impl Connection for ClusterConn {
-    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<Vec<Moved>> {
         // SSUBSCRIBE takes channels of one slot only; redis-rs routes each
-        // command by its first channel, so send one command per channel.
+        // command by its first channel (and follows MOVED), so send one
+        // command per channel.
         for channel in channels {
             self.conn.ssubscribe(channel).await?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn unsubscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
@@ -268,6 +287,8 @@ pub(super) struct NodeConn {
     /// Events read while waiting for subscription confirmations.
     pending: VecDeque<Event>,
     reader: JoinHandle<()>,
+    /// `host:port`.
+    node: String,
 }
 
 impl Drop for NodeConn {
@@ -294,6 +315,7 @@ impl NodeConn {
             pongs,
             pending: VecDeque::new(),
             reader,
+            node: node.to_string(),
         };
         if let Some(password) = settings.password() {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
@@ -364,6 +386,11 @@ async fn read_frames(
     }
 }
 
+fn is_confirmation(frame: &Frame) -> bool {
+    matches!(frame, Frame::Array(Some(items))
+        if matches!(items.first(), Some(Frame::Bulk(Some(k))) if k == b"ssubscribe"))
+}
+
 fn is_pong(frame: &Frame) -> bool {
     match frame {
         Frame::Simple(text) => text.eq_ignore_ascii_case("pong"),
@@ -375,30 +402,43 @@ fn is_pong(frame: &Frame) -> bool {
 }
 
 impl Connection for NodeConn {
-    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<Vec<Moved>> {
         // One SSUBSCRIBE per channel: channels of a group span many slots.
+        // Replies come in command order, messages interleaved.
         let mut bytes = Vec::new();
         for channel in &channels {
             bytes.extend(resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]));
         }
         self.write(bytes).await?;
-        let mut confirmed = 0;
-        while confirmed < channels.len() {
+        let mut moved = Vec::new();
+        let mut replies = channels.into_iter();
+        let mut next = replies.next();
+        while let Some(channel) = next.take() {
             match self.frames.recv().await {
                 None => return Err(client_error("connection lost", String::new())),
-                Some(Frame::Error(err)) => return Err(client_error("SSUBSCRIBE refused", err)),
+                Some(Frame::Error(err)) => match err.strip_prefix("MOVED ") {
+                    Some(target) => moved.push(Moved {
+                        key: channel,
+                        node: target.split(' ').nth(1).unwrap_or_default().to_owned(),
+                    }),
+                    None => return Err(client_error("SSUBSCRIBE refused", err)),
+                },
+                Some(frame) if is_confirmation(&frame) => {}
                 Some(frame) => {
-                    if let Frame::Array(Some(items)) = &frame
-                        && matches!(items.first(), Some(Frame::Bulk(Some(k))) if k == b"ssubscribe")
-                    {
-                        confirmed += 1;
-                    } else if let Some(event) = Self::event(frame) {
+                    if let Some(event) = Self::event(frame) {
                         self.pending.push_back(event);
                     }
+                    next = Some(channel);
+                    continue;
                 }
             }
+            next = replies.next();
         }
-        Ok(())
+        Ok(moved)
+    }
+
+    fn node(&self) -> Option<String> {
+        Some(self.node.clone())
     }
 
     async fn unsubscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {

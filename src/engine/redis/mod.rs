@@ -91,6 +91,7 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
+        let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
             linger: Duration::from_millis(config.unsubscribe_linger_ms),
@@ -105,8 +106,8 @@ impl RedisEngine {
             command_timeout: config.command_timeout(),
             ping_interval: Duration::from_millis(config.ping_interval_ms),
             ping_timeout: Duration::from_millis(config.ping_timeout_ms),
+            peers: Arc::downgrade(&readers),
         };
-        let readers: Routing = Arc::default();
         if config.cluster_urls.is_empty() {
             // RESP2: the pub/sub connection reads messages as a stream.
             let backend = Single {

@@ -9,8 +9,8 @@
 //!   whichever node serves it now (failover, a returning master).
 
 use std::sync::{
-    Arc, Mutex, OnceLock,
-    atomic::{AtomicBool, Ordering},
+    Arc, Mutex, OnceLock, PoisonError,
+    atomic::{AtomicBool, AtomicU16, Ordering},
 };
 
 use tokio::sync::mpsc;
@@ -82,7 +82,9 @@ pub(super) struct Readers {
     pub(super) shards: Vec<mpsc::UnboundedSender<Command>>,
     pub(super) status: Arc<Status>,
     /// On a cluster: the shard of each slot. Otherwise shards by hash.
-    slots: Option<Vec<u16>>,
+    slots: Option<Vec<AtomicU16>>,
+    /// On a cluster: the node each shard is connected to (`host:port`).
+    masters: Vec<Mutex<Option<String>>>,
 }
 
 /// Set once the readers exist (at once, or once the cluster answered).
@@ -95,8 +97,7 @@ impl Readers {
             Some(slots) => usize::from(
                 slots
                     .get(usize::from(topology::slot_of(key.as_bytes())))
-                    .copied()
-                    .unwrap_or(0),
+                    .map_or(0, |shard| shard.load(Ordering::Acquire)),
             ),
             None => {
                 // FNV-1a: stable and cheap; per-channel order needs only
@@ -107,6 +108,37 @@ impl Readers {
                 (hash % self.shards.len().max(1) as u64) as usize
             }
         }
+    }
+
+    /// Records which node shard `index` is connected to.
+    pub(super) fn set_master(&self, index: usize, node: String) {
+        if let Some(master) = self.masters.get(index) {
+            *master.lock().unwrap_or_else(PoisonError::into_inner) = Some(node);
+        }
+    }
+
+    /// Routes the slot of `key` to the shard connected to `node` (not
+    /// `from`) and sends it `command`. Returns that shard, if there is one
+    /// (otherwise `command` is dropped, which answers a pending
+    /// subscription "engine stopped").
+    pub(super) fn move_slot(
+        &self,
+        key: &str,
+        node: &str,
+        from: usize,
+        command: Command,
+    ) -> Option<usize> {
+        let slots = self.slots.as_ref()?;
+        let to = self.masters.iter().position(|m| {
+            m.lock().unwrap_or_else(PoisonError::into_inner).as_deref() == Some(node)
+        })?;
+        if to == from {
+            return None;
+        }
+        let slot = slots.get(usize::from(topology::slot_of(key.as_bytes())))?;
+        slot.store(u16::try_from(to).ok()?, Ordering::Release);
+        self.shards.get(to)?.send(command).ok()?;
+        Some(to)
     }
 
     /// `count` shards over one server, by hash.
@@ -126,6 +158,7 @@ impl Readers {
             shards,
             status,
             slots: None,
+            masters: Vec::new(),
         }
     }
 
@@ -137,7 +170,7 @@ impl Readers {
         dispatcher: &SharedDispatcher,
     ) -> Self {
         let mut masters = Vec::new();
-        let mut slots = vec![0u16; usize::from(SLOTS)];
+        let slots: Vec<AtomicU16> = (0..SLOTS).map(|_| AtomicU16::new(0)).collect();
         let mut labels: Vec<String> = Vec::new();
         let mut first_slots = Vec::new();
         for range in &topology.ranges {
@@ -155,7 +188,9 @@ impl Readers {
             }
             let group = u16::try_from(group).unwrap_or(0);
             for slot in range.start..=range.end.min(SLOTS - 1) {
-                slots[usize::from(slot)] = group;
+                if let Some(entry) = slots.get(usize::from(slot)) {
+                    entry.store(group, Ordering::Relaxed);
+                }
             }
         }
         let status = Arc::new(Status::new(labels));
@@ -173,6 +208,7 @@ impl Readers {
             })
             .collect();
         Self {
+            masters: masters.iter().map(|_| Mutex::new(None)).collect(),
             shards,
             status,
             slots: Some(slots),

@@ -10,7 +10,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock, Weak},
     time::Duration,
 };
 
@@ -21,8 +21,8 @@ use tokio::{
 };
 
 use super::{
-    backend::{Backend, Connection, Event},
-    readers::Status,
+    backend::{Backend, Connection, Event, Moved},
+    readers::{Readers, Status},
 };
 use crate::{
     engine::{
@@ -40,6 +40,9 @@ pub(super) enum Command {
     Subscribe(ChannelName, oneshot::Sender<Result<(), EngineError>>),
     /// This node no longer needs the channel.
     Unsubscribe(ChannelName),
+    /// The channel's cluster slot moved to this shard's master: serve it
+    /// from now on and tell its subscribers they may have missed messages.
+    Adopt(ChannelName),
 }
 
 /// Settings every shard shares.
@@ -59,6 +62,8 @@ pub(super) struct ShardConfig {
     pub(super) ping_interval: Duration,
     /// How long a PING may go unanswered before the connection counts as lost.
     pub(super) ping_timeout: Duration,
+    /// The other shards, to hand over a channel whose slot moved.
+    pub(super) peers: Weak<OnceLock<Readers>>,
 }
 
 struct Metrics {
@@ -178,14 +183,55 @@ impl<B: Backend> Shard<B> {
         self.lingering.clear();
         self.expiry.clear();
         self.confirmations.clear();
+        if let Some(node) = conn.node() {
+            self.with_peers(|readers| readers.set_master(self.index, node));
+        }
         let channels: Vec<String> = self.active.iter().map(|c| self.key(c)).collect();
         for chunk in channels.chunks(1000) {
-            timeout(self.config.command_timeout, conn.subscribe(chunk.to_vec()))
+            let moved = timeout(self.config.command_timeout, conn.subscribe(chunk.to_vec()))
                 .await
                 .map_err(|_| "resubscribing timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
+            for moved in moved {
+                self.hand_over(&moved, None);
+            }
         }
         Ok(conn)
+    }
+
+    fn with_peers<T>(&self, f: impl FnOnce(&Readers) -> T) -> Option<T> {
+        let peers = self.config.peers.upgrade()?;
+        peers.get().map(f)
+    }
+
+    /// Gives `moved` to the shard of the master that serves its slot now;
+    /// with `reply`, that shard answers the pending subscription.
+    fn hand_over(
+        &mut self,
+        moved: &Moved,
+        reply: Option<oneshot::Sender<Result<(), EngineError>>>,
+    ) {
+        let Some(channel) = self.channel_of(&moved.key) else {
+            return;
+        };
+        self.active.remove(&channel);
+        let index = self.index;
+        let handed = self.with_peers(|readers| {
+            let command = match reply {
+                Some(reply) => Command::Subscribe(channel.clone(), reply),
+                None => Command::Adopt(channel.clone()),
+            };
+            readers.move_slot(&moved.key, &moved.node, index, command)
+        });
+        match handed.flatten() {
+            Some(to) => {
+                tracing::info!(%channel, from = index, to, node = %moved.node, "cluster slot moved; channel handed over");
+            }
+            None => {
+                tracing::warn!(%channel, node = %moved.node, "cluster slot moved to a node this herald has no reader for; channel dropped");
+                self.dispatcher.notify_gap(&channel);
+            }
+        }
     }
 
     /// Serves a live connection. Returns `true` when the engine is gone.
@@ -270,6 +316,10 @@ impl<B: Backend> Shard<B> {
                     Some(Command::Unsubscribe(channel)) => {
                         self.active.remove(&channel);
                     }
+                    // Served (with a gap notice) once reconnected.
+                    Some(Command::Adopt(channel)) => {
+                        self.active.insert(channel);
+                    }
                 },
             }
         }
@@ -279,6 +329,7 @@ impl<B: Backend> Shard<B> {
     async fn apply(&mut self, conn: &mut B::Conn, first: Command) -> Result<(), Lost> {
         let mut to_subscribe = Vec::new();
         let mut waiting = Vec::new();
+        let mut adopted = Vec::new();
         let mut command = Some(first);
         while let Some(next) = command {
             match next {
@@ -291,8 +342,14 @@ impl<B: Backend> Shard<B> {
                         waiting.push(reply);
                     }
                 }
+                Command::Adopt(channel) => {
+                    if !self.active.contains(&channel) {
+                        adopted.push(channel);
+                    }
+                }
                 Command::Unsubscribe(channel) => {
                     to_subscribe.retain(|c| c != &channel);
+                    adopted.retain(|c| c != &channel);
                     if self.active.remove(&channel) {
                         let deadline = Instant::now() + self.config.linger;
                         self.lingering.insert(channel.clone(), deadline);
@@ -302,21 +359,41 @@ impl<B: Backend> Shard<B> {
             }
             command = self.commands.try_recv().ok();
         }
-        if to_subscribe.is_empty() {
+        if to_subscribe.is_empty() && adopted.is_empty() {
             for reply in waiting {
                 let _ = reply.send(Ok(()));
             }
             return Ok(());
         }
-        let keys = to_subscribe.iter().map(|c| self.key(c)).collect();
+        let keys = to_subscribe
+            .iter()
+            .chain(&adopted)
+            .map(|c| self.key(c))
+            .collect();
         let result = timeout(self.config.command_timeout, conn.subscribe(keys))
             .await
             .unwrap_or_else(|_| Err(timed_out()));
         match result {
-            Ok(()) => {
-                self.active.extend(to_subscribe);
-                for reply in waiting {
+            Ok(moved) => {
+                let mut replies: HashMap<ChannelName, _> =
+                    to_subscribe.iter().cloned().zip(waiting).collect();
+                for moved in &moved {
+                    let reply = self.channel_of(&moved.key).and_then(|c| replies.remove(&c));
+                    self.hand_over(moved, reply);
+                }
+                let gone: HashSet<&str> = moved.iter().map(|m| m.key.as_str()).collect();
+                for channel in to_subscribe.into_iter().chain(adopted.iter().cloned()) {
+                    if !gone.contains(self.key(&channel).as_str()) {
+                        self.active.insert(channel);
+                    }
+                }
+                for (_, reply) in replies {
                     let _ = reply.send(Ok(()));
+                }
+                for channel in &adopted {
+                    if self.active.contains(channel) {
+                        self.dispatcher.notify_gap(channel);
+                    }
                 }
                 Ok(())
             }
@@ -380,14 +457,18 @@ impl<B: Backend> Shard<B> {
             return Ok(());
         }
         tracing::info!(%channel, "subscription dropped by the server; resubscribing");
-        timeout(
+        let moved = timeout(
             self.config.command_timeout,
             conn.subscribe(vec![key.to_owned()]),
         )
         .await
         .map_err(|_| Lost)?
         .map_err(|_| Lost)?;
-        self.dispatcher.notify_gap(&channel);
+        match moved.first() {
+            // Another master serves the slot now: its shard takes over.
+            Some(moved) => self.hand_over(&moved.clone(), None),
+            None => self.dispatcher.notify_gap(&channel),
+        }
         Ok(())
     }
 
