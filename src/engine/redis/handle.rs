@@ -21,7 +21,7 @@ use std::{
 };
 
 use redis::{
-    ErrorKind, FromRedisValue, ProtocolVersion, RedisError, ScriptInvocation,
+    ErrorKind, FromRedisValue, ProtocolVersion, RedisError, RetryMethod, ScriptInvocation,
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
@@ -33,7 +33,8 @@ use crate::config::EngineConfig;
 /// Why a command failed, and whether it may have run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// No connection: Redis never got the command.
+    /// Redis never ran the command: no connection, or (a single command)
+    /// a cluster redirect such as `MOVED`.
     #[error("redis is unreachable")]
     NotSent,
     /// Sent, but no reply came (deadline, dropped connection): it may or may
@@ -46,12 +47,23 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    fn classify(err: &RedisError) -> Self {
-        if err.is_connection_refusal() {
+    /// What `err` says about a request of `commands` commands.
+    fn classify(err: &RedisError, commands: usize) -> Self {
+        let redirect = matches!(
+            err.retry_method(),
+            RetryMethod::MovedRedirect
+                | RetryMethod::AskRedirect
+                | RetryMethod::WaitAndRetry
+                | RetryMethod::RefreshSlotsAndRetry
+        );
+        if err.is_connection_refusal() || (commands == 1 && redirect) {
             Self::NotSent
-        } else if matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
+        } else if commands == 1 && matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+        {
             Self::Refused
         } else {
+            // A dropped connection, a deadline, or an error inside a
+            // pipeline (the other commands may have run).
             Self::Unknown
         }
     }
@@ -152,13 +164,19 @@ impl RedisHandle {
 
     /// Runs `op` within the command deadline; once more if the first try
     /// provably never reached Redis.
-    async fn deadline<T, Fut>(&self, op: impl Fn() -> Fut) -> Result<T, CommandError>
+    async fn deadline<T, Fut>(
+        &self,
+        commands: usize,
+        op: impl Fn() -> Fut,
+    ) -> Result<T, CommandError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempts = async {
             match op().await {
-                Err(err) if CommandError::classify(&err) == CommandError::NotSent => op().await,
+                Err(err) if CommandError::classify(&err, commands) == CommandError::NotSent => {
+                    op().await
+                }
                 other => other,
             }
         };
@@ -166,7 +184,7 @@ impl RedisHandle {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "redis command failed");
-                Err(CommandError::classify(&err))
+                Err(CommandError::classify(&err, commands))
             }
             Err(_) => Err(CommandError::Unknown),
         };
@@ -180,8 +198,10 @@ impl RedisHandle {
     /// # Errors
     /// [`CommandError`]: whether the pipeline may have run.
     pub async fn pipeline(&self, pipe: redis::Pipeline) -> Result<(), CommandError> {
-        self.deadline(|| async { on_conn!(self.0, |conn| pipe.query_async::<()>(&mut conn)) })
-            .await
+        self.deadline(pipe.len(), || async {
+            on_conn!(self.0, |conn| pipe.query_async::<()>(&mut conn))
+        })
+        .await
     }
 
     /// Sends a pipeline and returns its replies. Never retried.
@@ -192,8 +212,10 @@ impl RedisHandle {
         &self,
         pipe: redis::Pipeline,
     ) -> Result<T, CommandError> {
-        self.deadline(|| async { on_conn!(self.0, |conn| pipe.query_async::<T>(&mut conn)) })
-            .await
+        self.deadline(pipe.len(), || async {
+            on_conn!(self.0, |conn| pipe.query_async::<T>(&mut conn))
+        })
+        .await
     }
 
     /// Runs one command. Never retried.
@@ -201,8 +223,10 @@ impl RedisHandle {
     /// # Errors
     /// [`CommandError`]: whether the command may have run.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, CommandError> {
-        self.deadline(|| async { on_conn!(self.0, |conn| cmd.query_async(&mut conn)) })
-            .await
+        self.deadline(1, || async {
+            on_conn!(self.0, |conn| cmd.query_async(&mut conn))
+        })
+        .await
     }
 
     /// Runs a Lua script (EVALSHA, loading it on first use). Never retried.
@@ -213,15 +237,38 @@ impl RedisHandle {
         &self,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, CommandError> {
-        self.deadline(|| async { on_conn!(self.0, |conn| script.invoke_async(&mut conn)) })
-            .await
+        self.deadline(1, || async {
+            on_conn!(self.0, |conn| script.invoke_async(&mut conn))
+        })
+        .await
     }
 
-    /// Sends `PING`; records whether Redis answered in time.
+    /// Sends `PING` (on a cluster to every master, healthy if one answers:
+    /// the store still serves the sessions of the other masters' slots);
+    /// records whether Redis answered in time.
     ///
     /// # Errors
     /// [`CommandError`] when it did not.
     pub async fn ping(&self) -> Result<(), CommandError> {
-        self.query::<String>(redis::cmd("PING")).await.map(drop)
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        match &self.0.conn {
+            Conn::Single(_) => self.query::<String>(redis::cmd("PING")).await.map(drop),
+            Conn::Cluster { client, conn } => {
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::OneSucceeded),
+                ));
+                self.deadline(1, || async {
+                    let mut conn = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?
+                        .clone();
+                    conn.route_command(redis::cmd("PING"), routing.clone())
+                        .await
+                })
+                .await
+                .map(drop)
+            }
+        }
     }
 }

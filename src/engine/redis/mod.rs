@@ -281,12 +281,14 @@ fn cluster_builder(config: &EngineConfig) -> redis::cluster::ClusterClientBuilde
     builder
 }
 
-/// A cluster client for commands (RESP2 unless `resp3`).
+/// A cluster client for commands (RESP2 unless `resp3`). It never retries
+/// by itself: redis-rs would re-send a command after an I/O error, when it
+/// may already have run; [`RedisHandle`] retries only what did not run.
 fn cluster_client(
     config: &EngineConfig,
     resp3: bool,
 ) -> redis::RedisResult<redis::cluster::ClusterClient> {
-    let mut builder = cluster_builder(config);
+    let mut builder = cluster_builder(config).retries(0);
     if resp3 {
         builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
     }
