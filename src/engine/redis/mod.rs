@@ -1,16 +1,22 @@
 //! The Redis engine: many herald nodes share one Redis or Redis Cluster.
 //!
-//! - **Read path**: channels are spread by hash over `reader_shards` pub/sub
-//!   connections, each read by its own task ([`shard`]) that hands messages
-//!   straight to the local fan-out. A channel is subscribed only while this
-//!   node has local subscribers (plus a short linger).
+//! - **Read path**: pub/sub connections, each read by its own task
+//!   ([`shard`]) that hands messages straight to the local fan-out
+//!   ([`readers`]): on one server channels are spread by hash over
+//!   `reader_shards` connections; on a cluster there is one reader per master
+//!   and a channel goes to the reader of its slot. A channel is subscribed
+//!   only while this node has local subscribers (plus a short linger).
+//! - **Health**: every reader PINGs its connection; one that hears nothing
+//!   within the ping timeout counts as down, however healthy its socket.
 //! - **Write path**: publications go through one multiplexed connection as a
-//!   pipeline; a batch from the API is one pipeline.
+//!   pipeline; a batch from the API is one pipeline. Nothing that may have
+//!   reached Redis is sent again ([`handle`]); idempotency keys make a
+//!   publisher's retry safe.
 //! - **Cluster**: sharded pub/sub (SSUBSCRIBE/SPUBLISH), so each message
 //!   travels only to the shard that owns its channel's slot.
 //! - **Outages**: readers reconnect with exponential backoff and full jitter,
 //!   resubscribe what is still needed and send gap notices; publishing fails
-//!   fast while any reader is down.
+//!   fast for channels whose reader is down.
 
 mod backend;
 mod handle;
