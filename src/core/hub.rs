@@ -85,6 +85,7 @@ impl HubError {
             Self::AlreadySubscribed(_) => ErrorCode::AlreadySubscribed,
             Self::NotSubscribed(_) => ErrorCode::NotSubscribed,
             Self::SubscriptionLimit(_) => ErrorCode::SubscriptionLimit,
+            Self::Engine(EngineError::OutcomeUnknown) => ErrorCode::OutcomeUnknown,
             Self::Engine(_) => ErrorCode::EngineUnavailable,
         }
     }

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// The session store (Redis) did not answer; the token was neither
     /// accepted nor refused. Retry later.
     SessionStoreUnavailable = 115,
+    /// A `publish` reached the engine but no answer came in time: it may or
+    /// may not be delivered (at most once; herald does not send it again).
+    OutcomeUnknown = 116,
 }
 
 impl ErrorCode {
