@@ -141,6 +141,13 @@ impl Readers {
         Some(to)
     }
 
+    /// Sends `command` to the shard that serves the Redis channel `key` now.
+    pub(super) fn send_to_owner(&self, key: &str, command: Command) {
+        if let Some(shard) = self.shards.get(self.shard_of(key)) {
+            let _ = shard.send(command);
+        }
+    }
+
     /// `count` shards over one server, by hash.
     pub(super) fn hashed<B: Backend + Clone>(
         count: usize,

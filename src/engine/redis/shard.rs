@@ -338,8 +338,8 @@ impl<B: Backend> Shard<B> {
                         self.active.insert(channel);
                         let _ = reply.send(Ok(()));
                     } else {
+                        waiting.push((channel.clone(), reply));
                         to_subscribe.push(channel);
-                        waiting.push(reply);
                     }
                 }
                 Command::Adopt(channel) => {
@@ -360,7 +360,7 @@ impl<B: Backend> Shard<B> {
             command = self.commands.try_recv().ok();
         }
         if to_subscribe.is_empty() && adopted.is_empty() {
-            for reply in waiting {
+            for (_, reply) in waiting {
                 let _ = reply.send(Ok(()));
             }
             return Ok(());
@@ -375,11 +375,24 @@ impl<B: Backend> Shard<B> {
             .unwrap_or_else(|_| Err(timed_out()));
         match result {
             Ok(moved) => {
-                let mut replies: HashMap<ChannelName, _> =
-                    to_subscribe.iter().cloned().zip(waiting).collect();
+                let mut replies = waiting;
                 for moved in &moved {
-                    let reply = self.channel_of(&moved.key).and_then(|c| replies.remove(&c));
-                    self.hand_over(moved, reply);
+                    // The new owner's shard answers whoever waits for it.
+                    let channel = self.channel_of(&moved.key);
+                    let (theirs, ours): (Vec<_>, Vec<_>) = replies
+                        .into_iter()
+                        .partition(|(c, _)| Some(c) == channel.as_ref());
+                    replies = ours;
+                    let mut theirs = theirs.into_iter().map(|(_, reply)| reply);
+                    self.hand_over(moved, theirs.next());
+                    for reply in theirs {
+                        if let Some(channel) = &channel {
+                            self.with_peers(|readers| {
+                                let command = Command::Subscribe(channel.clone(), reply);
+                                readers.send_to_owner(&moved.key, command);
+                            });
+                        }
+                    }
                 }
                 let gone: HashSet<&str> = moved.iter().map(|m| m.key.as_str()).collect();
                 for channel in to_subscribe.into_iter().chain(adopted.iter().cloned()) {
@@ -399,7 +412,7 @@ impl<B: Backend> Shard<B> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "redis subscribe failed");
-                for reply in waiting {
+                for (_, reply) in waiting {
                     let _ = reply.send(Err(EngineError::Unavailable(err.to_string())));
                 }
                 Err(Lost)
