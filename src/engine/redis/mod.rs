@@ -413,7 +413,7 @@ impl Engine for RedisEngine {
     fn is_connected(&self) -> bool {
         // On a cluster, one master down leaves the other shards' channels
         // working: the node stays usable (see `degraded`).
-        self.readers.get().is_some_and(|r| r.status.any_up())
+        self.readers.get().is_some_and(Readers::serving)
     }
 
     fn degraded(&self) -> Vec<String> {

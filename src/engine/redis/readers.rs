@@ -91,6 +91,17 @@ pub(super) struct Readers {
 pub(super) type Routing = Arc<OnceLock<Readers>>;
 
 impl Readers {
+    /// Whether the node can serve: on one server every shard must be up
+    /// (they share the server, so one down is an outage in progress); on a
+    /// cluster one master's shard may be down while the others serve.
+    pub(super) fn serving(&self) -> bool {
+        if self.slots.is_some() {
+            self.status.any_up()
+        } else {
+            self.status.all_up()
+        }
+    }
+
     /// The shard serving the Redis channel `key`.
     pub(super) fn shard_of(&self, key: &str) -> usize {
         match &self.slots {

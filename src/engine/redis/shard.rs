@@ -147,7 +147,6 @@ impl<B: Backend> Shard<B> {
                 }
             };
             delay = self.config.backoff_min;
-            self.status.set(self.index, true);
             if let Some(since) = down_since.take() {
                 self.metrics.reconnects.increment(1);
                 self.metrics.resubscribe.record(started.elapsed());
@@ -163,6 +162,9 @@ impl<B: Backend> Shard<B> {
                     self.dispatcher.notify_gap(channel);
                 }
             }
+            // Gap notices first, then "up": once readiness says so, every
+            // affected subscriber has been told.
+            self.status.set(self.index, true);
             let closed = self.serve(conn).await;
             self.status.set(self.index, false);
             down_since = Some(Instant::now());
