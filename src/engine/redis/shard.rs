@@ -181,6 +181,12 @@ impl<B: Backend> Shard<B> {
             .await
             .map_err(|_| "connecting timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        // A hung server accepts TCP connections (the kernel does) but
+        // answers nothing: only an answered PING makes the connection count.
+        timeout(self.config.ping_timeout, conn.ping())
+            .await
+            .map_err(|_| "redis did not answer PING".to_owned())?
+            .map_err(|e| e.to_string())?;
         // Lingering channels have no local subscribers: let them go.
         self.lingering.clear();
         self.expiry.clear();
