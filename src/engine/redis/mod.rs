@@ -1,8 +1,8 @@
 //! The Redis engine: many herald nodes share one Redis or Redis Cluster.
 //!
 //! - **Read path**: pub/sub connections, each read by its own task
-//!   ([`shard`]) that hands messages straight to the local fan-out
-//!   ([`readers`]): on one server channels are spread by hash over
+//!   (`shard`) that hands messages straight to the local fan-out
+//!   (`readers`): on one server channels are spread by hash over
 //!   `reader_shards` connections; on a cluster there is one reader per master
 //!   and a channel goes to the reader of its slot. A channel is subscribed
 //!   only while this node has local subscribers (plus a short linger).
@@ -10,7 +10,7 @@
 //!   within the ping timeout counts as down, however healthy its socket.
 //! - **Write path**: publications go through one multiplexed connection as a
 //!   pipeline; a batch from the API is one pipeline. Nothing that may have
-//!   reached Redis is sent again ([`handle`]); idempotency keys make a
+//!   reached Redis is sent again (`handle`); idempotency keys make a
 //!   publisher's retry safe.
 //! - **Cluster**: sharded pub/sub (SSUBSCRIBE/SPUBLISH), so each message
 //!   travels only to the shard that owns its channel's slot.
@@ -197,16 +197,15 @@ impl RedisEngine {
         F: FnOnce(RedisHandle) -> BoxFuture<'static, Result<T, CommandError>> + Send + 'static,
     {
         let mut channels = channels.into_iter().peekable();
-        let up = if channels.peek().is_some() {
-            channels.all(|c| self.can_carry(c))
+        let down = if channels.peek().is_some() {
+            channels
+                .find(|c| !self.can_carry(c))
+                .map(|c| format!("the redis shard serving {c} is unreachable"))
         } else {
-            self.is_connected()
+            (!self.is_connected()).then(|| "redis is unreachable".to_owned())
         };
-        if !up {
-            return futures_util::future::ready(Err(EngineError::Unavailable(
-                "redis is unreachable".into(),
-            )))
-            .boxed();
+        if let Some(why) = down {
+            return futures_util::future::ready(Err(EngineError::Unavailable(why))).boxed();
         }
         let writer = self.writer.clone();
         async move { op(writer).await.map_err(engine_error) }.boxed()
