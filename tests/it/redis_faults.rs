@@ -469,8 +469,29 @@ async fn ready_body(hub: &TestHub) -> Value {
     }
 }
 
+/// How a cluster master fails in [`master_down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL, then a restart (it rejoins as a replica).
+    Crash,
+    /// SIGSTOP, then SIGCONT (it learns it was replaced).
+    Hang,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_takes_over() {
+    master_down(Fault::Crash).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cluster_master_is_detected_and_leaves_other_shards_undisturbed() {
+    master_down(Fault::Hang).await;
+}
+
+/// One master of a 3-master cluster with replicas fails for 10 s while a
+/// node publishes to one channel per master every ~50 ms.
+async fn master_down(fault: Fault) {
+    let label = format!("cluster {fault:?}");
     let mut cluster = RedisCluster::start_with_replicas();
     let urls = cluster.urls();
     let node = |id: &'static str| {
@@ -521,23 +542,46 @@ async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_t
             answers[i].insert(n, status);
         }
     };
+    // During the outage publishes run concurrently, so that one waiting out
+    // its deadline on the failed master does not slow the others down.
+    let url = publisher.url("/api/v1/publish");
+    let spawn_round = |n: u64| -> Vec<JoinHandle<(usize, u64, u16)>> {
+        channels
+            .iter()
+            .enumerate()
+            .map(|(i, (channel, _))| {
+                let (url, channel) = (url.clone(), channel.clone());
+                tokio::spawn(async move {
+                    let body = json!({"channel": channel, "event": "n", "data": {"n": n}});
+                    let status = api_request(&url, Some(herald::config::DEV_API_KEY), body)
+                        .await
+                        .0;
+                    (i, n, status)
+                })
+            })
+            .collect()
+    };
+    let mut in_flight = Vec::new();
     for _ in 0..5 {
         publish_round(n, &mut answers).await;
         n += 1;
     }
 
-    cluster.node_mut(victim).kill();
+    match fault {
+        Fault::Crash => cluster.node_mut(victim).kill(),
+        Fault::Hang => cluster.node_mut(victim).pause(),
+    }
     let killed = Instant::now();
     let mut degraded_at = None;
     let mut promoted_at = None;
     let mut recovered_at = None;
     while killed.elapsed() < Duration::from_secs(10) {
-        publish_round(n, &mut answers).await;
+        in_flight.extend(spawn_round(n));
         n += 1;
         let ready = ready_body(&reader_node).await;
         if ready["status"] == "degraded" && degraded_at.is_none() {
             degraded_at = Some(killed.elapsed());
-            eprintln!("[cluster] /ready while the master is down: {ready}");
+            eprintln!("[{label}] /ready while the master is down: {ready}");
         }
         if promoted_at.is_none() && cluster.master_of(dead_slot) != victim {
             promoted_at = Some(killed.elapsed());
@@ -547,7 +591,14 @@ async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_t
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    cluster.node_mut(victim).restart();
+    for publish in in_flight {
+        let (i, n, status) = publish.await.unwrap();
+        answers[i].insert(n, status);
+    }
+    match fault {
+        Fault::Crash => cluster.node_mut(victim).restart(),
+        Fault::Hang => cluster.node_mut(victim).resume(),
+    }
     let restarted = Instant::now();
     reader_node.wait_ready().await;
     while ready_body(&reader_node).await["status"] != "ready" {
@@ -580,13 +631,20 @@ async fn a_dead_cluster_master_leaves_other_shards_undisturbed_and_its_replica_t
     let promoted_at = promoted_at.expect("the replica was not promoted within 10 s");
     let recovered_at = recovered_at.expect("the promoted replica was not used within 10 s");
     eprintln!(
-        "[cluster] master killed: /ready degraded after {degraded_at:?}; replica promoted after \
+        "[{label}] master down: /ready degraded after {degraded_at:?}; replica promoted after \
          {promoted_at:?}; its channels resumed after {recovered_at:?} ({:?} after the promotion; \
          backoff cap {backoff_cap:?})",
         recovered_at - promoted_at
     );
+    if fault == Fault::Hang {
+        let bound = config.detection_bound();
+        assert!(
+            degraded_at <= bound + SLACK,
+            "hang detected after {degraded_at:?}"
+        );
+    }
     for (i, (channel, _)) in channels.iter().enumerate() {
-        audit(&format!("cluster {channel}"), &answers[i], &received[i]);
+        audit(&format!("{label} {channel}"), &answers[i], &received[i]);
         if i == 0 {
             assert!(received[i].gaps.contains(channel), "{:?}", received[i].gaps);
         } else {
