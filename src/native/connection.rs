@@ -250,17 +250,6 @@ impl Connection {
     async fn pump(&mut self, session: &Arc<Session>, subs: &mut Subscriptions) -> Result<(), End> {
         let mut batch = Vec::new();
         let mut limiter = self.state.limits.message_limiter();
-        {
-            let a = std::mem::size_of_val(&self.write_batch(&[], false));
-            let b = std::mem::size_of_val(&self.next_request());
-            eprintln!(
-                "SIZE limiter={} write_batch={} next_request={} ready={}",
-                std::mem::size_of_val(&limiter),
-                a,
-                b,
-                std::mem::size_of_val(&session.outbox().ready())
-            );
-        }
         loop {
             tokio::select! {
                 // Outbound first: a client that floods requests must not
