@@ -16,5 +16,6 @@ mod lifecycle;
 mod protocol;
 mod pubsub;
 mod rate_limits;
+mod redis_cluster_faults;
 mod redis_faults;
 mod redis_nodes;
