@@ -322,4 +322,14 @@ async fn a_migrated_cluster_slot_is_followed_with_a_gap_notice() {
         (Some(channel), &json!(1))
     );
     client.expect_silence(Duration::from_millis(200)).await;
+
+    // Keyed publishing works on a cluster too: the key shares the channel's
+    // slot, so one script checks it and SPUBLISHes.
+    let body =
+        json!({"channel": channel, "event": "n", "data": {"n": 2}, "idempotency_key": "c-1"});
+    let (first, _) = hub.api("/api/v1/publish", body.clone()).await;
+    let (again, _) = hub.api("/api/v1/publish", body).await;
+    assert_eq!((first, again), (200, 200));
+    assert_eq!(client.recv_push().await["data"]["n"], 2);
+    client.expect_silence(Duration::from_millis(200)).await;
 }
