@@ -508,10 +508,19 @@ async fn refresh(state: &AppState, session: &Session, token: &str) -> Result<(),
     if verified.session.as_deref() != session.session() {
         return Err(reject("it belongs to another session"));
     }
-    if let Some(sid) = &verified.session
-        && !matches!(state.sessions.is_revoked(sid).await, Ok(false))
-    {
-        return Err(reject("the session is revoked"));
+    if let Some(sid) = &verified.session {
+        match state.sessions.is_revoked(sid).await {
+            Ok(false) => {}
+            Ok(true) => return Err(reject("the session is revoked")),
+            // An outage is not an answer about the session.
+            Err(err) => {
+                tracing::warn!(error = %err, "checking session revocation failed");
+                return Err(Refusal::code(
+                    ErrorCode::SessionStoreUnavailable,
+                    "the session store is unavailable; retry later",
+                ));
+            }
+        }
     }
     session.set_expiry(verified.expires_at.saturating_mul(1000));
     Ok(())
