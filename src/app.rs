@@ -94,7 +94,11 @@ impl App {
         let mut failure = None;
         let app = Self::build_with_engine(config, |dispatcher| -> Arc<dyn Engine> {
             match engine_config.kind {
-                EngineKind::Memory => Arc::new(MemoryEngine::new(dispatcher)),
+                EngineKind::Memory => {
+                    Arc::new(MemoryEngine::new(dispatcher).with_idempotency_window(
+                        Duration::from_millis(engine_config.idempotency_window_ms),
+                    ))
+                }
                 EngineKind::Redis => {
                     match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher))
                     {
@@ -135,7 +139,11 @@ impl App {
         let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
         let engine = engine(Arc::clone(&registry) as SharedDispatcher);
         let store: Arc<dyn SessionStore> = match config.engine.kind {
-            EngineKind::Memory => Arc::new(MemoryStore::default()),
+            EngineKind::Memory => {
+                // In-process: always there, unlike a Redis store it checks.
+                metrics::gauge!(crate::metrics::SESSION_STORE_CONNECTED).set(1.0);
+                Arc::new(MemoryStore::default())
+            }
             EngineKind::Redis => Arc::new(RedisStore::new(
                 RedisHandle::new(&config.engine).map_err(StartError::Engine)?,
                 config.engine.prefix.clone(),
@@ -256,6 +264,7 @@ impl App {
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
         let announcer = tokio::spawn(announce(Arc::clone(&state)));
+        let store_checks = tokio::spawn(check_store(Arc::clone(&state)));
         let limiter_upkeep = tokio::spawn(shrink_limiters(Arc::clone(&state)));
         let stop = Shutdown::default();
         let connections = TaskTracker::new();
@@ -301,6 +310,7 @@ impl App {
         }
         heartbeats.abort();
         announcer.abort();
+        store_checks.abort();
         limiter_upkeep.abort();
         Ok(())
     }
@@ -389,6 +399,27 @@ async fn announce(state: Arc<AppState>) {
         let stats = serde_json::to_string(&state.hub.stats(10)).unwrap_or_default();
         if let Err(err) = state.engine.announce(state.hub.node_id(), stats, ttl).await {
             tracing::debug!(error = %err, "announcing node stats failed");
+        }
+    }
+}
+
+/// Checks the session store's health as often as the engine's readers
+/// check theirs, so `/ready` reflects a store outage within the same bound.
+async fn check_store(state: Arc<AppState>) {
+    let every = Duration::from_millis(state.config.engine.ping_interval_ms.max(100));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let store = Arc::clone(state.sessions.store());
+        let was = store.is_available();
+        let now = store.check().await;
+        if was != now {
+            if now {
+                tracing::info!("session store answers again");
+            } else {
+                tracing::warn!("session store does not answer");
+            }
         }
     }
 }

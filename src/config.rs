@@ -178,8 +178,18 @@ pub struct EngineConfig {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay, ms.
     pub reconnect_max_ms: u64,
-    /// Longest a publish may wait for Redis before failing, ms.
+    /// Deadline of every Redis command (publish, subscribe, unsubscribe,
+    /// session store, node registry), ms.
     pub command_timeout_ms: u64,
+    /// Deadline of opening a Redis connection (handshake included), ms.
+    pub connect_timeout_ms: u64,
+    /// How often each pub/sub reader sends a health-check PING, ms.
+    pub ping_interval_ms: u64,
+    /// How long a reader waits for a PING reply before it declares Redis
+    /// down, ms. A hung Redis is detected within `ping_interval_ms + ping_timeout_ms`.
+    pub ping_timeout_ms: u64,
+    /// How long an idempotency key of a publish is remembered, ms.
+    pub idempotency_window_ms: u64,
     /// How often this node records its stats in Redis for `/api/v1/stats`, ms.
     pub announce_interval_ms: u64,
 }
@@ -199,8 +209,29 @@ impl Default for EngineConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 5000,
             command_timeout_ms: 2000,
+            connect_timeout_ms: 1000,
+            ping_interval_ms: 1000,
+            ping_timeout_ms: 2000,
+            idempotency_window_ms: 300_000,
             announce_interval_ms: 5000,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The deadline of every Redis command.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    /// The deadline of opening a Redis connection.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The longest a hung Redis goes unnoticed by a pub/sub reader.
+    pub fn detection_bound(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms + self.ping_timeout_ms)
     }
 }
 
@@ -567,6 +598,21 @@ impl Config {
         if self.server.max_pending_connections == 0 || self.server.ops_max_connections == 0 {
             return invalid(
                 "server.max_pending_connections and server.ops_max_connections",
+                "must be at least 1",
+            );
+        }
+        let engine = &self.engine;
+        if [
+            engine.command_timeout_ms,
+            engine.connect_timeout_ms,
+            engine.ping_interval_ms,
+            engine.ping_timeout_ms,
+            engine.idempotency_window_ms,
+        ]
+        .contains(&0)
+        {
+            return invalid(
+                "engine.command_timeout_ms, connect_timeout_ms, ping_interval_ms, ping_timeout_ms and idempotency_window_ms",
                 "must be at least 1",
             );
         }

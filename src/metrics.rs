@@ -44,6 +44,18 @@ pub const ENGINE_RECONNECTS: &str = "herald_engine_reconnects_total";
 pub const ENGINE_RESUBSCRIBE_DURATION: &str = "herald_engine_resubscribe_duration_seconds";
 /// Publish time to local receipt, for publications that carry `ts` (histogram, seconds).
 pub const ENGINE_PUBSUB_LAG: &str = "herald_engine_pubsub_lag_seconds";
+/// Whether one reader shard is connected: 1 or 0, by `shard` (gauge).
+pub const ENGINE_SHARD_CONNECTED: &str = "herald_engine_shard_connected";
+/// Time from Redis's last answer on a reader to declaring it down (histogram, seconds).
+pub const ENGINE_DETECT_DURATION: &str = "herald_engine_detect_seconds";
+/// Time a reader shard spent disconnected, per outage (histogram, seconds).
+pub const ENGINE_DOWN_DURATION: &str = "herald_engine_disconnected_seconds";
+/// Publishes answered "outcome unknown" (sent, no answer in time) (counter).
+pub const PUBLISH_OUTCOME_UNKNOWN: &str = "herald_publish_outcome_unknown_total";
+/// Publications not sent again because their idempotency key was seen (counter).
+pub const PUBLISH_DUPLICATES_SUPPRESSED: &str = "herald_publish_duplicates_suppressed_total";
+/// Whether the session store answered its last command or health check: 1 or 0 (gauge).
+pub const SESSION_STORE_CONNECTED: &str = "herald_session_store_connected";
 
 /// `reason` label of [`MESSAGES_DROPPED`]: the recipient's queue overflowed.
 pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
@@ -115,6 +127,14 @@ fn install_once() -> Result<PrometheusHandle, MetricsError> {
             &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
         )?
         .set_buckets_for_metric(
+            Matcher::Full(ENGINE_DETECT_DURATION.to_owned()),
+            &[0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(ENGINE_DOWN_DURATION.to_owned()),
+            &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )?
+        .set_buckets_for_metric(
             Matcher::Full(ENGINE_PUBSUB_LAG.to_owned()),
             &[
                 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
@@ -164,6 +184,32 @@ fn describe() {
         ENGINE_CONNECTED,
         "Whether the engine can carry publications."
     );
+    describe_gauge!(
+        ENGINE_SHARD_CONNECTED,
+        "Whether one engine reader shard is connected."
+    );
+    describe_histogram!(
+        ENGINE_DETECT_DURATION,
+        Unit::Seconds,
+        "Time from Redis's last answer on a reader to declaring it down."
+    );
+    describe_histogram!(
+        ENGINE_DOWN_DURATION,
+        Unit::Seconds,
+        "Time a reader shard spent disconnected, per outage."
+    );
+    describe_counter!(
+        PUBLISH_OUTCOME_UNKNOWN,
+        "Publishes sent to Redis that got no answer in time (outcome unknown)."
+    );
+    describe_counter!(
+        PUBLISH_DUPLICATES_SUPPRESSED,
+        "Publications not sent again because their idempotency key was seen."
+    );
+    describe_gauge!(
+        SESSION_STORE_CONNECTED,
+        "Whether the session store answered its last command or health check."
+    );
     describe_counter!(
         RATE_LIMITED,
         "Requests refused by a rate limit or concurrency cap, by limit."
@@ -194,7 +240,13 @@ fn describe() {
 fn register() {
     use crate::{core::Limit, protocol::CloseCode};
     use metrics::{counter, gauge, histogram};
-    for name in [CONNECTIONS, SUBSCRIPTIONS, CHANNELS, ENGINE_CONNECTED] {
+    for name in [
+        CONNECTIONS,
+        SUBSCRIPTIONS,
+        CHANNELS,
+        ENGINE_CONNECTED,
+        SESSION_STORE_CONNECTED,
+    ] {
         gauge!(name).increment(0.0);
     }
     for name in [
@@ -203,6 +255,8 @@ fn register() {
         MESSAGES_DELIVERED,
         SLOW_CONSUMER_DISCONNECTS,
         ENGINE_RECONNECTS,
+        PUBLISH_OUTCOME_UNKNOWN,
+        PUBLISH_DUPLICATES_SUPPRESSED,
     ] {
         counter!(name).increment(0);
     }
@@ -210,6 +264,8 @@ fn register() {
         FANOUT_DURATION,
         ENGINE_RESUBSCRIBE_DURATION,
         ENGINE_PUBSUB_LAG,
+        ENGINE_DETECT_DURATION,
+        ENGINE_DOWN_DURATION,
     ] {
         // A histogram's series exists once its handle does; recording would add a sample.
         let _ = histogram!(name);

@@ -27,7 +27,10 @@ use super::{
     ChannelPattern, Conn, Delivery, DisconnectReason, Hub, HubError, Identity, PublicationLimits,
     RateLimits, Subscriptions, Verdict,
 };
-use crate::protocol::{ChannelName, ErrorCode, JsonData, UserId};
+use crate::{
+    engine::EngineError,
+    protocol::{ChannelName, ErrorCode, JsonData, UserId},
+};
 
 /// A client request, decoded by its transport.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +267,10 @@ impl From<HubError> for Refusal {
         let reason = match &err {
             // The engine's text is its backend's (a Redis error, say): log
             // it, and tell the client only what the code means.
+            HubError::Engine(EngineError::OutcomeUnknown) => {
+                tracing::warn!("the engine did not answer a client request in time");
+                "the outcome is unknown: the engine did not answer in time".to_owned()
+            }
             HubError::Engine(cause) => {
                 tracing::warn!(error = %cause, "engine failed a client request");
                 "engine unavailable; retry later".to_owned()
@@ -355,10 +362,19 @@ impl ClientContext {
         if credentials.login_session.as_deref() != conn.login_session() {
             return Err(reject("it belongs to another session"));
         }
-        if let Some(sid) = &credentials.login_session
-            && !matches!(self.auth.is_revoked(sid).await, Ok(false))
-        {
-            return Err(reject("the session is revoked"));
+        if let Some(sid) = &credentials.login_session {
+            match self.auth.is_revoked(sid).await {
+                Ok(false) => {}
+                Ok(true) => return Err(reject("the session is revoked")),
+                // An outage is not an answer about the session.
+                Err(err) => {
+                    tracing::warn!(error = %err, "checking session revocation failed");
+                    return Err(Refusal::new(
+                        ErrorCode::SessionStoreUnavailable,
+                        "the session store is unavailable; retry later",
+                    ));
+                }
+            }
         }
         conn.set_expiry(credentials.expires_at.saturating_mul(1000));
         Ok(())

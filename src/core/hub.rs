@@ -17,7 +17,7 @@ use super::{
     Registry, Requester, Subscriptions,
 };
 use crate::{
-    engine::{Engine, EngineError, Kick},
+    engine::{Engine, EngineError, Keyed, Kick, Once},
     metrics as names,
     protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId, unix_ms},
 };
@@ -96,6 +96,7 @@ impl HubError {
             Self::AlreadySubscribed(_) => ErrorCode::AlreadySubscribed,
             Self::NotSubscribed(_) => ErrorCode::NotSubscribed,
             Self::SubscriptionLimit(_) => ErrorCode::SubscriptionLimit,
+            Self::Engine(EngineError::OutcomeUnknown) => ErrorCode::OutcomeUnknown,
             Self::Engine(_) => ErrorCode::EngineUnavailable,
         }
     }
@@ -421,6 +422,45 @@ impl Hub {
         self.engine.publish(batch).await?;
         self.metrics.published.increment(len);
         Ok(counts)
+    }
+
+    /// Publishes a batch at most once per idempotency key (`keys[i]` for
+    /// `batch[i]`). Returns, per publication, the subscriber count to answer
+    /// (for a repeat, the first attempt's) and whether it was a repeat.
+    ///
+    /// # Errors
+    /// As [`Hub::publish`]; after [`EngineError::OutcomeUnknown`] a retry
+    /// with the same keys publishes only what did not go out.
+    pub async fn publish_once(
+        &self,
+        batch: Vec<Publication>,
+        keys: Vec<String>,
+    ) -> Result<Vec<(usize, bool)>, EngineError> {
+        let keyed: Vec<Keyed> = batch
+            .into_iter()
+            .zip(keys)
+            .map(|(publication, key)| Keyed {
+                answer: self.registry.subscriber_count(publication.channel.as_str()) as u64,
+                publication,
+                key,
+            })
+            .collect();
+        let answers: Vec<u64> = keyed.iter().map(|k| k.answer).collect();
+        let outcomes = self.engine.publish_once(keyed).await?;
+        let mut published = 0;
+        let results = outcomes
+            .into_iter()
+            .zip(answers)
+            .map(|(outcome, answer)| match outcome {
+                Once::Published => {
+                    published += 1;
+                    (usize::try_from(answer).unwrap_or(usize::MAX), false)
+                }
+                Once::Duplicate(first) => (usize::try_from(first).unwrap_or(usize::MAX), true),
+            })
+            .collect();
+        self.metrics.published.increment(published);
+        Ok(results)
     }
 
     /// Publishes on behalf of a client, if the channel rules allow it.

@@ -25,6 +25,11 @@ pub enum EngineError {
     /// The engine lost its backend and is reconnecting.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The operation was sent but no answer came in time: it may or may not
+    /// have taken effect. Never retried by herald; a publisher retries with
+    /// the same idempotency key.
+    #[error("engine did not answer in time; the outcome is unknown")]
+    OutcomeUnknown,
     /// The backend refused the operation.
     #[error("engine operation failed: {0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -37,6 +42,28 @@ pub enum Kick {
     User,
     /// The login session was revoked (close code 4505).
     Revoked,
+}
+
+/// A publication to deliver at most once per idempotency key.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// What to publish.
+    pub publication: Publication,
+    /// The publisher's idempotency key (validated; unique per publication).
+    pub key: String,
+    /// The answer to remember with the key and give to every retry
+    /// (the subscriber count of the first attempt).
+    pub answer: u64,
+}
+
+/// What [`Engine::publish_once`] did with one publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// First time this key was seen: published.
+    Published,
+    /// The key was seen within the window: not published again. Carries the
+    /// answer remembered with the key.
+    Duplicate(u64),
 }
 
 /// Local delivery: where an engine hands what it receives.
@@ -67,6 +94,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// means none of the batch may be reported as delivered.
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>>;
 
+    /// Publishes each publication unless its key was already used within
+    /// the idempotency window (on any node sharing the engine): the check
+    /// and the publish are one atomic step per publication.
+    ///
+    /// An error means nothing may be reported as delivered; with
+    /// [`EngineError::OutcomeUnknown`] some may have been, and a retry with
+    /// the same keys publishes only the rest.
+    fn publish_once(&self, batch: Vec<Keyed>)
+    -> BoxFuture<'static, Result<Vec<Once>, EngineError>>;
+
     /// A local connection joins `channel` (called on every join).
     ///
     /// Resolves once publications to the channel will reach this node; for
@@ -87,8 +124,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         kick: Kick,
     ) -> BoxFuture<'static, Result<(), EngineError>>;
 
-    /// Whether the engine can currently carry publications.
+    /// Whether the engine can currently carry publications (on a sharded
+    /// backend: for at least some channels; see [`Engine::degraded`]).
     fn is_connected(&self) -> bool;
+
+    /// What the engine cannot serve right now, while [`Engine::is_connected`]
+    /// (e.g. the slots of a Redis Cluster master that is down). Empty when
+    /// everything works.
+    fn degraded(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Records this node's stats (a JSON object) for cluster-wide views,
     /// valid for `ttl_secs`.

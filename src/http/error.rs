@@ -43,13 +43,21 @@ pub enum ApiError {
     /// 503: a service herald depends on failed; see [`ApiError::unavailable`].
     #[error("{}", .0.message())]
     Unavailable(Unavailable),
+    /// 504: the publish was sent but Redis did not answer in time: it may
+    /// or may not be delivered. Retry with the same idempotency key.
+    #[error(
+        "the outcome is unknown: redis did not answer in time; retry with the same idempotency key"
+    )]
+    OutcomeUnknown,
 }
 
 /// What failed behind a 503; each has one stable code and message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
-    /// The engine or the session store (Redis) failed.
+    /// The engine failed.
     Engine,
+    /// The session store (Redis) does not answer.
+    SessionStore,
     /// No configured key can sign access tokens.
     SigningKey,
 }
@@ -59,6 +67,7 @@ impl Unavailable {
     pub fn code(self) -> &'static str {
         match self {
             Self::Engine => "engine_unavailable",
+            Self::SessionStore => "session_store_unavailable",
             Self::SigningKey => "no_signing_key",
         }
     }
@@ -66,7 +75,8 @@ impl Unavailable {
     /// The stable `error.message`.
     pub fn message(self) -> &'static str {
         match self {
-            Self::Engine => "the engine or session store is unavailable; retry with backoff",
+            Self::Engine => "the engine is unavailable; retry with backoff",
+            Self::SessionStore => "the session store is unavailable; retry later",
             Self::SigningKey => "herald has no key to sign access tokens with",
         }
     }
@@ -106,6 +116,20 @@ impl ApiError {
     }
 }
 
+impl From<crate::engine::EngineError> for ApiError {
+    /// 504 for an unknown outcome; otherwise a 503 whose cause is logged,
+    /// not answered.
+    fn from(err: crate::engine::EngineError) -> Self {
+        match err {
+            crate::engine::EngineError::OutcomeUnknown => {
+                tracing::warn!("answering 504: the engine did not answer in time");
+                Self::OutcomeUnknown
+            }
+            other => Self::unavailable(Unavailable::Engine, &other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, index) = match &self {
@@ -117,6 +141,7 @@ impl IntoResponse for ApiError {
             Self::Session(code, _) => (StatusCode::UNAUTHORIZED, *code, None),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(what) => (StatusCode::SERVICE_UNAVAILABLE, what.code(), None),
+            Self::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),
         };
         let mut error = json!({ "code": code, "message": self.to_string() });
         if let Some(index) = index {

@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Unavailable};
+use super::{ApiError, AppState};
 use crate::protocol::UserId;
 
 /// `GET /health`: the process is alive.
@@ -18,14 +18,29 @@ pub(super) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: 200 while the node takes connections; 503 while draining or the engine is down.
+/// `GET /ready`: 200 while the node takes connections; 503 while draining,
+/// the engine is down or the session store does not answer.
 pub(super) async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let hub = &state.hub;
-    if hub.is_ready() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    let store_up =
+        !state.config.engine.ready_requires_connection || state.sessions.store().is_available();
+    if hub.is_ready() && store_up {
+        // Still ready with part of a Redis Cluster down: the channels of
+        // the other masters work; say which part does not.
+        let unavailable = state.engine.degraded();
+        if unavailable.is_empty() {
+            (StatusCode::OK, Json(json!({ "status": "ready" })))
+        } else {
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "degraded", "unavailable": unavailable })),
+            )
+        }
     } else {
         let status = if hub.is_draining() {
             "draining"
+        } else if !store_up {
+            "session_store_unavailable"
         } else {
             "engine_disconnected"
         };
@@ -86,6 +101,6 @@ pub(super) async fn disconnect_user(
         .hub
         .disconnect_user(&user)
         .await
-        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({ "disconnected": disconnected })))
 }

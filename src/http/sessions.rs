@@ -68,7 +68,7 @@ impl From<SessionError> for ApiError {
             SessionError::Reused { .. } => Self::Session("refresh_token_reused", err.to_string()),
             SessionError::Revoked => Self::Session("session_revoked", err.to_string()),
             SessionError::NoSigningKey(_) => Self::unavailable(Unavailable::SigningKey, &err),
-            SessionError::Store(_) => Self::unavailable(Unavailable::Engine, &err),
+            SessionError::Store(_) => Self::unavailable(Unavailable::SessionStore, &err),
             SessionError::Issue(_) => {
                 // The request was checked before; what is left is signing
                 // itself failing, whose text is the JWT library's.
@@ -90,7 +90,7 @@ async fn limit(state: &AppState, ip: IpAddr) -> Result<(), ApiError> {
         .store()
         .hit(format!("session:{ip}"), Duration::from_secs(60))
         .await
-        .map_err(|e| ApiError::unavailable(Unavailable::Engine, &e))?;
+        .map_err(|e| ApiError::unavailable(Unavailable::SessionStore, &e))?;
     if calls > u64::from(per_minute) {
         Limit::SessionCalls.count();
         return Err(ApiError::RateLimited(

@@ -42,6 +42,12 @@ pub enum ErrorCode {
     /// deeper than 64 levels or holds a number beyond the 64-bit float range
     /// (or, from MessagePack, a NaN or infinity).
     InvalidData = 115,
+    /// The session store (Redis) did not answer; the token was neither
+    /// accepted nor refused. Retry later.
+    SessionStoreUnavailable = 116,
+    /// A `publish` reached the engine but no answer came in time: it may or
+    /// may not be delivered (at most once; herald does not send it again).
+    OutcomeUnknown = 117,
 }
 
 impl ErrorCode {

@@ -8,7 +8,8 @@ use std::{
 use herald::{
     config::{EngineConfig, EngineKind},
     engine::{
-        Dispatcher, Engine, Kick, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine,
+        Dispatcher, Engine, Keyed, Kick, Once, SharedDispatcher, memory::MemoryEngine,
+        redis::RedisEngine,
     },
     protocol::{ChannelName, EventName, JsonData, Publication},
 };
@@ -87,6 +88,33 @@ async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
     let recorder_ = Arc::clone(&recorder);
     eventually("the disconnect", move || recorder_.seen().len() == 101).await;
     assert_eq!(recorder.seen()[100], Seen::Disconnect("conformance".into()));
+
+    // A keyed publication goes out once per key; a repeat is answered with
+    // the first attempt's answer and not delivered again.
+    let keyed = |n: usize, key: &str, answer: u64| Keyed {
+        publication: publication("conformance", n),
+        key: key.into(),
+        answer,
+    };
+    let first = engine
+        .publish_once(vec![keyed(200, "k1", 7), keyed(201, "k2", 8)])
+        .await
+        .unwrap();
+    assert_eq!(first, [Once::Published, Once::Published]);
+    let again = engine
+        .publish_once(vec![keyed(200, "k1", 99), keyed(202, "k3", 9)])
+        .await
+        .unwrap();
+    assert_eq!(again, [Once::Duplicate(7), Once::Published]);
+    let recorder_ = Arc::clone(&recorder);
+    eventually("3 keyed publications", move || {
+        recorder_.seen().len() == 104
+    })
+    .await;
+    assert_eq!(
+        recorder.seen()[101..],
+        ["200", "201", "202"].map(|n| Seen::Publication("conformance".into(), n.into()))
+    );
 
     // Node stats round-trip.
     engine

@@ -105,6 +105,15 @@ impl Engine for FlakyEngine {
             Err(err) => ready(Err(err)).boxed(),
         }
     }
+    fn publish_once(
+        &self,
+        batch: Vec<herald::engine::Keyed>,
+    ) -> BoxFuture<'static, Result<Vec<herald::engine::Once>, EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.publish_once(batch),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
         if self.hung.load(Ordering::SeqCst) {
             return futures_util::future::pending().boxed();
@@ -196,7 +205,7 @@ async fn engine_failures_are_reported_never_swallowed() {
     );
     assert_eq!(
         body["error"]["message"],
-        "the engine or session store is unavailable; retry with backoff"
+        "the engine is unavailable; retry with backoff"
     );
     assert_eq!(reqwest::get(hub.url("/ready")).await.unwrap().status(), 503);
     // A new connection cannot join its automatic channels: internal error, reconnect later.

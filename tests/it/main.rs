@@ -25,4 +25,6 @@ mod metrics;
 mod protocol;
 mod pubsub;
 mod rate_limits;
+mod redis_cluster_faults;
+mod redis_faults;
 mod redis_nodes;

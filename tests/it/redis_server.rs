@@ -1,6 +1,7 @@
 //! Real `redis-server` processes for tests: one server, or a 3-master
 //! cluster, on free ports, stopped when dropped. Never uses a Redis someone
-//! else started.
+//! else started. Faults are real too: SIGSTOP/SIGCONT (a hung server),
+//! `DEBUG SLEEP` (a slow one), SIGKILL and restart (a crash).
 
 use std::{
     net::TcpListener,
@@ -45,6 +46,51 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Self {
         Self::start_with(free_port(), Vec::new())
+    }
+
+    /// A server that accepts `DEBUG SLEEP` from local clients.
+    pub fn start_with_debug() -> Self {
+        Self::start_with(
+            free_port(),
+            vec!["--enable-debug-command".into(), "local".into()],
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server not running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Stops the process (SIGSTOP): sockets stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `DEBUG SLEEP secs` on its own connection and returns once the
+    /// command is written; the thread ends when Redis answers.
+    pub fn debug_sleep(&self, secs: f64) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let arg = secs.to_string();
+        let command = format!(
+            "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n${}\r\n{arg}\r\n",
+            arg.len()
+        );
+        tcp.write_all(command.as_bytes()).unwrap();
+        std::thread::spawn(move || {
+            let mut reply = [0u8; 5];
+            tcp.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"+OK\r\n", "DEBUG SLEEP refused");
+        })
     }
 
     fn start_with(port: u16, extra: Vec<String>) -> Self {
@@ -126,14 +172,24 @@ fn wait_for_ping(port: u16) {
     }
 }
 
-/// A Redis Cluster of three masters (no replicas).
+/// A Redis Cluster of three masters (and, if asked, one replica each).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(0)
+    }
+
+    /// Three masters with one replica each; a master that stays down for
+    /// the 2 s node timeout is replaced by its replica.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1)
+    }
+
+    fn start_with(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let port = free_port();
                 let config = format!("nodes-{port}.conf");
@@ -157,7 +213,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -165,7 +221,120 @@ impl RedisCluster {
         assert!(status.success(), "redis-cli --cluster create failed");
         let cluster = Self { nodes };
         cluster.wait_ok();
+        if replicas > 0 {
+            cluster.wait_replicas();
+        }
         cluster
+    }
+
+    /// Waits until every replica has synced with its master.
+    fn wait_replicas(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut node.client())
+                    .unwrap();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replicas did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The slot map seen by the first node that answers:
+    /// `(first slot, last slot, master port)`.
+    pub fn slots(&self) -> Vec<(u16, u16, u16)> {
+        for node in &self.nodes {
+            let Ok(mut conn) = redis::Client::open(node.url()).and_then(|c| c.get_connection())
+            else {
+                continue;
+            };
+            let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<redis::Value>(&mut conn)
+            else {
+                continue;
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(n) => u16::try_from(*n).unwrap(),
+                other => panic!("not an int: {other:?}"),
+            };
+            return ranges
+                .iter()
+                .map(|range| {
+                    let redis::Value::Array(fields) = range else {
+                        panic!("bad CLUSTER SLOTS reply")
+                    };
+                    let redis::Value::Array(master) = &fields[2] else {
+                        panic!("bad CLUSTER SLOTS reply")
+                    };
+                    (int(&fields[0]), int(&fields[1]), int(&master[1]))
+                })
+                .collect();
+        }
+        panic!("no cluster node answers")
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].client())
+            .unwrap()
+    }
+
+    /// The port of the master serving `slot` now.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        self.slots()
+            .into_iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, port)| port)
+            .expect("slot not served")
+    }
+
+    /// Moves `slot` (holding no keys) from the master on `from` to the one
+    /// on `to`, the way `redis-cli --cluster reshard` does.
+    pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) {
+        let node = |port: u16| self.nodes.iter().find(|n| n.port == port).unwrap();
+        let id = |port: u16| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut node(port).client())
+                .unwrap()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let setslot = |port: u16, args: &[&str]| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(args)
+                .query(&mut node(port).client())
+                .unwrap();
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        setslot(to, &["NODE", &to_id]);
+        setslot(from, &["NODE", &to_id]);
+        for other in &self.nodes {
+            if other.port != from && other.port != to {
+                let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id)
+                    .query(&mut other.client());
+            }
+        }
+    }
+
+    /// The node listening on `port`.
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
 
     fn wait_ok(&self) {

@@ -94,6 +94,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Counts one hit on `key` in the current fixed window of `window`;
     /// returns the count so far. Shared by every node using the store.
     fn hit(&self, key: String, window: Duration) -> BoxFuture<'static, Result<u64, StoreError>>;
+    /// Whether the store answered its last call or health check.
+    fn is_available(&self) -> bool {
+        true
+    }
+    /// A health check within the store's deadline; also updates
+    /// [`SessionStore::is_available`]. Resolves to the result.
+    fn check(&self) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
 }
 
 /// One of a session's two lifetimes, each with its allowed range.

@@ -3,14 +3,20 @@
 //! One hash per session, `<prefix>s:<sid>`: `record` (JSON), `current`
 //! (hash of the current refresh token), `used:<hash>` for rotated tokens,
 //! `revoked`. Single-key scripts, so they run on a Redis Cluster too.
+//!
+//! Every call has the engine's command deadline, and every call is safe to
+//! send twice (rotation recognises its own retry), so a call that failed on
+//! a dead connection (the first after a Redis restart) is retried once on
+//! the reconnected one. A store that still fails is an outage
+//! ([`StoreError`]), never an answer about the session.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::Script;
 
 use super::{Record, Rotation, SessionStore, StoreError};
-use crate::engine::redis::RedisHandle;
+use crate::engine::redis::{CommandError, RedisHandle};
 
 /// Rotates atomically: KEYS[1] session; ARGV presented hash, next hash,
 /// how many rotated hashes to remember for reuse detection.
@@ -20,6 +26,11 @@ local s = redis.call('HMGET', KEYS[1], 'record', 'current', 'revoked', 'used')
 if not s[1] then return {'unknown'} end
 if s[3] == '1' then return {'revoked'} end
 local used = s[4] or ''
+-- A retry of a rotation that already happened (its reply was lost): the
+-- next hash is current and the presented one is the latest rotated.
+if s[2] == ARGV[2] and string.sub(used, 1, #ARGV[1]) == ARGV[1] then
+  return {'rotated', s[1]}
+end
 if s[2] == ARGV[1] then
   local kept, n = {ARGV[1]}, 1
   for h in string.gmatch(used, '%S+') do
@@ -46,7 +57,8 @@ redis.call('HSET', KEYS[1], 'revoked', '1', 'current', '')
 return 1
 ";
 
-/// Fixed-window counter: KEYS[1] counter; ARGV window ms.
+/// Fixed-window counter: KEYS[1] counter; ARGV window ms. A retried hit may
+/// count twice, which errs towards limiting.
 const HIT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -75,8 +87,21 @@ impl RedisStore {
     }
 }
 
-fn failed(err: redis::RedisError) -> StoreError {
+fn failed(err: CommandError) -> StoreError {
     StoreError(err.to_string())
+}
+
+/// Runs `op`, and once more if Redis did not answer (the connection was
+/// dead and is being replaced). Only for calls that are safe to repeat.
+async fn retried<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, CommandError>>,
+{
+    match op().await {
+        Err(CommandError::NotSent | CommandError::Unknown) => op().await.map_err(failed),
+        result => result.map_err(failed),
+    }
 }
 
 /// A session lifetime in ms for `PEXPIRE`. Lifetimes are bounded before
@@ -110,7 +135,7 @@ impl SessionStore for RedisStore {
                 .arg("0")
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-            redis.pipeline(pipe).await.map_err(failed)?;
+            retried(|| redis.pipeline(pipe.clone())).await?;
             // The user index lives in another key (another slot on a cluster):
             // a separate step; a stale member is skipped when read.
             let mut pipe = redis::pipe();
@@ -125,7 +150,7 @@ impl SessionStore for RedisStore {
                 .arg(ttl)
                 .arg("NX")
                 .ignore();
-            redis.pipeline(pipe).await.map_err(failed)
+            retried(|| redis.pipeline(pipe.clone())).await
         }
         .boxed()
     }
@@ -146,7 +171,7 @@ impl SessionStore for RedisStore {
                 .arg(&presented)
                 .arg(&next)
                 .arg(super::REMEMBERED_ROTATIONS);
-            let mut reply: Vec<String> = redis.invoke(&mut script).await.map_err(failed)?;
+            let mut reply: Vec<String> = retried(|| redis.invoke(&script)).await?;
             let rotation = match reply.first().map(String::as_str) {
                 Some("rotated") if reply.len() == 2 => {
                     let record: Record = serde_json::from_str(&reply.swap_remove(1))
@@ -158,7 +183,9 @@ impl SessionStore for RedisStore {
                     cmd.arg(format!("{prefix}u:{}", record.user))
                         .arg(ttl)
                         .arg("GT");
-                    let _ = redis.query::<()>(cmd).await;
+                    if let Err(err) = redis.query::<()>(cmd).await {
+                        tracing::debug!(error = %err, "renewing a user index failed");
+                    }
                     Rotation::Rotated(record)
                 }
                 Some("reused") => Rotation::Reused,
@@ -175,8 +202,8 @@ impl SessionStore for RedisStore {
         let key = self.session_key(&sid);
         async move {
             let script = Script::new(REVOKE);
-            let mut script = script.key(key);
-            let found: i64 = redis.invoke(&mut script).await.map_err(failed)?;
+            let script = script.key(key);
+            let found: i64 = retried(|| redis.invoke(&script)).await?;
             Ok(found == 1)
         }
         .boxed()
@@ -187,21 +214,13 @@ impl SessionStore for RedisStore {
         let user_key = self.user_key(&user);
         let prefix = self.prefix.clone();
         async move {
-            let sids: Vec<String> = redis
-                .query(redis::cmd("SMEMBERS").arg(&user_key).clone())
-                .await
-                .map_err(failed)?;
+            let sids: Vec<String> =
+                retried(|| redis.query(redis::cmd("SMEMBERS").arg(&user_key).clone())).await?;
             let mut live = Vec::with_capacity(sids.len());
             for sid in sids {
-                let revoked: Option<String> = redis
-                    .query(
-                        redis::cmd("HGET")
-                            .arg(format!("{prefix}s:{sid}"))
-                            .arg("revoked")
-                            .clone(),
-                    )
-                    .await
-                    .map_err(failed)?;
+                let mut hget = redis::cmd("HGET");
+                hget.arg(format!("{prefix}s:{sid}")).arg("revoked");
+                let revoked: Option<String> = retried(|| redis.query(hget.clone())).await?;
                 if revoked.as_deref() == Some("0") {
                     live.push(sid);
                 }
@@ -215,10 +234,9 @@ impl SessionStore for RedisStore {
         let redis = self.redis.clone();
         let key = self.session_key(&sid);
         async move {
-            let revoked: Option<String> = redis
-                .query(redis::cmd("HGET").arg(key).arg("revoked").clone())
-                .await
-                .map_err(failed)?;
+            let mut hget = redis::cmd("HGET");
+            hget.arg(key).arg("revoked");
+            let revoked: Option<String> = retried(|| redis.query(hget.clone())).await?;
             Ok(revoked.as_deref() == Some("1"))
         }
         .boxed()
@@ -232,7 +250,21 @@ impl SessionStore for RedisStore {
             let script = Script::new(HIT);
             let mut script = script.key(key);
             script.arg(window);
-            redis.invoke(&mut script).await.map_err(failed)
+            retried(|| redis.invoke(&script)).await
+        }
+        .boxed()
+    }
+
+    fn is_available(&self) -> bool {
+        self.redis.is_healthy()
+    }
+
+    fn check(&self) -> BoxFuture<'static, bool> {
+        let redis = self.redis.clone();
+        async move {
+            let up = redis.ping().await.is_ok();
+            metrics::gauge!(crate::metrics::SESSION_STORE_CONNECTED).set(f64::from(u8::from(up)));
+            up
         }
         .boxed()
     }

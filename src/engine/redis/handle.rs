@@ -1,26 +1,88 @@
-//! A shared command connection to Redis or a Redis Cluster, opened on
-//! first use: the engine's write path and the session store use it.
+//! A command connection to Redis or a Redis Cluster that reconnects by
+//! itself, with a deadline on every command: the engine's write path and the
+//! session store each hold one.
+//!
+//! Nothing here retries a command that may have reached Redis: a command
+//! whose reply did not arrive may have run, and only the caller knows
+//! whether running it twice is harmless. Errors say which case they are
+//! ([`CommandError`]). A command that provably never left (no connection)
+//! is sent once more, on the connection the manager rebuilt meanwhile.
+//!
+//! The single-server connection speaks RESP3 so that redis-rs learns of a
+//! closed socket at once (a disconnection push) and reconnects before the
+//! next command, instead of failing that command on the dead socket.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::{
-    FromRedisValue, RedisResult, ScriptInvocation, aio::ConnectionManager,
+    ErrorKind, FromRedisValue, ProtocolVersion, RedisError, RetryMethod, ScriptInvocation,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
     cluster_async::ClusterConnection,
 };
 use tokio::sync::OnceCell;
 
-use super::backend::Cluster;
 use crate::config::EngineConfig;
 
-enum Inner {
-    Single {
-        client: redis::Client,
-        conn: OnceCell<ConnectionManager>,
-    },
+/// Why a command failed, and whether it may have run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Redis never ran the command: no connection, or (a single command)
+    /// a cluster redirect such as `MOVED`.
+    #[error("redis is unreachable")]
+    NotSent,
+    /// Sent, but no reply came (deadline, dropped connection): it may or may
+    /// not have run.
+    #[error("redis did not answer in time")]
+    Unknown,
+    /// Redis answered with an error: the command did not run.
+    #[error("redis refused the command")]
+    Refused,
+}
+
+impl CommandError {
+    /// What `err` says about a request of `commands` commands.
+    fn classify(err: &RedisError, commands: usize) -> Self {
+        let redirect = matches!(
+            err.retry_method(),
+            RetryMethod::MovedRedirect
+                | RetryMethod::AskRedirect
+                | RetryMethod::WaitAndRetry
+                | RetryMethod::RefreshSlotsAndRetry
+        );
+        if err.is_connection_refusal() || (commands == 1 && redirect) {
+            Self::NotSent
+        } else if commands == 1 && matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+        {
+            Self::Refused
+        } else {
+            // A dropped connection, a deadline, or an error inside a
+            // pipeline (the other commands may have run).
+            Self::Unknown
+        }
+    }
+}
+
+enum Conn {
+    Single(ConnectionManager),
     Cluster {
-        backend: Cluster,
+        // Boxed: a cluster client is far larger than a connection manager.
+        client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
     },
+}
+
+struct Inner {
+    conn: Conn,
+    timeout: Duration,
+    /// Whether the last command (or health check) got an answer.
+    healthy: AtomicBool,
 }
 
 /// A multiplexed (pipelining) command connection; cheap to clone.
@@ -29,90 +91,184 @@ pub struct RedisHandle(Arc<Inner>);
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match *self.0 {
-            Inner::Single { .. } => "RedisHandle(single)",
-            Inner::Cluster { .. } => "RedisHandle(cluster)",
+        f.write_str(match self.0.conn {
+            Conn::Single(_) => "RedisHandle(single)",
+            Conn::Cluster { .. } => "RedisHandle(cluster)",
         })
     }
 }
 
 /// Runs `$op` on whichever connection the handle holds.
 macro_rules! on_conn {
-    ($handle:expr, |$conn:ident| $op:expr) => {
-        match &*$handle.0 {
-            Inner::Single { client, conn } => {
-                let mut $conn = conn
-                    .get_or_try_init(|| ConnectionManager::new(client.clone()))
-                    .await?
-                    .clone();
-                $op
+    ($inner:expr, |$conn:ident| $op:expr) => {
+        match &$inner.conn {
+            Conn::Single(manager) => {
+                let mut $conn = manager.clone();
+                $op.await
             }
-            Inner::Cluster { backend, conn } => {
-                let mut $conn = conn
-                    .get_or_try_init(|| async {
-                        backend.client(false)?.get_async_connection().await
-                    })
-                    .await?
-                    .clone();
-                $op
+            Conn::Cluster { client, conn } => {
+                match conn.get_or_try_init(|| client.get_async_connection()).await {
+                    Ok(conn) => {
+                        let mut $conn = conn.clone();
+                        $op.await
+                    }
+                    Err(err) => Err(err),
+                }
             }
         }
     };
 }
 
 impl RedisHandle {
-    /// A handle for `[engine]` (single server, or cluster when `cluster_urls` is set).
+    /// A handle for `[engine]` (single server, or cluster when
+    /// `cluster_urls` is set). Connects lazily, on the first command.
     ///
     /// # Errors
     /// A message naming `engine.url` when it does not parse.
     pub fn new(config: &EngineConfig) -> Result<Self, String> {
-        let inner = if config.cluster_urls.is_empty() {
-            Inner::Single {
-                client: super::single_client(config)?,
-                conn: OnceCell::new(),
-            }
+        let conn = if config.cluster_urls.is_empty() {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.command_timeout()))
+                .set_connection_timeout(Some(config.connect_timeout()))
+                .set_min_delay(Duration::from_millis(config.reconnect_min_ms.max(1)))
+                .set_max_delay(Duration::from_millis(config.reconnect_max_ms.max(1)))
+                // Each command has its own deadline; a reconnect that keeps
+                // failing is started again by the next command.
+                .set_number_of_retries(2);
+            let manager = ConnectionManager::new_lazy_with_config(
+                super::single_client(config, ProtocolVersion::RESP3)?,
+                manager_config,
+            )
+            .map_err(|e| format!("engine.url: {e}"))?;
+            Conn::Single(manager)
         } else {
-            Inner::Cluster {
-                backend: super::cluster_backend(config),
+            Conn::Cluster {
+                client: Box::new(
+                    super::cluster_client(config, false)
+                        .map_err(|e| format!("engine.cluster_urls: {e}"))?,
+                ),
                 conn: OnceCell::new(),
             }
         };
-        Ok(Self(Arc::new(inner)))
+        Ok(Self(Arc::new(Inner {
+            conn,
+            timeout: config.command_timeout(),
+            healthy: AtomicBool::new(true),
+        })))
     }
 
-    /// Sends a pipeline, ignoring replies.
-    ///
-    /// The first command after an outage may find the old socket dead; the
-    /// connection then reconnects, so the pipeline is tried once more. (A
-    /// reply lost after Redis ran it means at-least-once, never lost.)
-    ///
-    /// # Errors
-    /// The Redis error.
-    pub async fn pipeline(&self, pipe: redis::Pipeline) -> RedisResult<()> {
-        match on_conn!(self, |conn| pipe.query_async::<()>(&mut conn).await) {
-            Err(err) if err.is_connection_dropped() || err.is_io_error() => {
-                on_conn!(self, |conn| pipe.query_async::<()>(&mut conn).await)
+    /// Whether the last command or health check got an answer in time.
+    pub fn is_healthy(&self) -> bool {
+        self.0.healthy.load(Ordering::Acquire)
+    }
+
+    /// Runs `op` within the command deadline; once more if the first try
+    /// provably never reached Redis.
+    async fn deadline<T, Fut>(
+        &self,
+        commands: usize,
+        op: impl Fn() -> Fut,
+    ) -> Result<T, CommandError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempts = async {
+            match op().await {
+                Err(err) if CommandError::classify(&err, commands) == CommandError::NotSent => {
+                    op().await
+                }
+                other => other,
             }
-            result => result,
-        }
+        };
+        let result = match tokio::time::timeout(self.0.timeout, attempts).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "redis command failed");
+                Err(CommandError::classify(&err, commands))
+            }
+            Err(_) => Err(CommandError::Unknown),
+        };
+        let answered = !matches!(result, Err(CommandError::NotSent | CommandError::Unknown));
+        self.0.healthy.store(answered, Ordering::Release);
+        result
     }
 
-    /// Runs one command.
+    /// Sends a pipeline, ignoring replies. Never retried.
     ///
     /// # Errors
-    /// The Redis error.
-    pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> RedisResult<T> {
-        on_conn!(self, |conn| cmd.query_async(&mut conn).await)
+    /// [`CommandError`]: whether the pipeline may have run.
+    pub async fn pipeline(&self, pipe: redis::Pipeline) -> Result<(), CommandError> {
+        self.deadline(pipe.len(), || async {
+            on_conn!(self.0, |conn| pipe.query_async::<()>(&mut conn))
+        })
+        .await
     }
 
-    /// Runs a Lua script (EVALSHA, loading it on first use).
+    /// Sends a pipeline and returns its replies. Never retried.
     ///
     /// # Errors
-    /// The Redis error.
+    /// [`CommandError`]: whether the pipeline may have run.
+    pub async fn pipeline_query<T: FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, CommandError> {
+        self.deadline(pipe.len(), || async {
+            on_conn!(self.0, |conn| pipe.query_async::<T>(&mut conn))
+        })
+        .await
+    }
+
+    /// Runs one command. Never retried.
+    ///
+    /// # Errors
+    /// [`CommandError`]: whether the command may have run.
+    pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, CommandError> {
+        self.deadline(1, || async {
+            on_conn!(self.0, |conn| cmd.query_async(&mut conn))
+        })
+        .await
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use). Never retried.
+    ///
+    /// # Errors
+    /// [`CommandError`]: whether the script may have run.
     pub async fn invoke<T: FromRedisValue>(
         &self,
-        script: &mut ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        on_conn!(self, |conn| script.invoke_async(&mut conn).await)
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, CommandError> {
+        self.deadline(1, || async {
+            on_conn!(self.0, |conn| script.invoke_async(&mut conn))
+        })
+        .await
+    }
+
+    /// Sends `PING` (on a cluster to every master, healthy if one answers:
+    /// the store still serves the sessions of the other masters' slots);
+    /// records whether Redis answered in time.
+    ///
+    /// # Errors
+    /// [`CommandError`] when it did not.
+    pub async fn ping(&self) -> Result<(), CommandError> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        match &self.0.conn {
+            Conn::Single(_) => self.query::<String>(redis::cmd("PING")).await.map(drop),
+            Conn::Cluster { client, conn } => {
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::OneSucceeded),
+                ));
+                self.deadline(1, || async {
+                    let mut conn = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?
+                        .clone();
+                    conn.route_command(redis::cmd("PING"), routing.clone())
+                        .await
+                })
+                .await
+                .map(drop)
+            }
+        }
     }
 }

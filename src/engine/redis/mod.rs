@@ -1,89 +1,82 @@
 //! The Redis engine: many herald nodes share one Redis or Redis Cluster.
 //!
-//! - **Read path**: channels are spread by hash over `reader_shards` pub/sub
-//!   connections, each read by its own task ([`shard`]) that hands messages
-//!   straight to the local fan-out. A channel is subscribed only while this
-//!   node has local subscribers (plus a short linger).
+//! - **Read path**: pub/sub connections, each read by its own task
+//!   (`shard`) that hands messages straight to the local fan-out
+//!   (`readers`): on one server channels are spread by hash over
+//!   `reader_shards` connections; on a cluster there is one reader per master
+//!   and a channel goes to the reader of its slot. A channel is subscribed
+//!   only while this node has local subscribers (plus a short linger).
+//! - **Health**: every reader PINGs its connection; one that hears nothing
+//!   within the ping timeout counts as down, however healthy its socket.
 //! - **Write path**: publications go through one multiplexed connection as a
-//!   pipeline; a batch from the API is one pipeline.
+//!   pipeline; a batch from the API is one pipeline. Nothing that may have
+//!   reached Redis is sent again (`handle`); idempotency keys make a
+//!   publisher's retry safe.
 //! - **Cluster**: sharded pub/sub (SSUBSCRIBE/SPUBLISH), so each message
 //!   travels only to the shard that owns its channel's slot.
 //! - **Outages**: readers reconnect with exponential backoff and full jitter,
 //!   resubscribe what is still needed and send gap notices; publishing fails
-//!   fast while any reader is down.
+//!   fast for channels whose reader is down.
 
 mod backend;
 mod handle;
+mod readers;
+mod resp;
 mod shard;
+mod topology;
 
-pub use handle::RedisHandle;
+pub use handle::{CommandError, RedisHandle};
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::{
-    backend::{Backend, Cluster, Single},
-    shard::{Command, Shard, ShardConfig},
+    backend::{Cluster, Single},
+    readers::{Readers, Routing},
+    shard::{Command, ShardConfig},
 };
-use super::{Engine, EngineError, Kick, SharedDispatcher, envelope};
+use super::{Engine, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
 use crate::{
     config::EngineConfig,
     metrics as names,
     protocol::{ChannelName, EventName, Publication, unix_ms},
 };
 
-/// How many reader shards are connected, mirrored into the metrics gauge.
-#[derive(Debug)]
-struct Status {
-    up: AtomicUsize,
-    shards: usize,
-}
-
-impl Status {
-    fn shard_up(&self) {
-        let up = self.up.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!(names::ENGINE_CONNECTED).set(f64::from(u8::from(up == self.shards)));
-    }
-
-    fn shard_down(&self) {
-        self.up.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
-    }
-
-    fn connected(&self) -> bool {
-        self.up.load(Ordering::Acquire) == self.shards
-    }
-}
-
 /// The Redis (or Redis Cluster) engine.
 pub struct RedisEngine {
-    shards: Vec<mpsc::UnboundedSender<Command>>,
+    readers: Routing,
     writer: RedisHandle,
-    status: Arc<Status>,
     prefix: String,
     timeout: Duration,
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
     publish_command: &'static str,
+    idempotency_window_ms: u64,
 }
 
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
-            .field("shards", &self.shards.len())
+            .field("readers", &self.readers.get().map(|r| r.shards.len()))
             .field("prefix", &self.prefix)
-            .field("connected", &self.status.connected())
+            .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
 }
+
+/// Publishes once per idempotency key, atomically: KEYS[1] the key, KEYS[2]
+/// the channel (same slot on a cluster: the key's hash tag is the channel);
+/// ARGV window ms, answer to remember, publish command, payload. Returns ''
+/// when it published, or the answer remembered by the first attempt.
+const PUBLISH_ONCE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then
+  redis.call(ARGV[3], KEYS[2], ARGV[4])
+  return ''
+end
+return redis.call('GET', KEYS[1]) or ''
+";
 
 /// How a node's announced stats are stored: with their expiry, in one hash.
 #[derive(Serialize, Deserialize)]
@@ -104,11 +97,7 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
-        let status = Arc::new(Status {
-            up: AtomicUsize::new(0),
-            shards: shard_count,
-        });
-        metrics::gauge!(names::ENGINE_CONNECTED).set(0.0);
+        let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
             linger: Duration::from_millis(config.unsubscribe_linger_ms),
@@ -119,54 +108,75 @@ impl RedisEngine {
             backoff_max: Duration::from_millis(
                 config.reconnect_max_ms.max(config.reconnect_min_ms),
             ),
+            connect_timeout: config.connect_timeout(),
+            command_timeout: config.command_timeout(),
+            ping_interval: Duration::from_millis(config.ping_interval_ms),
+            ping_timeout: Duration::from_millis(config.ping_timeout_ms),
+            peers: Arc::downgrade(&readers),
         };
-        let mut shards = Vec::with_capacity(shard_count);
         if config.cluster_urls.is_empty() {
-            let client = single_client(config)?;
-            for _ in 0..shard_count {
-                let backend = Single {
-                    client: client.clone(),
-                };
-                shards.push(spawn_shard(backend, &shard_config, &dispatcher, &status));
-            }
+            // RESP2: the pub/sub connection reads messages as a stream.
+            let backend = Single {
+                client: single_client(config, redis::ProtocolVersion::RESP2)?,
+            };
+            let _ = readers.set(Readers::hashed(
+                shard_count,
+                &backend,
+                &shard_config,
+                &dispatcher,
+            ));
+        } else if let Some(seeds) = plain_cluster_seeds(config)? {
+            tokio::spawn(readers::discover(
+                Arc::clone(&readers),
+                seeds,
+                shard_config,
+                dispatcher,
+            ));
         } else {
-            for _ in 0..shard_count {
-                shards.push(spawn_shard(
-                    cluster_backend(config),
-                    &shard_config,
-                    &dispatcher,
-                    &status,
-                ));
-            }
+            // TLS: readers over whole-cluster connections (redis-rs speaks TLS).
+            let _ = readers.set(Readers::hashed(
+                shard_count,
+                &cluster_backend(config),
+                &shard_config,
+                &dispatcher,
+            ));
         }
         Ok(Self {
-            shards,
+            readers,
             writer: RedisHandle::new(config)?,
-            status,
             prefix: config.prefix.clone(),
-            timeout: Duration::from_millis(config.command_timeout_ms),
+            timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
                 "PUBLISH"
             } else {
                 "SPUBLISH"
             },
+            idempotency_window_ms: config.idempotency_window_ms,
         })
     }
 
-    fn shard(&self, channel: &ChannelName) -> &mpsc::UnboundedSender<Command> {
-        // FNV-1a: stable and cheap; per-channel order needs only that a
-        // channel always maps to the same shard.
-        let hash = channel
-            .as_str()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        &self.shards[(hash % self.shards.len() as u64) as usize]
+    /// The reader shard serving `channel`, if the readers are running.
+    fn shard_of(&self, channel: &ChannelName) -> Option<(usize, &Readers)> {
+        let readers = self.readers.get()?;
+        Some((readers.shard_of(&self.key(channel)), readers))
+    }
+
+    /// Whether the reader that would receive `channel` is up: publishing
+    /// to a channel nobody on this node can hear fails fast.
+    fn can_carry(&self, channel: &ChannelName) -> bool {
+        self.shard_of(channel)
+            .is_some_and(|(shard, readers)| readers.status.shard_up(shard))
     }
 
     fn key(&self, channel: &ChannelName) -> String {
         format!("{}{channel}", self.prefix)
+    }
+
+    /// Where an idempotency key lives: hash-tagged with the channel's Redis
+    /// name, so that on a cluster it shares the channel's slot and one
+    /// script can check the key and publish.
+    fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
+        format!("{}idem:{{{}}}:{key}", self.prefix, self.key(channel))
     }
 
     /// The command connection (shared with the session store).
@@ -174,70 +184,120 @@ impl RedisEngine {
         self.writer.clone()
     }
 
-    /// Runs `op` on the writer unless a reader is down (fail fast: a
-    /// publication accepted while Redis is away would be lost silently).
-    fn write<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, EngineError>>
+    /// Runs `op` on the writer unless the readers of `channels` are down
+    /// (fail fast: a publication accepted while Redis is away would be lost
+    /// silently); with no channels, unless every reader is down.
+    fn write<'a, T, F>(
+        &self,
+        channels: impl IntoIterator<Item = &'a ChannelName>,
+        op: F,
+    ) -> BoxFuture<'static, Result<T, EngineError>>
     where
         T: Send + 'static,
-        F: FnOnce(RedisHandle) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+        F: FnOnce(RedisHandle) -> BoxFuture<'static, Result<T, CommandError>> + Send + 'static,
     {
-        if !self.status.connected() {
-            return futures_util::future::ready(Err(EngineError::Unavailable(
-                "redis is unreachable".into(),
-            )))
-            .boxed();
+        let mut channels = channels.into_iter().peekable();
+        let down = if channels.peek().is_some() {
+            channels
+                .find(|c| !self.can_carry(c))
+                .map(|c| format!("the redis shard serving {c} is unreachable"))
+        } else {
+            (!self.is_connected()).then(|| "redis is unreachable".to_owned())
+        };
+        if let Some(why) = down {
+            return futures_util::future::ready(Err(EngineError::Unavailable(why))).boxed();
         }
         let writer = self.writer.clone();
-        let timeout = self.timeout;
-        async move {
-            match tokio::time::timeout(timeout, op(writer)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(err)) => Err(EngineError::Unavailable(err.to_string())),
-                Err(_) => Err(EngineError::Unavailable(
-                    "redis did not answer in time".into(),
-                )),
-            }
-        }
-        .boxed()
+        async move { op(writer).await.map_err(engine_error) }.boxed()
     }
 }
 
-fn spawn_shard<B: Backend>(
-    backend: B,
-    config: &ShardConfig,
-    dispatcher: &SharedDispatcher,
-    status: &Arc<Status>,
-) -> mpsc::UnboundedSender<Command> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let shard = Shard::new(
-        backend,
-        config.clone(),
-        rx,
-        Arc::clone(dispatcher),
-        Arc::clone(status),
-    );
-    tokio::spawn(shard.run());
-    tx
+fn unavailable() -> BoxFuture<'static, Result<(), EngineError>> {
+    futures_util::future::ready(Err(EngineError::Unavailable("redis is unreachable".into())))
+        .boxed()
 }
 
-fn single_client(config: &EngineConfig) -> Result<redis::Client, String> {
+/// What a failed command means for the caller of the engine.
+fn engine_error(err: CommandError) -> EngineError {
+    match err {
+        CommandError::NotSent => EngineError::Unavailable("redis is unreachable".into()),
+        CommandError::Unknown => {
+            metrics::counter!(names::PUBLISH_OUTCOME_UNKNOWN).increment(1);
+            EngineError::OutcomeUnknown
+        }
+        CommandError::Refused => EngineError::Failed("redis refused the command".into()),
+    }
+}
+
+fn single_client(
+    config: &EngineConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client, String> {
     let mut info: redis::ConnectionInfo = config
         .url
         .as_str()
         .parse()
         .map_err(|e| format!("engine.url: {e}"))?;
+    let mut settings = info.redis_settings().clone().set_protocol(protocol);
     if let Some(password) = &config.password {
-        let settings = info.redis_settings().clone().set_password(password.clone());
-        info = info.set_redis_settings(settings);
+        settings = settings.set_password(password.clone());
     }
+    info = info.set_redis_settings(settings);
     redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
+}
+
+/// The cluster seeds, if none uses TLS (per-master readers speak plain
+/// TCP; a TLS cluster keeps readers over whole-cluster connections).
+fn plain_cluster_seeds(
+    config: &EngineConfig,
+) -> Result<Option<Vec<redis::ConnectionInfo>>, String> {
+    let mut seeds = Vec::new();
+    for url in &config.cluster_urls {
+        let mut info: redis::ConnectionInfo = url
+            .as_str()
+            .parse()
+            .map_err(|e| format!("engine.cluster_urls: {e}"))?;
+        if !matches!(info.addr(), redis::ConnectionAddr::Tcp(..)) {
+            return Ok(None);
+        }
+        if let Some(password) = &config.password {
+            let settings = info.redis_settings().clone().set_password(password.clone());
+            info = info.set_redis_settings(settings);
+        }
+        seeds.push(info);
+    }
+    Ok(Some(seeds))
 }
 
 fn cluster_backend(config: &EngineConfig) -> Cluster {
     Cluster {
-        urls: config.cluster_urls.clone(),
-        password: config.password.clone(),
+        config: config.clone(),
     }
+}
+
+/// A cluster client builder with the configured password and deadlines.
+fn cluster_builder(config: &EngineConfig) -> redis::cluster::ClusterClientBuilder {
+    let mut builder = redis::cluster::ClusterClient::builder(config.cluster_urls.clone())
+        .connection_timeout(config.connect_timeout())
+        .response_timeout(config.command_timeout());
+    if let Some(password) = &config.password {
+        builder = builder.password(password.clone());
+    }
+    builder
+}
+
+/// A cluster client for commands (RESP2 unless `resp3`). It never retries
+/// by itself: redis-rs would re-send a command after an I/O error, when it
+/// may already have run; [`RedisHandle`] retries only what did not run.
+fn cluster_client(
+    config: &EngineConfig,
+    resp3: bool,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = cluster_builder(config).retries(0);
+    if resp3 {
+        builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
+    }
+    builder.build()
 }
 
 impl Engine for RedisEngine {
@@ -251,26 +311,87 @@ impl Engine for RedisEngine {
                 .arg(envelope::encode(publication))
                 .ignore();
         }
-        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
+        self.write(batch.iter().map(|p| &p.channel), move |writer| {
+            async move { writer.pipeline(pipe).await }.boxed()
+        })
+    }
+
+    fn publish_once(
+        &self,
+        batch: Vec<Keyed>,
+    ) -> BoxFuture<'static, Result<Vec<Once>, EngineError>> {
+        // One script per publication, all in one pipeline: each is atomic
+        // (check the key, publish), and on a cluster each goes to its slot.
+        // EVAL, not EVALSHA: a NOSCRIPT reply inside a pipeline would make
+        // the whole batch fail, and the script is short.
+        let mut pipe = redis::pipe();
+        for keyed in &batch {
+            let publication = &keyed.publication;
+            pipe.cmd("EVAL")
+                .arg(PUBLISH_ONCE)
+                .arg(2)
+                .arg(self.idempotency_key(&publication.channel, &keyed.key))
+                .arg(self.key(&publication.channel))
+                .arg(self.idempotency_window_ms)
+                .arg(keyed.answer)
+                .arg(self.publish_command)
+                .arg(envelope::encode(publication));
+        }
+        let write = self.write(
+            batch.iter().map(|k| &k.publication.channel),
+            move |writer| async move { writer.pipeline_query::<Vec<String>>(pipe).await }.boxed(),
+        );
+        async move {
+            let replies = write.await?;
+            let outcomes: Vec<Once> = replies
+                .iter()
+                .map(|reply| match reply.parse() {
+                    Ok(answer) => Once::Duplicate(answer),
+                    Err(_) => Once::Published,
+                })
+                .collect();
+            let duplicates = outcomes
+                .iter()
+                .filter(|o| matches!(o, Once::Duplicate(_)))
+                .count();
+            metrics::counter!(names::PUBLISH_DUPLICATES_SUPPRESSED).increment(duplicates as u64);
+            Ok(outcomes)
+        }
+        .boxed()
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
+        // A shard that is down answers at once; one that is up answers
+        // within its command deadline. The outer deadline covers a shard
+        // caught between the two (reconnecting).
+        let Some((shard, readers)) = self.shard_of(&channel) else {
+            return unavailable();
+        };
+        if !readers.status.shard_up(shard) {
+            return unavailable();
+        }
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .shard(&channel)
-            .send(Command::Subscribe(channel, reply));
+        let sent = readers.shards[shard].send(Command::Subscribe(channel, reply));
+        let deadline = self.timeout;
         async move {
             sent.map_err(|_| EngineError::Unavailable("engine stopped".into()))?;
-            answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("engine stopped".into())))
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(EngineError::Unavailable("engine stopped".into())),
+                Err(_) => Err(EngineError::Unavailable(
+                    "redis did not answer the subscription in time".into(),
+                )),
+            }
         }
         .boxed()
     }
 
     fn unsubscribe(&self, channel: ChannelName) {
-        // A closed shard means the engine is shutting down; nothing to undo.
-        let _ = self.shard(&channel).send(Command::Unsubscribe(channel));
+        // No readers yet: nothing was subscribed. A closed shard means the
+        // engine is shutting down; nothing to undo either.
+        if let Some((shard, readers)) = self.shard_of(&channel) {
+            let _ = readers.shards[shard].send(Command::Unsubscribe(channel));
+        }
     }
 
     fn disconnect(
@@ -283,11 +404,21 @@ impl Engine for RedisEngine {
             .arg(self.key(&channel))
             .arg(envelope::control(kick))
             .ignore();
-        self.write(move |writer| async move { writer.pipeline(pipe).await }.boxed())
+        self.write([&channel], move |writer| {
+            async move { writer.pipeline(pipe).await }.boxed()
+        })
     }
 
     fn is_connected(&self) -> bool {
-        self.status.connected()
+        // On a cluster, one master down leaves the other shards' channels
+        // working: the node stays usable (see `degraded`).
+        self.readers.get().is_some_and(Readers::serving)
+    }
+
+    fn degraded(&self) -> Vec<String> {
+        self.readers
+            .get()
+            .map_or_else(|| vec!["readers not started".into()], |r| r.status.down())
     }
 
     fn announce(
@@ -308,7 +439,9 @@ impl Engine for RedisEngine {
             Ok(value) => {
                 let mut cmd = redis::cmd("HSET");
                 cmd.arg(key).arg(field).arg(value);
-                self.write(move |writer| async move { writer.query::<()>(cmd).await }.boxed())
+                self.write([], move |writer| {
+                    async move { writer.query::<()>(cmd).await }.boxed()
+                })
             }
             Err(err) => {
                 futures_util::future::ready(Err(EngineError::Failed(Box::new(err)))).boxed()
@@ -321,7 +454,7 @@ impl Engine for RedisEngine {
         let handle = self.writer.clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(&key);
-        let read = self.write(move |writer| {
+        let read = self.write([], move |writer| {
             async move { writer.query::<Vec<(String, String)>>(cmd).await }.boxed()
         });
         async move {
@@ -339,7 +472,9 @@ impl Engine for RedisEngine {
             if !gone.is_empty() {
                 let mut hdel = redis::cmd("HDEL");
                 hdel.arg(&key).arg(gone);
-                let _ = handle.query::<()>(hdel).await;
+                if let Err(err) = handle.query::<()>(hdel).await {
+                    tracing::debug!(error = %err, "forgetting stale nodes failed");
+                }
             }
             Ok(live)
         }

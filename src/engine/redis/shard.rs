@@ -8,19 +8,21 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::Arc,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock, Weak},
     time::Duration,
 };
 
 use metrics::{Counter, Histogram};
 use tokio::{
     sync::{mpsc, oneshot},
-    time::{Instant, sleep, sleep_until},
+    time::{Instant, sleep, sleep_until, timeout},
 };
 
 use super::{
-    Status,
-    backend::{Backend, Connection, Event},
+    backend::{Backend, Connection, Event, Moved},
+    readers::{Readers, Status},
 };
 use crate::{
     engine::{
@@ -38,6 +40,9 @@ pub(super) enum Command {
     Subscribe(ChannelName, oneshot::Sender<Result<(), EngineError>>),
     /// This node no longer needs the channel.
     Unsubscribe(ChannelName),
+    /// The channel's cluster slot moved to this shard's master: serve it
+    /// from now on and tell its subscribers they may have missed messages.
+    Adopt(ChannelName),
 }
 
 /// Settings every shard shares.
@@ -49,6 +54,16 @@ pub(super) struct ShardConfig {
     pub(super) max_data_size: usize,
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
+    /// Deadline of opening the connection.
+    pub(super) connect_timeout: Duration,
+    /// Deadline of each SUBSCRIBE / UNSUBSCRIBE.
+    pub(super) command_timeout: Duration,
+    /// How often a health-check PING is sent.
+    pub(super) ping_interval: Duration,
+    /// How long a PING may go unanswered before the connection counts as lost.
+    pub(super) ping_timeout: Duration,
+    /// The other shards, to hand over a channel whose slot moved.
+    pub(super) peers: Weak<OnceLock<Readers>>,
 }
 
 struct Metrics {
@@ -57,9 +72,12 @@ struct Metrics {
     lag: Histogram,
     oversized: Counter,
     invalid: Counter,
+    detect: Histogram,
+    down: Histogram,
 }
 
 pub(super) struct Shard<B: Backend> {
+    index: usize,
     backend: B,
     config: ShardConfig,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -82,6 +100,7 @@ struct Lost;
 
 impl<B: Backend> Shard<B> {
     pub(super) fn new(
+        index: usize,
         backend: B,
         config: ShardConfig,
         commands: mpsc::UnboundedReceiver<Command>,
@@ -89,6 +108,7 @@ impl<B: Backend> Shard<B> {
         status: Arc<Status>,
     ) -> Self {
         Self {
+            index,
             backend,
             config,
             commands,
@@ -104,6 +124,8 @@ impl<B: Backend> Shard<B> {
                 lag: metrics::histogram!(names::ENGINE_PUBSUB_LAG),
                 oversized: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_TOO_LARGE),
                 invalid: metrics::counter!(names::MESSAGES_DROPPED, "reason" => names::DROP_INVALID_DATA),
+                detect: metrics::histogram!(names::ENGINE_DETECT_DURATION),
+                down: metrics::histogram!(names::ENGINE_DOWN_DURATION),
             },
         }
     }
@@ -111,7 +133,8 @@ impl<B: Backend> Shard<B> {
     /// Runs until the engine is dropped (its command channel closes).
     pub(super) async fn run(mut self) {
         let mut delay = self.config.backoff_min;
-        let mut ever_connected = false;
+        // Set while the shard is down after having been up.
+        let mut down_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
             let conn = match self.connect().await {
@@ -126,44 +149,141 @@ impl<B: Backend> Shard<B> {
                 }
             };
             delay = self.config.backoff_min;
-            self.status.shard_up();
-            if ever_connected {
+            if let Some(since) = down_since.take() {
                 self.metrics.reconnects.increment(1);
                 self.metrics.resubscribe.record(started.elapsed());
-                tracing::info!(channels = self.active.len(), "redis pub/sub reconnected");
+                self.metrics.down.record(since.elapsed());
+                tracing::info!(
+                    shard = self.index,
+                    channels = self.active.len(),
+                    down_for = ?since.elapsed(),
+                    "redis pub/sub reconnected"
+                );
                 // Anything published while we were away is gone: say so.
                 for channel in &self.active {
                     self.dispatcher.notify_gap(channel);
                 }
             }
-            ever_connected = true;
+            // Gap notices first, then "up": once readiness says so, every
+            // affected subscriber has been told.
+            self.status.set(self.index, true);
             let closed = self.serve(conn).await;
-            self.status.shard_down();
+            self.status.set(self.index, false);
+            down_since = Some(Instant::now());
             if closed {
                 return;
             }
         }
     }
 
-    /// Connects and resubscribes every channel that still has local subscribers.
-    async fn connect(&mut self) -> redis::RedisResult<B::Conn> {
-        let mut conn = self.backend.connect().await?;
+    /// Connects and resubscribes every channel that still has local
+    /// subscribers, each step within its deadline.
+    async fn connect(&mut self) -> Result<B::Conn, String> {
+        let mut conn = timeout(self.config.connect_timeout, self.backend.connect())
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        // A hung server accepts TCP connections (the kernel does) but
+        // answers nothing: only an answered PING makes the connection count.
+        timeout(self.config.ping_timeout, conn.ping())
+            .await
+            .map_err(|_| "redis did not answer PING".to_owned())?
+            .map_err(|e| e.to_string())?;
         // Lingering channels have no local subscribers: let them go.
         self.lingering.clear();
         self.expiry.clear();
         self.confirmations.clear();
+        if let Some(node) = conn.node() {
+            self.with_peers(|readers| readers.set_master(self.index, node));
+        }
         let channels: Vec<String> = self.active.iter().map(|c| self.key(c)).collect();
         for chunk in channels.chunks(1000) {
-            conn.subscribe(chunk.to_vec()).await?;
+            let moved = timeout(self.config.command_timeout, conn.subscribe(chunk.to_vec()))
+                .await
+                .map_err(|_| "resubscribing timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            for moved in moved {
+                self.hand_over(&moved, None);
+            }
         }
         Ok(conn)
     }
 
+    fn with_peers<T>(&self, f: impl FnOnce(&Readers) -> T) -> Option<T> {
+        let peers = self.config.peers.upgrade()?;
+        peers.get().map(f)
+    }
+
+    /// Gives `moved` to the shard of the master that serves its slot now;
+    /// with `reply`, that shard answers the pending subscription.
+    fn hand_over(
+        &mut self,
+        moved: &Moved,
+        reply: Option<oneshot::Sender<Result<(), EngineError>>>,
+    ) {
+        let Some(channel) = self.channel_of(&moved.key) else {
+            return;
+        };
+        self.active.remove(&channel);
+        let index = self.index;
+        let handed = self.with_peers(|readers| {
+            let command = match reply {
+                Some(reply) => Command::Subscribe(channel.clone(), reply),
+                None => Command::Adopt(channel.clone()),
+            };
+            readers.move_slot(&moved.key, &moved.node, index, command)
+        });
+        match handed.flatten() {
+            Some(to) => {
+                tracing::info!(%channel, from = index, to, node = %moved.node, "cluster slot moved; channel handed over");
+            }
+            None => {
+                tracing::warn!(%channel, node = %moved.node, "cluster slot moved to a node this herald has no reader for; channel dropped");
+                self.dispatcher.notify_gap(&channel);
+            }
+        }
+    }
+
     /// Serves a live connection. Returns `true` when the engine is gone.
+    ///
+    /// A PING goes out every `ping_interval` (the next one only once the
+    /// previous was answered); one unanswered within `ping_timeout` means
+    /// Redis is hung or unreachable, whatever the socket says. So a hang is
+    /// detected within `ping_interval + ping_timeout`.
     async fn serve(&mut self, mut conn: B::Conn) -> bool {
+        let mut last_answer = Instant::now();
+        let mut next_ping = Instant::now() + self.config.ping_interval;
+        let mut ping: Option<Pin<Box<dyn Future<Output = PingOutcome> + Send>>> = None;
         loop {
             let linger_deadline = self.expiry.front().map(|(deadline, _)| *deadline);
             tokio::select! {
+                () = sleep_until(next_ping), if ping.is_none() => {
+                    let sent = conn.ping();
+                    let deadline = self.config.ping_timeout;
+                    ping = Some(Box::pin(async move {
+                        match timeout(deadline, sent).await {
+                            Ok(Ok(())) => PingOutcome::Answered,
+                            Ok(Err(_)) => PingOutcome::Failed,
+                            Err(_) => PingOutcome::TimedOut,
+                        }
+                    }));
+                }
+                outcome = poll_ping(&mut ping) => {
+                    ping = None;
+                    if outcome == PingOutcome::Answered {
+                        last_answer = Instant::now();
+                        next_ping = last_answer + self.config.ping_interval;
+                    } else {
+                        self.metrics.detect.record(last_answer.elapsed());
+                        tracing::warn!(
+                            shard = self.index,
+                            silent_for = ?last_answer.elapsed(),
+                            ?outcome,
+                            "redis did not answer the health check; reconnecting"
+                        );
+                        return false;
+                    }
+                }
                 command = self.commands.recv() => {
                     let Some(command) = command else { return true };
                     if self.apply(&mut conn, command).await.is_err() {
@@ -178,7 +298,7 @@ impl<B: Backend> Shard<B> {
                         }
                     }
                     None => {
-                        tracing::warn!("redis pub/sub connection lost");
+                        tracing::warn!(shard = self.index, "redis pub/sub connection lost");
                         return false;
                     }
                 },
@@ -206,6 +326,10 @@ impl<B: Backend> Shard<B> {
                     Some(Command::Unsubscribe(channel)) => {
                         self.active.remove(&channel);
                     }
+                    // Served (with a gap notice) once reconnected.
+                    Some(Command::Adopt(channel)) => {
+                        self.active.insert(channel);
+                    }
                 },
             }
         }
@@ -215,6 +339,7 @@ impl<B: Backend> Shard<B> {
     async fn apply(&mut self, conn: &mut B::Conn, first: Command) -> Result<(), Lost> {
         let mut to_subscribe = Vec::new();
         let mut waiting = Vec::new();
+        let mut adopted = Vec::new();
         let mut command = Some(first);
         while let Some(next) = command {
             match next {
@@ -223,12 +348,18 @@ impl<B: Backend> Shard<B> {
                         self.active.insert(channel);
                         let _ = reply.send(Ok(()));
                     } else {
+                        waiting.push((channel.clone(), reply));
                         to_subscribe.push(channel);
-                        waiting.push(reply);
+                    }
+                }
+                Command::Adopt(channel) => {
+                    if !self.active.contains(&channel) {
+                        adopted.push(channel);
                     }
                 }
                 Command::Unsubscribe(channel) => {
                     to_subscribe.retain(|c| c != &channel);
+                    adopted.retain(|c| c != &channel);
                     if self.active.remove(&channel) {
                         let deadline = Instant::now() + self.config.linger;
                         self.lingering.insert(channel.clone(), deadline);
@@ -238,24 +369,60 @@ impl<B: Backend> Shard<B> {
             }
             command = self.commands.try_recv().ok();
         }
-        if to_subscribe.is_empty() {
-            for reply in waiting {
+        if to_subscribe.is_empty() && adopted.is_empty() {
+            for (_, reply) in waiting {
                 let _ = reply.send(Ok(()));
             }
             return Ok(());
         }
-        let keys = to_subscribe.iter().map(|c| self.key(c)).collect();
-        match conn.subscribe(keys).await {
-            Ok(()) => {
-                self.active.extend(to_subscribe);
-                for reply in waiting {
+        let keys = to_subscribe
+            .iter()
+            .chain(&adopted)
+            .map(|c| self.key(c))
+            .collect();
+        let result = timeout(self.config.command_timeout, conn.subscribe(keys))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        match result {
+            Ok(moved) => {
+                let mut replies = waiting;
+                for moved in &moved {
+                    // The new owner's shard answers whoever waits for it.
+                    let channel = self.channel_of(&moved.key);
+                    let (theirs, ours): (Vec<_>, Vec<_>) = replies
+                        .into_iter()
+                        .partition(|(c, _)| Some(c) == channel.as_ref());
+                    replies = ours;
+                    let mut theirs = theirs.into_iter().map(|(_, reply)| reply);
+                    self.hand_over(moved, theirs.next());
+                    for reply in theirs {
+                        if let Some(channel) = &channel {
+                            self.with_peers(|readers| {
+                                let command = Command::Subscribe(channel.clone(), reply);
+                                readers.send_to_owner(&moved.key, command);
+                            });
+                        }
+                    }
+                }
+                let gone: HashSet<&str> = moved.iter().map(|m| m.key.as_str()).collect();
+                for channel in to_subscribe.into_iter().chain(adopted.iter().cloned()) {
+                    if !gone.contains(self.key(&channel).as_str()) {
+                        self.active.insert(channel);
+                    }
+                }
+                for (_, reply) in replies {
                     let _ = reply.send(Ok(()));
+                }
+                for channel in &adopted {
+                    if self.active.contains(channel) {
+                        self.dispatcher.notify_gap(channel);
+                    }
                 }
                 Ok(())
             }
             Err(err) => {
                 tracing::warn!(error = %err, "redis subscribe failed");
-                for reply in waiting {
+                for (_, reply) in waiting {
                     let _ = reply.send(Err(EngineError::Unavailable(err.to_string())));
                 }
                 Err(Lost)
@@ -285,10 +452,13 @@ impl<B: Backend> Shard<B> {
         for key in &expired {
             *self.confirmations.entry(key.clone()).or_default() += 1;
         }
-        conn.unsubscribe(expired).await.map_err(|err| {
-            tracing::warn!(error = %err, "redis unsubscribe failed");
-            Lost
-        })
+        timeout(self.config.command_timeout, conn.unsubscribe(expired))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(|err| {
+                tracing::warn!(error = %err, "redis unsubscribe failed");
+                Lost
+            })
     }
 
     /// The server dropped a subscription we still need (its cluster slot
@@ -310,10 +480,18 @@ impl<B: Backend> Shard<B> {
             return Ok(());
         }
         tracing::info!(%channel, "subscription dropped by the server; resubscribing");
-        conn.subscribe(vec![key.to_owned()])
-            .await
-            .map_err(|_| Lost)?;
-        self.dispatcher.notify_gap(&channel);
+        let moved = timeout(
+            self.config.command_timeout,
+            conn.subscribe(vec![key.to_owned()]),
+        )
+        .await
+        .map_err(|_| Lost)?
+        .map_err(|_| Lost)?;
+        match moved.first() {
+            // Another master serves the slot now: its shard takes over.
+            Some(moved) => self.hand_over(&moved.clone(), None),
+            None => self.dispatcher.notify_gap(&channel),
+        }
         Ok(())
     }
 
@@ -355,6 +533,31 @@ impl<B: Backend> Shard<B> {
         let name = key.strip_prefix(&self.config.prefix)?;
         ChannelName::parse(name, usize::MAX).ok()
     }
+}
+
+/// How a health-check PING ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingOutcome {
+    Answered,
+    Failed,
+    TimedOut,
+}
+
+/// Resolves with the in-flight PING's outcome; never while none is in flight.
+async fn poll_ping(
+    ping: &mut Option<Pin<Box<dyn Future<Output = PingOutcome> + Send>>>,
+) -> PingOutcome {
+    match ping {
+        Some(ping) => ping.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
 }
 
 /// Full jitter: a random delay up to `delay`, so nodes do not reconnect in lockstep.
