@@ -8,18 +8,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{
-        ConnectionAuth, KeyError, TokenVerifier,
+        ConnectionAuth, KeyError, SessionStoreKind, TokenVerifier,
         sessions::{MemoryStore, RedisStore, SessionStore, Sessions},
     },
     config::{Config, EngineKind},
     core::{
         ClientContext, ClientSettings, Hub, HubConfig, PublicationLimits, RateLimits, Registry,
     },
-    engine::{
-        Engine, SharedDispatcher,
-        memory::MemoryEngine,
-        redis::{RedisEngine, RedisHandle},
-    },
+    engine::{Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
     http::{
         self, AppState,
         serve::{Server, Shutdown},
@@ -138,16 +134,23 @@ impl App {
         let rules = Arc::new(config.channels.clone());
         let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
         let engine = engine(Arc::clone(&registry) as SharedDispatcher);
-        let store: Arc<dyn SessionStore> = match config.engine.kind {
-            EngineKind::Memory => {
-                // In-process: always there, unlike a Redis store it checks.
-                metrics::gauge!(crate::metrics::SESSION_STORE_CONNECTED).set(1.0);
-                Arc::new(MemoryStore::default())
-            }
-            EngineKind::Redis => Arc::new(RedisStore::new(
-                RedisHandle::new(&config.engine).map_err(StartError::Engine)?,
+        // Chosen by its own setting, not by the engine: `auto` follows the
+        // engine only because that is what one Redis deployment wants.
+        let redis_sessions = match config.auth.session_store {
+            SessionStoreKind::Auto => config.engine.kind == EngineKind::Redis,
+            SessionStoreKind::Memory => false,
+            SessionStoreKind::Redis => true,
+        };
+        let store: Arc<dyn SessionStore> = if redis_sessions {
+            Arc::new(RedisStore::new(
+                crate::redis_conn::RedisHandle::new(&config.engine.redis())
+                    .map_err(StartError::Engine)?,
                 config.engine.prefix.clone(),
-            )),
+            ))
+        } else {
+            // In-process: always there, unlike a Redis store it checks.
+            metrics::gauge!(crate::metrics::SESSION_STORE_CONNECTED).set(1.0);
+            Arc::new(MemoryStore::default())
         };
         let sessions = Sessions::new(store, &config.auth);
         let limits = Arc::new(RateLimits::new(config.rate_limits.clone()));

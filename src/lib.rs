@@ -45,5 +45,7 @@ pub mod metrics;
 pub mod native;
 pub mod net;
 pub mod protocol;
+pub mod redis_conn;
+pub mod serde_text;
 pub mod shutdown;
 pub mod telemetry;

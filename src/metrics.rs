@@ -238,7 +238,7 @@ fn describe() {
 ///
 /// Adds zero and never sets, so nothing that was already counted is reset.
 fn register() {
-    use crate::{core::Limit, protocol::CloseCode};
+    use crate::protocol::CloseCode;
     use metrics::{counter, gauge, histogram};
     for name in [
         CONNECTIONS,
@@ -276,9 +276,8 @@ fn register() {
     for code in CloseCode::SENT {
         counter!(CLOSES, "code" => code.as_u16().to_string()).increment(0);
     }
-    for limit in Limit::ALL {
-        counter!(RATE_LIMITED, "limit" => limit.label()).increment(0);
-    }
+    // `herald_rate_limited_total{limit}` is registered by the core's
+    // `RateLimits::new`, which owns the limit names.
     // Listener names and refusal reasons as `http::serve` labels them.
     for listener in ["main", "ops"] {
         for reason in ["pending_node", "pending_per_ip"] {

@@ -53,7 +53,7 @@ pub struct KeyConfig {
     /// The one algorithm tokens under this key may use.
     pub algorithm: KeyAlgorithm,
     /// Shared secret (HS*).
-    #[serde(default, deserialize_with = "crate::config::optional_text")]
+    #[serde(default, deserialize_with = "crate::serde_text::optional_text")]
     pub secret: Option<String>,
     /// PEM public key (RS256/ES256), inline.
     #[serde(default)]
@@ -82,7 +82,7 @@ pub struct AuthConfig {
     /// Algorithm of the default key (tokens without `kid`).
     pub algorithm: KeyAlgorithm,
     /// Shared secret of the default key (HS*).
-    #[serde(deserialize_with = "crate::config::text")]
+    #[serde(deserialize_with = "crate::serde_text::text")]
     pub secret: String,
     /// PEM public key of the default key (RS256/ES256), inline.
     pub public_key: Option<String>,
@@ -112,6 +112,24 @@ pub struct AuthConfig {
     pub access_ttl_secs: u64,
     /// Lifetime of refresh tokens, seconds (renewed on every rotation).
     pub refresh_ttl_secs: u64,
+    /// Where login sessions live: `auto` (default: Redis when
+    /// `engine.kind = "redis"`, else memory), `memory` (this node only) or
+    /// `redis` (on the server of `engine.url`/`engine.cluster_urls`, shared
+    /// by every node, whatever engine carries publications).
+    pub session_store: SessionStoreKind,
+}
+
+/// `auth.session_store`: where login sessions live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    /// Redis with the `redis` engine, memory with the `memory` engine.
+    #[default]
+    Auto,
+    /// In this process: sessions are per node and lost on restart.
+    Memory,
+    /// In Redis, shared by every node.
+    Redis,
 }
 
 impl Default for AuthConfig {
@@ -133,6 +151,7 @@ impl Default for AuthConfig {
             expiry_grace_ms: 5_000,
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 7 * 24 * 3600,
+            session_store: SessionStoreKind::Auto,
         }
     }
 }

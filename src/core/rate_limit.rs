@@ -195,6 +195,11 @@ pub struct RateLimits {
 impl RateLimits {
     /// Limits from `config`.
     pub fn new(config: RateLimitConfig) -> Self {
+        // Every limit's series exists from the start, at zero (adding zero
+        // never resets what another hub in this process counted).
+        for limit in Limit::ALL {
+            metrics::counter!(names::RATE_LIMITED, "limit" => limit.label()).increment(0);
+        }
         Self {
             upgrades: quota(config.upgrades_per_ip_per_second).map(RateLimiter::keyed),
             api: quota(config.api_publishes_per_second).map(RateLimiter::direct),

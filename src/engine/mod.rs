@@ -9,6 +9,7 @@
 //! The in-memory engine ([`memory`]) serves one node with no other service.
 //! This module knows only [`crate::protocol`]: no hub internals, no transport.
 
+mod config;
 pub mod envelope;
 pub mod memory;
 pub mod redis;
@@ -16,6 +17,8 @@ pub mod redis;
 use std::{fmt, sync::Arc};
 
 use futures_util::future::BoxFuture;
+
+pub use config::{EngineConfig, EngineKind};
 
 use crate::protocol::{ChannelName, Publication};
 

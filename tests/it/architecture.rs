@@ -48,8 +48,24 @@ const RULES: &[Rule] = &[
         forbidden_crates: &["redis", "jsonwebtoken", "tungstenite", "tokio_tungstenite"],
     },
     Rule {
+        module: "serde_text",
+        crate_modules: &[],
+        forbidden_crates: &["tokio", "axum", "redis", "jsonwebtoken"],
+    },
+    Rule {
+        module: "redis_conn",
+        crate_modules: &[],
+        forbidden_crates: &[
+            "axum",
+            "hyper",
+            "tungstenite",
+            "tokio_tungstenite",
+            "jsonwebtoken",
+        ],
+    },
+    Rule {
         module: "engine",
-        crate_modules: &["protocol", "metrics", "config"],
+        crate_modules: &["protocol", "metrics", "serde_text", "redis_conn"],
         forbidden_crates: &[
             "axum",
             "hyper",
@@ -80,13 +96,18 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "auth",
-        crate_modules: &["protocol", "core", "engine", "config", "metrics"],
+        crate_modules: &["protocol", "core", "metrics", "serde_text", "redis_conn"],
         forbidden_crates: &["axum", "hyper", "tungstenite", "tokio_tungstenite"],
     },
     Rule {
         module: "native",
         crate_modules: &["protocol", "core", "net", "metrics"],
         forbidden_crates: &["redis", "jsonwebtoken", "figment"],
+    },
+    Rule {
+        module: "telemetry",
+        crate_modules: &[],
+        forbidden_crates: &["redis", "jsonwebtoken", "axum"],
     },
     Rule {
         module: "http",

@@ -695,3 +695,37 @@ async fn a_foreign_origin_is_refused_and_allowed_origins_get_cors() {
     assert_eq!(health.headers()["x-content-type-options"], "nosniff");
     assert_eq!(health.headers()["x-frame-options"], "DENY");
 }
+
+/// The session store is chosen by `auth.session_store`, not by the engine:
+/// two memory-engine nodes (which share no publications) share their login
+/// sessions through Redis, and `memory` keeps them per node.
+#[tokio::test]
+async fn the_session_store_follows_its_own_setting_not_the_engine() {
+    let redis = RedisServer::start();
+    let node = |store: herald::auth::SessionStoreKind| {
+        let url = redis.url();
+        TestHub::with(move |c: &mut Config| {
+            c.engine.kind = EngineKind::Memory;
+            c.engine.url = url;
+            c.auth.session_store = store;
+        })
+    };
+    let a = node(herald::auth::SessionStoreKind::Redis).await;
+    let b = node(herald::auth::SessionStoreKind::Redis).await;
+    let session = create_session(&a, json!({"user": "gus"})).await;
+    let refresh = session["refresh_token"].as_str().unwrap();
+    let (status, rotated) = browser(&b, "/api/v1/sessions/refresh", refresh).await;
+    assert_eq!(
+        status, 200,
+        "node b reads node a's session from Redis: {rotated}"
+    );
+
+    let c = node(herald::auth::SessionStoreKind::Memory).await;
+    let rotated = rotated["refresh_token"].as_str().unwrap();
+    let (status, body) = browser(&c, "/api/v1/sessions/refresh", rotated).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_refresh_token")),
+        "a memory store knows only its own node's sessions"
+    );
+}

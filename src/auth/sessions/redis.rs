@@ -16,7 +16,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use redis::Script;
 
 use super::{Record, Rotation, SessionStore, StoreError};
-use crate::engine::redis::{CommandError, RedisHandle};
+use crate::redis_conn::{CommandError, RedisHandle};
 
 /// Rotates atomically: KEYS[1] session; ARGV presented hash, next hash,
 /// how many rotated hashes to remember for reuse detection.

@@ -33,7 +33,7 @@ use super::{
     resp::{self, Frame},
     topology::{self, Node, Topology},
 };
-use crate::config::EngineConfig;
+use crate::engine::EngineConfig;
 
 /// Something a reader shard hears on its connection.
 #[derive(Debug)]
@@ -151,7 +151,7 @@ impl Backend for Cluster {
 
     async fn connect(&self) -> RedisResult<ClusterConn> {
         let (tx, pushes) = mpsc::unbounded_channel();
-        let builder = super::cluster_builder(&self.config)
+        let builder = super::cluster_builder(&self.config.redis())
             .use_protocol(ProtocolVersion::RESP3)
             .push_sender(tx);
         let conn = builder.build()?.get_async_connection().await?;

@@ -19,13 +19,13 @@
 //!   fast for channels whose reader is down.
 
 mod backend;
-mod handle;
 mod readers;
 mod resp;
 mod shard;
 mod topology;
 
-pub use handle::{CommandError, RedisHandle};
+pub use crate::redis_conn::{CommandError, RedisHandle};
+use crate::redis_conn::{cluster_builder, single_client};
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,9 +38,8 @@ use self::{
     readers::{Readers, Routing},
     shard::{Command, ShardConfig},
 };
-use super::{Engine, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
+use super::{Engine, EngineConfig, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
 use crate::{
-    config::EngineConfig,
     metrics as names,
     protocol::{ChannelName, EventName, Publication, unix_ms},
 };
@@ -117,7 +116,7 @@ impl RedisEngine {
         if config.cluster_urls.is_empty() {
             // RESP2: the pub/sub connection reads messages as a stream.
             let backend = Single {
-                client: single_client(config, redis::ProtocolVersion::RESP2)?,
+                client: single_client(&config.redis(), redis::ProtocolVersion::RESP2)?,
             };
             let _ = readers.set(Readers::hashed(
                 shard_count,
@@ -143,7 +142,7 @@ impl RedisEngine {
         }
         Ok(Self {
             readers,
-            writer: RedisHandle::new(config)?,
+            writer: RedisHandle::new(&config.redis())?,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
@@ -177,11 +176,6 @@ impl RedisEngine {
     /// script can check the key and publish.
     fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
         format!("{}idem:{{{}}}:{key}", self.prefix, self.key(channel))
-    }
-
-    /// The command connection (shared with the session store).
-    pub fn handle(&self) -> RedisHandle {
-        self.writer.clone()
     }
 
     /// Runs `op` on the writer unless the readers of `channels` are down
@@ -229,23 +223,6 @@ fn engine_error(err: CommandError) -> EngineError {
     }
 }
 
-fn single_client(
-    config: &EngineConfig,
-    protocol: redis::ProtocolVersion,
-) -> Result<redis::Client, String> {
-    let mut info: redis::ConnectionInfo = config
-        .url
-        .as_str()
-        .parse()
-        .map_err(|e| format!("engine.url: {e}"))?;
-    let mut settings = info.redis_settings().clone().set_protocol(protocol);
-    if let Some(password) = &config.password {
-        settings = settings.set_password(password.clone());
-    }
-    info = info.set_redis_settings(settings);
-    redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
-}
-
 /// The cluster seeds, if none uses TLS (per-master readers speak plain
 /// TCP; a TLS cluster keeps readers over whole-cluster connections).
 fn plain_cluster_seeds(
@@ -273,31 +250,6 @@ fn cluster_backend(config: &EngineConfig) -> Cluster {
     Cluster {
         config: config.clone(),
     }
-}
-
-/// A cluster client builder with the configured password and deadlines.
-fn cluster_builder(config: &EngineConfig) -> redis::cluster::ClusterClientBuilder {
-    let mut builder = redis::cluster::ClusterClient::builder(config.cluster_urls.clone())
-        .connection_timeout(config.connect_timeout())
-        .response_timeout(config.command_timeout());
-    if let Some(password) = &config.password {
-        builder = builder.password(password.clone());
-    }
-    builder
-}
-
-/// A cluster client for commands (RESP2 unless `resp3`). It never retries
-/// by itself: redis-rs would re-send a command after an I/O error, when it
-/// may already have run; [`RedisHandle`] retries only what did not run.
-fn cluster_client(
-    config: &EngineConfig,
-    resp3: bool,
-) -> redis::RedisResult<redis::cluster::ClusterClient> {
-    let mut builder = cluster_builder(config).retries(0);
-    if resp3 {
-        builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
-    }
-    builder.build()
 }
 
 impl Engine for RedisEngine {

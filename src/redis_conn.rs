@@ -1,6 +1,7 @@
 //! A command connection to Redis or a Redis Cluster that reconnects by
-//! itself, with a deadline on every command: the engine's write path and the
-//! session store each hold one.
+//! itself, with a deadline on every command: the Redis engine's write path
+//! and the Redis session store each hold one. A leaf below both, so neither
+//! depends on the other.
 //!
 //! Nothing here retries a command that may have reached Redis: a command
 //! whose reply did not arrive may have run, and only the caller knows
@@ -28,7 +29,33 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use crate::config::EngineConfig;
+/// Where Redis is and how long to wait for it: the part of `[engine]` a
+/// connection needs (built with `EngineConfig::redis`).
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL of one server.
+    pub url: String,
+    /// Redis Cluster seeds; when not empty, the cluster is used.
+    pub cluster_urls: Vec<String>,
+    /// Password overriding the URL's.
+    pub password: Option<String>,
+    /// Deadline of every command.
+    pub command_timeout: Duration,
+    /// Deadline of opening a connection.
+    pub connect_timeout: Duration,
+    /// First and longest reconnect delay.
+    pub reconnect: (Duration, Duration),
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url)
+            .field("cluster_urls", &self.cluster_urls)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
 
 /// Why a command failed, and whether it may have run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -125,18 +152,18 @@ impl RedisHandle {
     ///
     /// # Errors
     /// A message naming `engine.url` when it does not parse.
-    pub fn new(config: &EngineConfig) -> Result<Self, String> {
+    pub fn new(config: &RedisSettings) -> Result<Self, String> {
         let conn = if config.cluster_urls.is_empty() {
             let manager_config = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(config.command_timeout()))
-                .set_connection_timeout(Some(config.connect_timeout()))
-                .set_min_delay(Duration::from_millis(config.reconnect_min_ms.max(1)))
-                .set_max_delay(Duration::from_millis(config.reconnect_max_ms.max(1)))
+                .set_response_timeout(Some(config.command_timeout))
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_min_delay(config.reconnect.0)
+                .set_max_delay(config.reconnect.1)
                 // Each command has its own deadline; a reconnect that keeps
                 // failing is started again by the next command.
                 .set_number_of_retries(2);
             let manager = ConnectionManager::new_lazy_with_config(
-                super::single_client(config, ProtocolVersion::RESP3)?,
+                single_client(config, ProtocolVersion::RESP3)?,
                 manager_config,
             )
             .map_err(|e| format!("engine.url: {e}"))?;
@@ -144,15 +171,14 @@ impl RedisHandle {
         } else {
             Conn::Cluster {
                 client: Box::new(
-                    super::cluster_client(config, false)
-                        .map_err(|e| format!("engine.cluster_urls: {e}"))?,
+                    cluster_client(config).map_err(|e| format!("engine.cluster_urls: {e}"))?,
                 ),
                 conn: OnceCell::new(),
             }
         };
         Ok(Self(Arc::new(Inner {
             conn,
-            timeout: config.command_timeout(),
+            timeout: config.command_timeout,
             healthy: AtomicBool::new(true),
         })))
     }
@@ -271,4 +297,42 @@ impl RedisHandle {
             }
         }
     }
+}
+
+/// A client for one server (engine.url), with the configured password.
+pub(crate) fn single_client(
+    config: &RedisSettings,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client, String> {
+    let mut info: redis::ConnectionInfo = config
+        .url
+        .as_str()
+        .parse()
+        .map_err(|e| format!("engine.url: {e}"))?;
+    let mut settings = info.redis_settings().clone().set_protocol(protocol);
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.clone());
+    }
+    info = info.set_redis_settings(settings);
+    redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
+}
+
+/// A cluster client builder with the configured password and deadlines.
+pub(crate) fn cluster_builder(config: &RedisSettings) -> redis::cluster::ClusterClientBuilder {
+    let mut builder = redis::cluster::ClusterClient::builder(config.cluster_urls.clone())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout);
+    if let Some(password) = &config.password {
+        builder = builder.password(password.clone());
+    }
+    builder
+}
+
+/// A cluster client for commands (RESP2). It never retries by itself:
+/// redis-rs would re-send a command after an I/O error, when it may
+/// already have run; [`RedisHandle`] retries only what did not run.
+pub(crate) fn cluster_client(
+    config: &RedisSettings,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    cluster_builder(config).retries(0).build()
 }
