@@ -399,8 +399,7 @@ async fn announce(state: Arc<AppState>) {
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        let stats = serde_json::to_string(&state.hub.stats(10)).unwrap_or_default();
-        if let Err(err) = state.engine.announce(state.hub.node_id(), stats, ttl).await {
+        if let Err(err) = state.engine.announce(&state.hub.stats(10), ttl).await {
             tracing::debug!(error = %err, "announcing node stats failed");
         }
     }

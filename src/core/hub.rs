@@ -17,7 +17,7 @@ use super::{
     Registry, Requester, Subscriptions,
 };
 use crate::{
-    engine::{Engine, EngineError, Keyed, Kick, Once},
+    engine::{Engine, EngineError, Keyed, Kick, NodeStats, Once, TopChannel},
     metrics as names,
     protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId, unix_ms},
 };
@@ -100,36 +100,6 @@ impl HubError {
             Self::Engine(_) => ErrorCode::EngineUnavailable,
         }
     }
-}
-
-/// A point-in-time view of the node for `/api/v1/stats`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HubStats {
-    /// This node's id.
-    pub node_id: String,
-    /// Seconds since the hub started.
-    pub uptime_seconds: u64,
-    /// Open connections.
-    pub connections: usize,
-    /// Subscriptions held by local connections.
-    pub subscriptions: usize,
-    /// Channels with local subscribers.
-    pub channels: usize,
-    /// Whether the node is draining for shutdown.
-    pub draining: bool,
-    /// Whether the engine is connected.
-    pub engine_connected: bool,
-    /// Channels with the most local subscribers.
-    pub top_channels: Vec<TopChannel>,
-}
-
-/// One row of [`HubStats::top_channels`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TopChannel {
-    /// Channel name.
-    pub channel: ChannelName,
-    /// Local subscribers.
-    pub subscribers: usize,
 }
 
 struct HubMetrics {
@@ -589,8 +559,8 @@ impl Hub {
     }
 
     /// A snapshot of this node's state.
-    pub fn stats(&self, top: usize) -> HubStats {
-        HubStats {
+    pub fn stats(&self, top: usize) -> NodeStats {
+        NodeStats {
             node_id: self.config.node_id.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
             connections: self.connections.load(Ordering::Relaxed),
@@ -603,7 +573,7 @@ impl Hub {
                 .top_channels(top)
                 .into_iter()
                 .map(|(channel, subscribers)| TopChannel {
-                    channel,
+                    channel: channel.as_str().to_owned(),
                     subscribers,
                 })
                 .collect(),

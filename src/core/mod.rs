@@ -24,7 +24,7 @@ pub use client::{
 pub use conn::{Conn, ConnId, Identity, Subscriptions};
 pub use delivery::{Delivery, Payload, WIRE_SLOTS, WireFormat, slots};
 pub use disconnect::DisconnectReason;
-pub use hub::{Hub, HubConfig, HubError, HubStats, MembershipObserver, TopChannel};
+pub use hub::{Hub, HubConfig, HubError, MembershipObserver};
 pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
 pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester};
 pub use publication::{InvalidPublication, PublicationLimits};

@@ -9,7 +9,7 @@ use std::{
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use tokio::time::Instant;
 
-use super::{Engine, EngineError, Keyed, Kick, Once, SharedDispatcher};
+use super::{Engine, EngineError, Keyed, Kick, NodeRegistry, NodeStats, Once, SharedDispatcher};
 use crate::protocol::{ChannelName, Publication};
 
 /// Idempotency keys seen within the window, with their answers.
@@ -36,7 +36,7 @@ impl SeenKeys {
 pub struct MemoryEngine {
     dispatcher: SharedDispatcher,
     /// The last stats this node announced: the whole "cluster".
-    stats: Mutex<Option<String>>,
+    stats: Mutex<Option<NodeStats>>,
     seen: Mutex<SeenKeys>,
     window: Duration,
 }
@@ -121,18 +121,19 @@ impl Engine for MemoryEngine {
     fn is_connected(&self) -> bool {
         true
     }
+}
 
+impl NodeRegistry for MemoryEngine {
     fn announce(
         &self,
-        _node_id: &str,
-        stats: String,
+        stats: &NodeStats,
         _ttl_secs: u64,
     ) -> BoxFuture<'static, Result<(), EngineError>> {
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.clone());
         ready(Ok(())).boxed()
     }
 
-    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, EngineError>> {
         let stats = self
             .stats
             .lock()

@@ -90,7 +90,7 @@ pub type SharedDispatcher = Arc<dyn Dispatcher>;
 ///
 /// Implementations must keep per-channel order: two publications to one
 /// channel from one publisher reach every subscriber in publish order.
-pub trait Engine: Send + Sync + fmt::Debug + 'static {
+pub trait Engine: NodeRegistry + Send + Sync + fmt::Debug + 'static {
     /// Publishes a batch to every node, this one included.
     ///
     /// Resolves once the engine has accepted every publication; an error
@@ -137,16 +137,49 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     fn degraded(&self) -> Vec<String> {
         Vec::new()
     }
+}
 
-    /// Records this node's stats (a JSON object) for cluster-wide views,
-    /// valid for `ttl_secs`.
+/// One node's state, as `/api/v1/stats` shows it and the node registry
+/// keeps it for the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    /// The node's id.
+    pub node_id: String,
+    /// Seconds since the node started.
+    pub uptime_seconds: u64,
+    /// Open connections.
+    pub connections: usize,
+    /// Subscriptions held by local connections.
+    pub subscriptions: usize,
+    /// Channels with local subscribers.
+    pub channels: usize,
+    /// Whether the node is draining for shutdown.
+    pub draining: bool,
+    /// Whether its engine is connected.
+    pub engine_connected: bool,
+    /// Its channels with the most local subscribers.
+    pub top_channels: Vec<TopChannel>,
+}
+
+/// One row of [`NodeStats::top_channels`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopChannel {
+    /// Channel name.
+    pub channel: String,
+    /// Local subscribers.
+    pub subscribers: usize,
+}
+
+/// Where nodes find each other's stats (for `/api/v1/stats`). Every engine
+/// is one: a distributed engine shares the entries between nodes.
+pub trait NodeRegistry: Send + Sync + fmt::Debug + 'static {
+    /// Records this node's stats, valid for `ttl_secs`.
     fn announce(
         &self,
-        node_id: &str,
-        stats: String,
+        stats: &NodeStats,
         ttl_secs: u64,
     ) -> BoxFuture<'static, Result<(), EngineError>>;
 
-    /// The stats of every live node (JSON objects), this one included.
-    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>>;
+    /// The stats of every live node, this one included.
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, EngineError>>;
 }

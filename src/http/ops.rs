@@ -11,7 +11,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::protocol::UserId;
+use crate::{engine::NodeStats, protocol::UserId};
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<Value> {
@@ -62,25 +62,21 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
 /// `GET /api/v1/stats`: this node's state, every live node's, and cluster totals.
 pub(super) async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let node = state.hub.stats(10);
-    let mut nodes: Vec<Value> = match state.engine.nodes().await {
-        Ok(nodes) => nodes
-            .iter()
-            .filter_map(|n| serde_json::from_str(n).ok())
-            .collect(),
+    let mut nodes: Vec<NodeStats> = match state.engine.nodes().await {
+        Ok(nodes) => nodes,
         Err(err) => {
             tracing::warn!(error = %err, "reading cluster stats failed");
             Vec::new()
         }
     };
     // This node's own view is always current, whatever the engine stored.
-    nodes.retain(|n| n["node_id"] != node.node_id.as_str());
-    nodes.push(serde_json::to_value(&node).unwrap_or_default());
-    nodes.sort_by(|a, b| a["node_id"].as_str().cmp(&b["node_id"].as_str()));
-    let total = |key: &str| nodes.iter().filter_map(|n| n[key].as_u64()).sum::<u64>();
+    nodes.retain(|n| n.node_id != node.node_id);
+    nodes.push(node.clone());
+    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let cluster = json!({
         "nodes": nodes.len(),
-        "connections": total("connections"),
-        "subscriptions": total("subscriptions"),
+        "connections": nodes.iter().map(|n| n.connections).sum::<usize>(),
+        "subscriptions": nodes.iter().map(|n| n.subscriptions).sum::<usize>(),
     });
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

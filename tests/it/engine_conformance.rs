@@ -117,16 +117,22 @@ async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
     );
 
     // Node stats round-trip.
-    engine
-        .announce(
-            "node-x",
-            r#"{"node_id":"node-x","connections":3}"#.into(),
-            5,
-        )
-        .await
-        .unwrap();
+    let stats = herald::engine::NodeStats {
+        node_id: "node-x".into(),
+        uptime_seconds: 7,
+        connections: 3,
+        subscriptions: 4,
+        channels: 2,
+        draining: false,
+        engine_connected: true,
+        top_channels: vec![herald::engine::TopChannel {
+            channel: "conformance".into(),
+            subscribers: 2,
+        }],
+    };
+    engine.announce(&stats, 5).await.unwrap();
     let nodes = engine.nodes().await.unwrap();
-    assert!(nodes.iter().any(|n| n.contains("node-x")), "{nodes:?}");
+    assert!(nodes.contains(&stats), "{nodes:?}");
 
     // Unsubscribing is accepted (its effect on delivery is engine-specific).
     engine.unsubscribe(channel);

@@ -10,7 +10,9 @@ use std::{
 
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use herald::{
-    engine::{Engine, EngineError, Kick, SharedDispatcher, memory::MemoryEngine},
+    engine::{
+        Engine, EngineError, Kick, NodeRegistry, NodeStats, SharedDispatcher, memory::MemoryEngine,
+    },
     protocol::{ChannelName, Publication},
 };
 use serde_json::json;
@@ -139,15 +141,13 @@ impl Engine for FlakyEngine {
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::SeqCst)
     }
-    fn announce(
-        &self,
-        node: &str,
-        stats: String,
-        ttl: u64,
-    ) -> BoxFuture<'static, Result<(), EngineError>> {
-        self.inner.announce(node, stats, ttl)
+}
+
+impl NodeRegistry for FlakyEngine {
+    fn announce(&self, stats: &NodeStats, ttl: u64) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.inner.announce(stats, ttl)
     }
-    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, EngineError>> {
         self.inner.nodes()
     }
 }

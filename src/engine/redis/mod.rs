@@ -38,7 +38,10 @@ use self::{
     readers::{Readers, Routing},
     shard::{Command, ShardConfig},
 };
-use super::{Engine, EngineConfig, EngineError, Keyed, Kick, Once, SharedDispatcher, envelope};
+use super::{
+    Engine, EngineConfig, EngineError, Keyed, Kick, NodeRegistry, NodeStats, Once,
+    SharedDispatcher, envelope,
+};
 use crate::{
     metrics as names,
     protocol::{ChannelName, EventName, Publication, unix_ms},
@@ -81,7 +84,7 @@ return redis.call('GET', KEYS[1]) or ''
 #[derive(Serialize, Deserialize)]
 struct Announcement {
     expires_ms: u64,
-    stats: Box<serde_json::value::RawValue>,
+    stats: NodeStats,
 }
 
 impl RedisEngine {
@@ -372,21 +375,20 @@ impl Engine for RedisEngine {
             .get()
             .map_or_else(|| vec!["readers not started".into()], |r| r.status.down())
     }
+}
 
+impl NodeRegistry for RedisEngine {
     fn announce(
         &self,
-        node_id: &str,
-        stats: String,
+        stats: &NodeStats,
         ttl_secs: u64,
     ) -> BoxFuture<'static, Result<(), EngineError>> {
         let key = format!("{}nodes", self.prefix);
-        let field = node_id.to_owned();
-        let value = serde_json::value::RawValue::from_string(stats)
-            .map(|stats| Announcement {
-                expires_ms: unix_ms() + ttl_secs * 1000,
-                stats,
-            })
-            .and_then(|a| serde_json::to_string(&a));
+        let field = stats.node_id.clone();
+        let value = serde_json::to_string(&Announcement {
+            expires_ms: unix_ms().saturating_add(ttl_secs.saturating_mul(1000)),
+            stats: stats.clone(),
+        });
         match value {
             Ok(value) => {
                 let mut cmd = redis::cmd("HSET");
@@ -401,7 +403,7 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn nodes(&self) -> BoxFuture<'static, Result<Vec<String>, EngineError>> {
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, EngineError>> {
         let key = format!("{}nodes", self.prefix);
         let handle = self.writer.clone();
         let mut cmd = redis::cmd("HGETALL");
@@ -415,7 +417,7 @@ impl Engine for RedisEngine {
             let mut gone = Vec::new();
             for (node, value) in read.await? {
                 match serde_json::from_str::<Announcement>(&value) {
-                    Ok(a) if a.expires_ms > now => live.push(a.stats.get().to_owned()),
+                    Ok(a) if a.expires_ms > now => live.push(a.stats),
                     _ => gone.push(node),
                 }
             }
