@@ -5,7 +5,7 @@
 //! ```text
 //! protocol/   native protocol v1 as data: messages, codes, names,   (serde, serde_json, rmp-serde,
 //!             publication data, JSON|MessagePack codec               bytes, base64)
-//! engine/     mod.rs: the Engine trait and its Dispatcher            (protocol)
+//! engine/     mod.rs: Engine, Dispatcher, NodeRegistry; `[engine]`     (protocol)
 //!             memory.rs, redis/: the engines                         (+ redis)
 //! core/       client.rs: one connection's life, any transport;      (protocol, the engine trait,
 //!             hub, registry, outbox, delivery: fan-out, backpressure tokio, dashmap, governor)
@@ -13,8 +13,12 @@
 //! native/     GET /ws: the RFC 6455 handshake and NativeTransport    (core, protocol, net, tungstenite)
 //! http/       API, /health /ready /metrics, the accept loop          (core, auth, engine trait, net, axum, hyper)
 //! net/        client IP and origin allow-list                        (http types)
+//! redis_conn  the Redis command connection with deadlines, shared    (redis)
+//!             by the Redis engine and the Redis session store
+//! serde_text  settings that must stay text (secrets)                  (serde)
+//! telemetry   tracing setup and `[log]`; metrics.rs: metric names and the exporter
 //! app.rs      composition root: picks the engine and session store, wires everything
-//! config.rs   defaults < TOML < HERALD_* env < flags
+//! config.rs   defaults < TOML < HERALD_* env < flags; aggregates each module's own settings
 //! ```
 //!
 //! # Dependency rules
