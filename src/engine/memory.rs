@@ -47,6 +47,7 @@ impl MemoryEngine {
     pub fn new(dispatcher: SharedDispatcher) -> Self {
         // Always connected: the gauge says so, for dashboards that watch it.
         metrics::gauge!(crate::metrics::ENGINE_CONNECTED).set(1.0);
+        metrics::gauge!(crate::metrics::ENGINE_SHARD_CONNECTED, "shard" => "0").set(1.0);
         Self {
             dispatcher,
             stats: Mutex::new(None),
