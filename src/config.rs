@@ -49,6 +49,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// `[shutdown]`: drain window and deadline.
     pub shutdown: ShutdownConfig,
+    /// `[socketio]`: the Socket.IO endpoints.
+    pub socketio: SocketIoConfig,
     /// `[log]`: format and filter.
     pub log: LogConfig,
 }
@@ -277,6 +279,66 @@ impl Default for HeartbeatConfig {
     }
 }
 
+/// `[socketio]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Serve Socket.IO (Engine.IO v4) clients.
+    pub enabled: bool,
+    /// Path of the endpoint for the default (JSON) parser.
+    pub path: String,
+    /// Path of the endpoint for `socket.io-msgpack-parser`.
+    pub msgpack_path: String,
+    /// Most long-polling sessions open at once on this node.
+    pub max_polling_sessions: usize,
+    /// Most bytes queued for one polling session between two long-polls.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/socket.io/".into(),
+            msgpack_path: "/socket.io-msgpack/".into(),
+            max_polling_sessions: 10_000,
+            max_buffered_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl SocketIoConfig {
+    fn validate(&self, max_data_size: usize) -> Result<(), String> {
+        let ours = |path: &str| {
+            let trimmed = path.trim_end_matches('/');
+            trimmed.len() > 1
+                && path.starts_with('/')
+                && !path.contains(['{', '}', '*', '?', '#'])
+                && !["/ws", "/api", "/health", "/ready", "/metrics", "/demo"]
+                    .iter()
+                    .any(|taken| trimmed == *taken || trimmed.starts_with(&format!("{taken}/")))
+        };
+        if !ours(&self.path) || !ours(&self.msgpack_path) {
+            return Err(
+                "socketio.path and socketio.msgpack_path must start with `/`, name \
+                        a path of their own (not /ws, /api, /health, /ready, /metrics, /demo) \
+                        and hold no `{`, `}`, `*`, `?` or `#`"
+                    .into(),
+            );
+        }
+        if self.path.trim_end_matches('/') == self.msgpack_path.trim_end_matches('/') {
+            return Err("socketio.path and socketio.msgpack_path must differ".into());
+        }
+        if self.max_polling_sessions == 0 {
+            return Err("socketio.max_polling_sessions must be at least 1".into());
+        }
+        if self.max_buffered_bytes < max_data_size + 1024 {
+            return Err("socketio.max_buffered_bytes must be ≥ limits.max_data_size + 1024".into());
+        }
+        Ok(())
+    }
+}
+
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -469,6 +531,9 @@ impl Config {
             );
         }
         crate::auth::TokenVerifier::new(&self.auth).map_err(ConfigError)?;
+        self.socketio
+            .validate(self.limits.max_data_size)
+            .map_err(ConfigError)?;
         self.channels.validate().map_err(ConfigError)?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(|e| ConfigError(format!("engine.default_event: {e}")))?;
