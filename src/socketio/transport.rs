@@ -589,12 +589,18 @@ impl Transport for SocketIoTransport {
     /// transport: a `close` packet taken by the next long-poll, or a
     /// WebSocket close frame carrying the code; within `CLOSE_TIMEOUT`.
     async fn close(&mut self, reason: &DisconnectReason) {
-        let mut frames = self.farewell(reason);
+        let frames = self.farewell(reason);
         let _ = timeout(CLOSE_TIMEOUT, self.flush_carry()).await;
         match &mut self.link {
             Link::Polling { session, .. } => {
-                frames.push(Frame::close());
-                session.replace(frames);
+                // The close packet goes in a body of its own: socket.io-client
+                // handles a Socket.IO packet on the next tick, and a close in
+                // the same body would tear the client down before it.
+                if !frames.is_empty() {
+                    session.replace(frames);
+                    session.drained(CLOSE_TIMEOUT).await;
+                }
+                session.replace(vec![Frame::close()]);
                 session.drained(CLOSE_TIMEOUT).await;
                 session.end(reason.clone());
             }
