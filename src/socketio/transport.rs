@@ -70,6 +70,13 @@ fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
         expires_in_ms: u64,
     }
     let encoded = match payload {
+        Payload::Publication(p) if reserved(p.event.as_str()) => {
+            tracing::debug!(
+                event = p.event.as_str(),
+                "event name reserved by Socket.IO; not delivered to Socket.IO clients"
+            );
+            return None;
+        }
         Payload::Publication(p) => parser.event(&(
             &p.event,
             &p.data,
@@ -89,6 +96,22 @@ fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
     encoded
         .map_err(|err| tracing::error!(%err, ?parser, "encoding a Socket.IO delivery failed"))
         .ok()
+}
+
+/// Event names socket.io-client keeps for itself, and herald's notices: a
+/// publication under one of them would run the application's handlers for
+/// those (a client publish could fake a `disconnect`), so it is not delivered
+/// to Socket.IO clients.
+fn reserved(event: &str) -> bool {
+    matches!(
+        event,
+        "connect"
+            | "connect_error"
+            | "disconnect"
+            | "disconnecting"
+            | "newListener"
+            | "removeListener"
+    ) || event.starts_with("herald:")
 }
 
 /// Where the connection's packets travel.
@@ -664,5 +687,194 @@ fn classify(err: tungstenite::Error) -> Ended {
             DisconnectReason::ProtocolViolation("text frame is not UTF-8".into()).into()
         }
         _ => Ended::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{EventName, JsonData, Publication};
+
+    fn publication(event: &str) -> Delivery {
+        Delivery::publication(Publication {
+            channel: ChannelName::parse("prices", 128).unwrap(),
+            event: EventName::parse(event).unwrap(),
+            data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
+            ts: Some(5),
+        })
+    }
+
+    #[test]
+    fn a_publication_is_one_event_encoded_once_per_parser() {
+        let delivery = publication("price_update");
+        let first: *const Utf8Bytes = delivery.encoded(&JSON).unwrap();
+        let second: *const Utf8Bytes = delivery.encoded(&JSON).unwrap();
+        assert_eq!(first, second, "every recipient shares the first encoding");
+        assert_eq!(
+            delivery.encoded(&JSON).unwrap().as_str(),
+            r#"42["price_update",{"p":1},{"channel":"prices","ts":5}]"#
+        );
+        let packed = delivery.encoded(&MSGPACK).unwrap();
+        let value: serde_json::Value = rmp_serde::from_slice(packed).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": 2, "nsp": "/", "data": ["price_update", {"p": 1}, {"channel": "prices", "ts": 5}]})
+        );
+    }
+
+    #[test]
+    fn notices_are_herald_events_and_reserved_names_are_not_delivered() {
+        let gap = Delivery::new(Payload::Gap {
+            channel: ChannelName::parse("prices", 128).unwrap(),
+        });
+        assert_eq!(
+            gap.encoded(&JSON).unwrap().as_str(),
+            r#"42["herald:gap",{"channel":"prices"}]"#
+        );
+        let expiring = Delivery::new(Payload::TokenExpiring { expires_in_ms: 900 });
+        assert_eq!(
+            expiring.encoded(&JSON).unwrap().as_str(),
+            r#"42["herald:token_expiring",{"expires_in_ms":900}]"#
+        );
+        for event in ["connect", "disconnect", "herald:disconnect"] {
+            assert!(publication(event).encoded(&JSON).is_none(), "{event}");
+        }
+    }
+
+    fn polling() -> (Arc<Session>, SocketIoTransport) {
+        let (session, ends) =
+            Session::new("s".into(), Parser::Json, 1 << 20, Duration::from_secs(60));
+        let transport = SocketIoTransport::polling(Arc::clone(&session), ends, 8);
+        (session, transport)
+    }
+
+    async fn post(session: &Session, text: &str) {
+        let packets = engine::decode_payload(text.as_bytes()).unwrap();
+        session.post(packets, Duration::from_secs(1)).await.unwrap();
+    }
+
+    async fn polled(session: &Session) -> String {
+        String::from_utf8(session.poll(Duration::from_secs(1)).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_is_auth_and_the_welcome_is_the_connect_reply() {
+        let (session, mut transport) = polling();
+        post(&session, r#"40{"token":"t"}"#).await;
+        assert!(matches!(
+            transport.recv().await.unwrap(),
+            Inbound::Request { id: None, request: Request::Auth { token: Some(t) } } if t == "t"
+        ));
+        let welcome = Welcome {
+            id: None,
+            conn_id: "n-1".into(),
+            user_id: None,
+            node_id: "n".into(),
+            heartbeat_ms: 25000,
+            channels: Vec::new(),
+        };
+        transport.reply(Reply::Welcome(&welcome)).await.unwrap();
+        assert_eq!(
+            polled(&session).await,
+            "40{\"sid\":\"n-1\"}\u{1e}42[\"herald:welcome\",{\"conn_id\":\"n-1\",\"user_id\":null,\"node_id\":\"n\",\"channels\":[]}]"
+        );
+        post(&session, "2\u{1e}3").await;
+        assert!(matches!(
+            transport.recv().await.unwrap(),
+            Inbound::Request {
+                request: Request::Ping,
+                ..
+            }
+        ));
+        assert!(matches!(transport.recv().await.unwrap(), Inbound::Control));
+        transport.close(&DisconnectReason::Kicked).await;
+        assert_eq!(
+            polled(&session).await,
+            "42[\"herald:disconnect\",{\"code\":4504,\"reason\":\"disconnected by the server\"}]\u{1e}41\u{1e}1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_before_the_welcome_is_connect_error_with_the_code() {
+        let (session, mut transport) = polling();
+        post(&session, r#"40/admin,{}"#).await;
+        let Inbound::Invalid { id, code, reason } = transport.recv().await.unwrap() else {
+            panic!("not refused");
+        };
+        transport
+            .reply(Reply::Error {
+                id,
+                code,
+                reason: &reason,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            polled(&session).await,
+            r#"44/admin,{"message":"Invalid namespace"}"#
+        );
+        transport
+            .close(&DisconnectReason::InvalidToken("bad signature".into()))
+            .await;
+        assert_eq!(
+            polled(&session).await,
+            "44{\"message\":\"invalid token: bad signature\",\"data\":{\"code\":4500}}\u{1e}1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_is_one_request_per_channel_and_one_ack() {
+        let (session, mut transport) = polling();
+        post(&session, r#"425["subscribe",["a","b","c"]]"#).await;
+        for (expected, failure) in [("a", None), ("b", Some("bad b")), ("c", Some("bad c"))] {
+            let Inbound::Request {
+                id,
+                request: Request::Subscribe { channel },
+            } = transport.recv().await.unwrap()
+            else {
+                panic!("not a subscribe");
+            };
+            assert_eq!((id, channel.as_str()), (Some(5), expected));
+            let reply = match failure {
+                None => Reply::Ok { id },
+                Some(reason) => Reply::Error {
+                    id,
+                    code: ErrorCode::InvalidChannel,
+                    reason,
+                },
+            };
+            transport.reply(reply).await.unwrap();
+        }
+        assert_eq!(
+            polled(&session).await,
+            r#"435[{"ok":false,"code":103,"reason":"bad b","channel":"b"}]"#
+        );
+        post(&session, r#"426["unsubscribe","a"]"#).await;
+        let Inbound::Request { id, .. } = transport.recv().await.unwrap() else {
+            panic!("not a request");
+        };
+        transport.reply(Reply::Ok { id }).await.unwrap();
+        assert_eq!(polled(&session).await, r#"436[{"ok":true}]"#);
+        post(&session, r#"42["subscribe",[]]"#).await;
+        assert!(matches!(
+            transport.recv().await.unwrap(),
+            Inbound::Invalid {
+                id: None,
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+        transport
+            .reply(Reply::Error {
+                id: None,
+                code: ErrorCode::BadRequest,
+                reason: "empty",
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            polled(&session).await,
+            r#"42["herald:error",{"ok":false,"code":101,"reason":"empty"}]"#
+        );
     }
 }
