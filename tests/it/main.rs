@@ -26,3 +26,4 @@ mod protocol;
 mod pubsub;
 mod rate_limits;
 mod redis_nodes;
+mod socketio;
