@@ -72,6 +72,11 @@ pattern = "chat.*"
 access = "authenticated"
 client_publish = true
 
+# Short heartbeats, so the test sees Engine.IO pings keep idle clients alive.
+[heartbeat]
+interval_ms = 1000
+timeout_ms = 1000
+
 [shutdown]
 drain_ms = 100
 grace_ms = 500

@@ -9,7 +9,7 @@
 //   name acks the first failure; 1,000 publications made through POST
 //   /api/v1/publish arrive in order with their meta; unsubscribe stops delivery; a
 //   personal channel reaches only its user; a client publish reaches a subscriber;
-//   refresh; a bad token gives connect_error with code 4500; another namespace gives
+//   refresh; Engine.IO pings keep an idle client connected; a bad token gives connect_error with code 4500; another namespace gives
 //   "Invalid namespace"; a kick (4504) is "io server disconnect".
 //
 // Started by run.sh, which starts herald and mints the tokens. Environment:
@@ -113,6 +113,18 @@ async function scenario(mode) {
     check(step('transport'), alice.io.engine.transport.name === expected,
       `transport is ${alice.io.engine.transport.name}, expected ${expected}`);
   }
+
+  // Heartbeats: the hub pings every heartbeat.interval_ms (1 s here) as an
+  // Engine.IO ping; socket.io-client answers, and nobody times out.
+  let pings = 0;
+  const countPing = () => { pings += 1; };
+  alice.io.engine.on('ping', countPing);
+  let dropped = null;
+  alice.once('disconnect', (reason) => { dropped = reason; });
+  await new Promise((resolve) => setTimeout(resolve, 3500));
+  alice.io.engine.off('ping', countPing);
+  check(step('heartbeat'), dropped === null && alice.connected, `disconnected: ${dropped}`);
+  check(step('heartbeat'), pings >= 2, `${pings} pings in 3.5 s with a 1 s interval`);
 
   const ticks = `sio.${tag}.ticks`;
   const other = `sio.${tag}.other`;
