@@ -8,7 +8,9 @@
 //! connection's life is the core's [`ClientContext::serve`].
 //! docs/SOCKETIO.md is the contract.
 
+mod acks;
 mod engine;
+mod events;
 mod handshake;
 mod packet;
 mod session;

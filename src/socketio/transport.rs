@@ -10,7 +10,6 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::time::timeout;
@@ -21,98 +20,19 @@ use tokio_tungstenite::tungstenite::{
 
 use super::{
     Ws,
+    acks::Acks,
     engine::{self, Data, Frame, Incoming},
-    packet::{Channels, DEFAULT_NSP, Event, Packet, Parser},
+    events,
+    packet::{DEFAULT_NSP, Event, Packet, Parser},
     session::{Session, SessionEnds},
 };
 use crate::{
-    core::{
-        Delivery, DisconnectReason, Ended, Inbound, Payload, Reply, Request, Transport, Welcome,
-        WireFormat, slots,
-    },
+    core::{Delivery, DisconnectReason, Ended, Inbound, Reply, Request, Transport, Welcome},
     protocol::{ChannelName, ErrorCode},
 };
 
 /// How long closing may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Default-parser deliveries: the whole `42[...]` text, validated once.
-static JSON: WireFormat<Utf8Bytes> = WireFormat::new(slots::SOCKETIO_JSON, |payload| {
-    match encode_delivery(Parser::Json, payload)? {
-        Frame::Text(text) => Some(text),
-        Frame::Binary(_) => None,
-    }
-});
-
-/// Msgpack-parser deliveries: one packet map each.
-static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::SOCKETIO_MSGPACK, |payload| {
-    match encode_delivery(Parser::MsgPack, payload)? {
-        Frame::Binary(bytes) => Some(bytes),
-        Frame::Text(_) => None,
-    }
-});
-
-/// The second argument of every publication event.
-#[derive(Serialize)]
-struct Meta<'a> {
-    channel: &'a ChannelName,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ts: Option<u64>,
-}
-
-fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
-    #[derive(Serialize)]
-    struct Gap<'a> {
-        channel: &'a ChannelName,
-    }
-    #[derive(Serialize)]
-    struct Expiring {
-        expires_in_ms: u64,
-    }
-    let encoded = match payload {
-        Payload::Publication(p) if reserved(p.event.as_str()) => {
-            tracing::debug!(
-                event = p.event.as_str(),
-                "event name reserved by Socket.IO; not delivered to Socket.IO clients"
-            );
-            return None;
-        }
-        Payload::Publication(p) => parser.event(&(
-            &p.event,
-            &p.data,
-            Meta {
-                channel: &p.channel,
-                ts: p.ts,
-            },
-        )),
-        Payload::Gap { channel } => parser.event(&("herald:gap", Gap { channel })),
-        Payload::TokenExpiring { expires_in_ms } => parser.event(&(
-            "herald:token_expiring",
-            Expiring {
-                expires_in_ms: *expires_in_ms,
-            },
-        )),
-    };
-    encoded
-        .map_err(|err| tracing::error!(%err, ?parser, "encoding a Socket.IO delivery failed"))
-        .ok()
-}
-
-/// Event names socket.io-client keeps for itself, and herald's notices: a
-/// publication under one of them would run the application's handlers for
-/// those (a client publish could fake a `disconnect`), so it is not delivered
-/// to Socket.IO clients.
-fn reserved(event: &str) -> bool {
-    matches!(
-        event,
-        "connect"
-            | "connect_error"
-            | "disconnect"
-            | "disconnecting"
-            | "newListener"
-            | "removeListener"
-    ) || event.starts_with("herald:")
-}
 
 /// Where the connection's packets travel.
 enum Link {
@@ -127,29 +47,6 @@ enum Link {
     WebSocket(Box<Ws>),
 }
 
-/// A `subscribe` or `unsubscribe` of a list: one core request per channel,
-/// one merged ack.
-struct Batch {
-    ack: Option<u64>,
-    channels: Vec<String>,
-    unsubscribe: bool,
-    sent: usize,
-    answered: usize,
-    failure: Option<(ErrorCode, String, usize)>,
-}
-
-/// An ack's argument: `{ok: true}` or `{ok: false, code, reason, channel?}`.
-#[derive(Serialize)]
-struct AckBody<'a> {
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-}
-
 /// One Socket.IO client on the default namespace.
 pub(crate) struct SocketIoTransport {
     link: Link,
@@ -161,8 +58,7 @@ pub(crate) struct SocketIoTransport {
     welcomed: bool,
     /// A `CONNECT` to another namespace, answered by the next error reply.
     bad_nsp: Option<String>,
-    batch: Option<Batch>,
-    max_batch: usize,
+    acks: Acks,
 }
 
 impl std::fmt::Debug for SocketIoTransport {
@@ -183,8 +79,7 @@ impl SocketIoTransport {
             leftover: VecDeque::new(),
             welcomed: false,
             bad_nsp: None,
-            batch: None,
-            max_batch,
+            acks: Acks::new(max_batch),
         }
     }
 
@@ -369,8 +264,8 @@ impl SocketIoTransport {
 
     fn event(&mut self, ack: Option<u64>, event: Event) -> Inbound {
         let request = match event {
-            Event::Subscribe(channels) => return self.start(ack, channels, false),
-            Event::Unsubscribe(channels) => return self.start(ack, channels, true),
+            Event::Subscribe(channels) => return self.acks.start(ack, channels, false),
+            Event::Unsubscribe(channels) => return self.acks.start(ack, channels, true),
             Event::Publish {
                 channel,
                 event,
@@ -394,105 +289,16 @@ impl SocketIoTransport {
         Inbound::Request { id: ack, request }
     }
 
-    /// A (un)subscribe of one channel, or the first of a list's.
-    fn start(&mut self, ack: Option<u64>, channels: Channels, unsubscribe: bool) -> Inbound {
-        let channels = match channels {
-            Channels::One(channel) => {
-                let request = if unsubscribe {
-                    Request::Unsubscribe { channel }
-                } else {
-                    Request::Subscribe { channel }
-                };
-                return Inbound::Request { id: ack, request };
-            }
-            Channels::Many(list) if list.is_empty() || list.len() > self.max_batch => {
-                let reason = format!("a channel list holds 1 to {} names", self.max_batch);
-                return invalid(ack, ErrorCode::BadRequest, &reason);
-            }
-            Channels::Many(list) => list,
-        };
-        self.batch = Some(Batch {
-            ack,
-            channels,
-            unsubscribe,
-            sent: 0,
-            answered: 0,
-            failure: None,
-        });
-        self.next_in_batch().unwrap_or(Inbound::Control)
-    }
-
-    fn next_in_batch(&mut self) -> Option<Inbound> {
-        let batch = self.batch.as_mut()?;
-        let channel = batch.channels.get(batch.sent)?.clone();
-        batch.sent += 1;
-        let request = if batch.unsubscribe {
-            Request::Unsubscribe { channel }
-        } else {
-            Request::Subscribe { channel }
-        };
-        Some(Inbound::Request {
-            id: batch.ack,
-            request,
-        })
-    }
-
-    /// The frame answering a request: its ack, a list's merged ack once
-    /// every channel is answered, or a `herald:error` event for a failed
-    /// request without an ack.
+    /// The frame answering a request, if any (see [`Acks::answer`]).
     fn answer(
         &mut self,
         id: Option<u64>,
         failure: Option<(ErrorCode, &str)>,
     ) -> Result<Option<Frame>, Ended> {
-        if let Some(batch) = &mut self.batch {
-            if let (Some((code, reason)), None) = (failure, &batch.failure) {
-                batch.failure = Some((code, reason.to_owned(), batch.answered));
-            }
-            batch.answered += 1;
-            if batch.answered < batch.channels.len() {
-                return Ok(None);
-            }
-            let Some(batch) = self.batch.take() else {
-                return Ok(None);
-            };
-            let failure = batch.failure.as_ref().map(|(code, reason, index)| {
-                (
-                    *code,
-                    reason.as_str(),
-                    batch.channels.get(*index).map(String::as_str),
-                )
-            });
-            return self.ack_or_error(batch.ack, failure);
+        match self.acks.answer(id, failure) {
+            Some(answer) => answer.frame(self.parser).map_err(internal),
+            None => Ok(None),
         }
-        self.ack_or_error(id, failure.map(|(code, reason)| (code, reason, None)))
-    }
-
-    fn ack_or_error(
-        &self,
-        ack: Option<u64>,
-        failure: Option<(ErrorCode, &str, Option<&str>)>,
-    ) -> Result<Option<Frame>, Ended> {
-        let body = match failure {
-            None => AckBody {
-                ok: true,
-                code: None,
-                reason: None,
-                channel: None,
-            },
-            Some((code, reason, channel)) => AckBody {
-                ok: false,
-                code: Some(code.as_u16()),
-                reason: Some(reason),
-                channel,
-            },
-        };
-        let frame = match (ack, body.ok) {
-            (Some(ack), _) => self.parser.ack(ack, &body),
-            (None, false) => self.parser.event(&("herald:error", &body)),
-            (None, true) => return Ok(None),
-        };
-        frame.map(Some).map_err(internal)
     }
 
     fn welcome(&mut self, welcome: &Welcome) -> Result<Vec<Frame>, Ended> {
@@ -516,13 +322,6 @@ impl SocketIoTransport {
                 .event(&("herald:welcome", info))
                 .map_err(internal)?,
         ])
-    }
-
-    fn delivery(&self, delivery: &Delivery) -> Option<Frame> {
-        match self.parser {
-            Parser::Json => delivery.encoded(&JSON).cloned().map(Frame::Text),
-            Parser::MsgPack => delivery.encoded(&MSGPACK).cloned().map(Frame::Binary),
-        }
     }
 
     /// What a closing connection is told before its transport closes.
@@ -562,7 +361,7 @@ impl Transport for SocketIoTransport {
     /// from channels and the WebSocket's own buffer.
     async fn recv(&mut self) -> Result<Inbound, Ended> {
         loop {
-            if let Some(inbound) = self.next_in_batch() {
+            if let Some(inbound) = self.acks.next() {
                 return Ok(inbound);
             }
             let incoming = self.read().await?;
@@ -595,7 +394,7 @@ impl Transport for SocketIoTransport {
     async fn deliver(&mut self, batch: &[Arc<Delivery>], ping: bool) -> Result<(), Ended> {
         let mut frames = Vec::with_capacity(batch.len() + 1);
         for delivery in batch {
-            match self.delivery(delivery) {
+            match events::delivery(self.parser, delivery) {
                 Some(frame) => frames.push(frame),
                 None => {
                     metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
@@ -660,7 +459,7 @@ fn message(frame: Frame) -> Message {
     }
 }
 
-fn invalid(id: Option<u64>, code: ErrorCode, reason: &str) -> Inbound {
+pub(super) fn invalid(id: Option<u64>, code: ErrorCode, reason: &str) -> Inbound {
     Inbound::Invalid {
         id,
         code,
@@ -693,53 +492,6 @@ fn classify(err: tungstenite::Error) -> Ended {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EventName, JsonData, Publication};
-
-    fn publication(event: &str) -> Delivery {
-        Delivery::publication(Publication {
-            channel: ChannelName::parse("prices", 128).unwrap(),
-            event: EventName::parse(event).unwrap(),
-            data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
-            ts: Some(5),
-        })
-    }
-
-    #[test]
-    fn a_publication_is_one_event_encoded_once_per_parser() {
-        let delivery = publication("price_update");
-        let first: *const Utf8Bytes = delivery.encoded(&JSON).unwrap();
-        let second: *const Utf8Bytes = delivery.encoded(&JSON).unwrap();
-        assert_eq!(first, second, "every recipient shares the first encoding");
-        assert_eq!(
-            delivery.encoded(&JSON).unwrap().as_str(),
-            r#"42["price_update",{"p":1},{"channel":"prices","ts":5}]"#
-        );
-        let packed = delivery.encoded(&MSGPACK).unwrap();
-        let value: serde_json::Value = rmp_serde::from_slice(packed).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"type": 2, "nsp": "/", "data": ["price_update", {"p": 1}, {"channel": "prices", "ts": 5}]})
-        );
-    }
-
-    #[test]
-    fn notices_are_herald_events_and_reserved_names_are_not_delivered() {
-        let gap = Delivery::new(Payload::Gap {
-            channel: ChannelName::parse("prices", 128).unwrap(),
-        });
-        assert_eq!(
-            gap.encoded(&JSON).unwrap().as_str(),
-            r#"42["herald:gap",{"channel":"prices"}]"#
-        );
-        let expiring = Delivery::new(Payload::TokenExpiring { expires_in_ms: 900 });
-        assert_eq!(
-            expiring.encoded(&JSON).unwrap().as_str(),
-            r#"42["herald:token_expiring",{"expires_in_ms":900}]"#
-        );
-        for event in ["connect", "disconnect", "herald:disconnect"] {
-            assert!(publication(event).encoded(&JSON).is_none(), "{event}");
-        }
-    }
 
     fn polling() -> (Arc<Session>, SocketIoTransport) {
         let (session, ends) =
