@@ -2,9 +2,11 @@
 //! parser) and `[socketio] msgpack_path` (`socket.io-msgpack-parser`), over
 //! HTTP long-polling and WebSocket, with the polling → WebSocket upgrade.
 //!
-//! This module only moves packets: the Engine.IO handshake and requests
-//! (`mod.rs`), polling [`session`]s, the codecs ([`engine`], [`packet`]) and
-//! the [`Transport`](crate::core::Transport) (`transport.rs`). The
+//! This module only moves packets: the Engine.IO requests (`mod.rs` routes
+//! and checks them; `polling.rs` and `websocket.rs` serve them), polling
+//! sessions (`session.rs`), the codecs (`engine.rs`, `packet.rs`), and the
+//! [`Transport`](crate::core::Transport) (`transport.rs`, with `acks.rs` for
+//! acks and `events.rs` for deliveries). The
 //! connection's life is the core's [`ClientContext::serve`].
 //! docs/SOCKETIO.md is the contract.
 
@@ -13,40 +15,34 @@ mod engine;
 mod events;
 mod handshake;
 mod packet;
+mod polling;
 mod session;
 mod transport;
+mod websocket;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    body::Body,
     extract::{FromRequestParts, Query, Request, State},
     http::{HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::time::timeout;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Message, protocol::Role},
-};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::{
     engine::{Frame, Open},
-    handshake::Handshake,
     packet::Parser,
-    session::{Refused, Session, Sessions},
-    transport::SocketIoTransport,
+    session::Sessions,
 };
-use crate::{core::ClientContext, core::DisconnectReason, net};
+use crate::{core::ClientContext, net};
 
 /// An upgraded Engine.IO WebSocket.
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -234,9 +230,9 @@ async fn on_get(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Resp
         Err(refused) => return refused,
     };
     match (query.transport.as_deref(), query.sid) {
-        (Some("polling"), None) => open_polling(&endpoint, &parts),
-        (Some("polling"), Some(sid)) => poll(&endpoint, &sid).await,
-        (Some("websocket"), sid) => websocket(&endpoint, &mut parts, sid),
+        (Some("polling"), None) => polling::open(&endpoint, &parts),
+        (Some("polling"), Some(sid)) => polling::poll(&endpoint, &sid).await,
+        (Some("websocket"), sid) => websocket::websocket(&endpoint, &mut parts, sid),
         _ => refuse(
             StatusCode::BAD_REQUEST,
             EioError::UnknownTransport,
@@ -262,7 +258,7 @@ async fn on_post(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Res
     let Some(session) = endpoint.state.sessions.get(&sid, endpoint.parser) else {
         return unknown_sid();
     };
-    post(&endpoint.state.settings, &session, body).await
+    polling::post(&endpoint.state.settings, &session, body).await
 }
 
 fn unknown_sid() -> Response {
@@ -271,34 +267,6 @@ fn unknown_sid() -> Response {
         EioError::UnknownSid,
         "Session ID unknown",
     )
-}
-
-async fn post(settings: &SocketIoSettings, session: &Session, body: Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, settings.max_payload).await else {
-        session.end(DisconnectReason::MessageTooLarge);
-        return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
-    };
-    let packets = match engine::decode_payload(&body) {
-        Ok(packets) => packets,
-        Err(err) => {
-            session.end(DisconnectReason::ProtocolViolation(err.to_string()));
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                EioError::BadRequest,
-                &err.to_string(),
-            );
-        }
-    };
-    match session.post(packets, settings.write_timeout).await {
-        Ok(()) => ([(header::CONTENT_TYPE, "text/html")], "ok").into_response(),
-        Err(Refused::Overlap) => refuse(
-            StatusCode::BAD_REQUEST,
-            EioError::BadRequest,
-            "overlapping POSTs",
-        ),
-        Err(Refused::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy; retry").into_response(),
-        Err(Refused::Gone) => unknown_sid(),
-    }
 }
 
 /// The admission checks of a new connection, and its per-IP slot.
@@ -331,181 +299,6 @@ fn open_frame(settings: &SocketIoSettings, sid: &str, upgrades: &[&str]) -> Fram
 /// A fresh session id: 120 random bits.
 fn new_sid() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 15]>())
-}
-
-/// The polling handshake: a session, its connection task, the `open` packet.
-fn open_polling(endpoint: &Endpoint, parts: &Parts) -> Response {
-    let state = &endpoint.state;
-    let slot = match admit(state, parts) {
-        Ok(slot) => slot,
-        Err(refused) => return refused.into_response(),
-    };
-    let settings = &state.settings;
-    let sid = new_sid();
-    let idle = settings.ping_interval + settings.ping_timeout;
-    let (session, ends) = Session::new(
-        sid.clone(),
-        endpoint.parser,
-        settings.max_buffered_bytes,
-        idle,
-    );
-    if !state.sessions.insert(Arc::clone(&session)) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many polling sessions; connect with the websocket transport",
-        )
-            .into_response();
-    }
-    let transport = SocketIoTransport::polling(session, ends, settings.max_batch);
-    let task_state = Arc::clone(state);
-    let task_sid = sid.clone();
-    state.tracker.spawn(async move {
-        task_state.clients.serve(transport, None).await;
-        task_state.sessions.remove(&task_sid);
-        drop(slot);
-    });
-    text(engine::encode_payload(&[open_frame(
-        settings,
-        &sid,
-        &["websocket"],
-    )]))
-}
-
-/// A long-poll.
-async fn poll(endpoint: &Endpoint, sid: &str) -> Response {
-    let state = &endpoint.state;
-    let Some(session) = state.sessions.get(sid, endpoint.parser) else {
-        return unknown_sid();
-    };
-    match session.poll(state.settings.ping_interval).await {
-        Ok(body) => text(body),
-        Err(_) => refuse(
-            StatusCode::BAD_REQUEST,
-            EioError::BadRequest,
-            "overlapping long-polls",
-        ),
-    }
-}
-
-/// A WebSocket: a new connection, or the upgrade of a polling session.
-fn websocket(endpoint: &Arc<Endpoint>, parts: &mut Parts, sid: Option<String>) -> Response {
-    let handshake = match Handshake::read(parts) {
-        Ok(handshake) => handshake,
-        Err(refused) => return refused.into_response(),
-    };
-    let state = &endpoint.state;
-    let settings = &state.settings;
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(settings.read_buffer_size)
-        .write_buffer_size(settings.write_buffer_size)
-        .max_message_size(Some(settings.max_payload))
-        .max_frame_size(Some(settings.max_payload));
-    let response = handshake.switching_protocols();
-    let on_upgrade = handshake.on_upgrade;
-    let parser = endpoint.parser;
-    let task_state = Arc::clone(state);
-    match sid {
-        None => {
-            let slot = match admit(state, parts) {
-                Ok(slot) => slot,
-                Err(refused) => return refused.into_response(),
-            };
-            state.tracker.spawn(async move {
-                let Ok(upgraded) = on_upgrade.await else {
-                    return;
-                };
-                let mut ws = Box::new(
-                    WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await,
-                );
-                let settings = &task_state.settings;
-                let open = transport_message(open_frame(settings, &new_sid(), &[]));
-                if !matches!(
-                    timeout(settings.write_timeout, ws.send(open)).await,
-                    Ok(Ok(()))
-                ) {
-                    return;
-                }
-                let transport = SocketIoTransport::websocket(ws, parser, settings.max_batch);
-                task_state.clients.serve(transport, None).await;
-                drop(slot);
-            });
-        }
-        Some(sid) => {
-            let Some(session) = state.sessions.get(&sid, parser) else {
-                return unknown_sid();
-            };
-            let Some(hand_over) = session.begin_upgrade() else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    EioError::BadRequest,
-                    "this session is already upgrading",
-                );
-            };
-            state.tracker.spawn(async move {
-                let Ok(upgraded) = on_upgrade.await else {
-                    return;
-                };
-                let mut ws = Box::new(
-                    WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await,
-                );
-                let limit = task_state.settings.ping_interval + task_state.settings.ping_timeout;
-                match timeout(limit, probe(&mut ws, &session)).await {
-                    Ok(Ok(())) => {
-                        // The session's connection now reads and writes the
-                        // WebSocket; polling requests for it are refused.
-                        task_state.sessions.remove(session.sid());
-                        let _ = hand_over.send(ws);
-                    }
-                    Ok(Err(why)) => {
-                        tracing::debug!(why, "Engine.IO upgrade failed");
-                        session.unprobed();
-                    }
-                    Err(_) => {
-                        tracing::debug!("Engine.IO upgrade timed out");
-                        session.unprobed();
-                    }
-                }
-            });
-        }
-    }
-    response
-}
-
-/// The upgrade exchange: `2probe` → `3probe`, long-polls released, then `5`.
-async fn probe(ws: &mut Ws, session: &Session) -> Result<(), &'static str> {
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) if text.as_str() == "2probe" => {}
-        _ => return Err("the first frame was not `2probe`"),
-    }
-    ws.send(Message::Text("3probe".into()))
-        .await
-        .map_err(|_| "the probe answer could not be sent")?;
-    session.probed();
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) if text.as_str() == "5" => return Ok(()),
-            Some(Ok(Message::Text(text))) if text.as_str() == "6" => {}
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            _ => return Err("expected the `upgrade` packet"),
-        }
-    }
-}
-
-fn transport_message(frame: Frame) -> Message {
-    match frame {
-        Frame::Text(text) => Message::Text(text),
-        Frame::Binary(bytes) => Message::Binary(bytes),
-    }
 }
 
 /// A per-IP connection slot, returned when the connection ends (the same

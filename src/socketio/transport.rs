@@ -452,7 +452,7 @@ impl Transport for SocketIoTransport {
     }
 }
 
-fn message(frame: Frame) -> Message {
+pub(super) fn message(frame: Frame) -> Message {
     match frame {
         Frame::Text(text) => Message::Text(text),
         Frame::Binary(bytes) => Message::Binary(bytes),
