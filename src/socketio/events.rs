@@ -78,7 +78,7 @@ fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
 /// publication under one of them would run the application's handlers for
 /// those (a client publish could fake a `disconnect`), so it is not delivered
 /// to Socket.IO clients.
-fn reserved(event: &str) -> bool {
+pub(super) fn reserved(event: &str) -> bool {
     matches!(
         event,
         "connect"

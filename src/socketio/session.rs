@@ -341,6 +341,7 @@ impl Sessions {
             .is_ok();
         if taken {
             self.map.insert(session.sid().to_owned(), session);
+            metrics::gauge!(crate::metrics::SOCKETIO_POLLING_SESSIONS).increment(1.0);
         }
         taken
     }
@@ -356,6 +357,7 @@ impl Sessions {
     pub(crate) fn remove(&self, sid: &str) {
         if self.map.remove(sid).is_some() {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            metrics::gauge!(crate::metrics::SOCKETIO_POLLING_SESSIONS).decrement(1.0);
         }
     }
 

@@ -27,7 +27,9 @@ use super::{
     session::{Session, SessionEnds},
 };
 use crate::{
-    core::{Delivery, DisconnectReason, Ended, Inbound, Reply, Request, Transport, Welcome},
+    core::{
+        Delivery, DisconnectReason, Ended, Inbound, Payload, Reply, Request, Transport, Welcome,
+    },
     protocol::{ChannelName, ErrorCode},
 };
 
@@ -397,7 +399,14 @@ impl Transport for SocketIoTransport {
             match events::delivery(self.parser, delivery) {
                 Some(frame) => frames.push(frame),
                 None => {
-                    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+                    let reason = match delivery.payload() {
+                        Payload::Publication(p) if events::reserved(p.event.as_str()) => {
+                            crate::metrics::DROP_RESERVED_EVENT
+                        }
+                        _ => crate::metrics::DROP_ENCODE_ERROR,
+                    };
+                    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason)
+                        .increment(1);
                 }
             }
         }
