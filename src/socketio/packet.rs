@@ -291,6 +291,13 @@ impl Parser {
         self.encode(ACK, DEFAULT_NSP, Some(id), Some(&[arg]))
     }
 
+    /// A default-parser `BINARY_EVENT` with one attachment: `args` holds its
+    /// placeholder; the attachment is sent as the next (binary) message.
+    pub(crate) fn binary_event<T: Serialize + ?Sized>(args: &T) -> Result<Utf8Bytes, EncodeError> {
+        let json = serde_json::to_string(args)?;
+        Ok(Utf8Bytes::from(format!("4{BINARY_EVENT}1-{json}")))
+    }
+
     /// `EVENT [name, ...args]`: `args` is a tuple or array starting with the name.
     pub(crate) fn event<T: Serialize + ?Sized>(self, args: &T) -> Result<Frame, EncodeError> {
         self.encode(EVENT, DEFAULT_NSP, None, Some(args))

@@ -42,12 +42,13 @@ pub(super) fn open(endpoint: &Endpoint, parts: &Parts) -> Response {
         )
             .into_response();
     }
-    let transport = SocketIoTransport::polling(session, ends, settings.max_batch);
+    let transport = SocketIoTransport::polling(Arc::clone(&session), ends, settings.max_batch);
     let task_state = Arc::clone(state);
-    let task_sid = sid.clone();
     state.tracker.spawn(async move {
         task_state.clients.serve(transport, None).await;
-        task_state.sessions.remove(&task_sid);
+        task_state.sessions.remove(session.sid());
+        // An open long-poll of a client that left answers now, not at its deadline.
+        session.end(DisconnectReason::Shutdown);
         drop(slot);
     });
     text(engine::encode_payload(&[open_frame(

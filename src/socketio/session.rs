@@ -186,8 +186,8 @@ impl Session {
         frames
     }
 
-    /// Waits up to `limit` for a long-poll to take the buffer.
-    pub(crate) async fn drained(&self, limit: Duration) {
+    /// Waits up to `limit` for a long-poll to take the buffer; whether one did.
+    pub(crate) async fn drained(&self, limit: Duration) -> bool {
         let wait = async {
             loop {
                 let drained = self.drained.notified();
@@ -197,7 +197,7 @@ impl Session {
                 drained.await;
             }
         };
-        let _ = timeout(limit, wait).await;
+        timeout(limit, wait).await.is_ok()
     }
 
     /// Serves one `GET`: the queued frames as a body, waiting up to `wait`

@@ -396,18 +396,15 @@ impl Transport for SocketIoTransport {
     async fn deliver(&mut self, batch: &[Arc<Delivery>], ping: bool) -> Result<(), Ended> {
         let mut frames = Vec::with_capacity(batch.len() + 1);
         for delivery in batch {
-            match events::delivery(self.parser, delivery) {
-                Some(frame) => frames.push(frame),
-                None => {
-                    let reason = match delivery.payload() {
-                        Payload::Publication(p) if events::reserved(p.event.as_str()) => {
-                            crate::metrics::DROP_RESERVED_EVENT
-                        }
-                        _ => crate::metrics::DROP_ENCODE_ERROR,
-                    };
-                    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason)
-                        .increment(1);
-                }
+            if !events::delivery(self.parser, delivery, &mut frames) {
+                let reason = match delivery.payload() {
+                    Payload::Publication(p) if events::reserved(p.event.as_str()) => {
+                        crate::metrics::DROP_RESERVED_EVENT
+                    }
+                    _ => crate::metrics::DROP_ENCODE_ERROR,
+                };
+                metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason)
+                    .increment(1);
             }
         }
         if ping {
@@ -427,12 +424,15 @@ impl Transport for SocketIoTransport {
                 // The close packet goes in a body of its own: socket.io-client
                 // handles a Socket.IO packet on the next tick, and a close in
                 // the same body would tear the client down before it.
-                if !frames.is_empty() {
+                let polling = frames.is_empty() || {
                     session.replace(frames);
+                    session.drained(CLOSE_TIMEOUT).await
+                };
+                session.replace(vec![Frame::close()]);
+                // A client that did not poll for the notices is not polling.
+                if polling {
                     session.drained(CLOSE_TIMEOUT).await;
                 }
-                session.replace(vec![Frame::close()]);
-                session.drained(CLOSE_TIMEOUT).await;
                 session.end(reason.clone());
             }
             Link::WebSocket(ws) => {

@@ -8,15 +8,22 @@
 //   connect with a token; subscribe to a list and get one ack; a list with a bad
 //   name acks the first failure; 1,000 publications made through POST
 //   /api/v1/publish arrive in order with their meta; unsubscribe stops delivery; a
-//   personal channel reaches only its user; a client publish reaches a subscriber;
+//   personal channel reaches only its user; a client publish reaches a subscriber
+//   (binary data from a client is refused with 101);
 //   refresh; Engine.IO pings keep an idle client connected; a bad token gives connect_error with code 4500; another namespace gives
 //   "Invalid namespace"; a kick (4504) is "io server disconnect".
+// Then, on two nodes sharing Redis: a publication made on node b reaches clients of
+// node a, and binary data PUBLISHed straight into Redis arrives as bytes with both
+// parsers (an attachment with the default parser, a bin with msgpack).
 //
 // Started by run.sh, which starts herald and mints the tokens. Environment:
 //   SIO_URL         http://127.0.0.1:PORT of the hub
 //   SIO_API_KEY     the hub's API key
 //   SIO_TOKEN_ALICE, SIO_TOKEN_BOB   access tokens of users alice and bob
+//   SIO_NODE_A_URL, SIO_NODE_B_URL   two more hubs sharing the Redis server on SIO_REDIS_PORT
 //   TEST_TIMEOUT_MS hard limit for the whole run (default 120000)
+
+import net from 'node:net';
 
 import { io } from 'socket.io-client';
 import msgpackParser from 'socket.io-msgpack-parser';
@@ -55,8 +62,8 @@ function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
 }
 
-async function api(path, body) {
-  const response = await fetch(`${URL}${path}`, {
+async function api(path, body, base = URL) {
+  const response = await fetch(`${base}${path}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -182,6 +189,10 @@ async function scenario(mode) {
   ack = await alice.emitWithAck('publish', { channel: ticks, event: 'said', data: 1 });
   check(step('client publish refused'), ack.ok === false && ack.code === 104, JSON.stringify(ack));
 
+  ack = await within(5000, 'the binary publish ack',
+    alice.emitWithAck('publish', { channel: room, event: 'said', data: Buffer.from([1, 2, 3]) }));
+  check(step('binary data from a client is refused'), ack.ok === false && ack.code === 101, JSON.stringify(ack));
+
   ack = await within(5000, 'the refresh ack', alice.emitWithAck('refresh', TOKENS.alice));
   check(step('refresh'), ack.ok === true, JSON.stringify(ack));
   ack = await alice.emitWithAck('refresh', TOKENS.bob);
@@ -212,6 +223,64 @@ async function scenario(mode) {
   console.log(`ok ${mode.name}`);
 }
 
+/** PUBLISH `payload` (bytes) on Redis channel `channel`, speaking RESP. */
+function redisPublish(port, channel, payload) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const bulk = (b) => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n')]);
+    socket.on('error', reject);
+    socket.on('data', (reply) => {
+      socket.end();
+      resolve(reply.toString());
+    });
+    socket.write(Buffer.concat([Buffer.from('*3\r\n'), bulk(Buffer.from('PUBLISH')),
+      bulk(Buffer.from(channel)), bulk(payload)]));
+  });
+}
+
+function bytesOf(data) {
+  if (data instanceof ArrayBuffer) return Buffer.from(new Uint8Array(data));
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return null;
+}
+
+async function severalNodes() {
+  const step = (what) => `several nodes: ${what}`;
+  const [a, b] = [env.SIO_NODE_A_URL, env.SIO_NODE_B_URL];
+  const msgpack = { path: '/socket.io-msgpack/', parser: msgpackParser };
+  const clients = [
+    ['default parser over websocket', io(a, { transports: ['websocket'], auth: { token: TOKENS.alice }, reconnection: false })],
+    ['default parser over polling', io(a, { transports: ['polling'], auth: { token: TOKENS.alice }, reconnection: false })],
+    ['msgpack parser', io(a, { ...msgpack, auth: { token: TOKENS.alice }, reconnection: false })],
+  ];
+  for (const [name, socket] of clients) {
+    open.add(socket);
+    if (!socket.connected) await within(10000, `${name} to connect`, once(socket, 'connect'));
+    const ack = await socket.emitWithAck('subscribe', ['files']);
+    check(step(`${name} subscribes`), ack.ok === true, JSON.stringify(ack));
+  }
+  const hellos = clients.map(([, socket]) => collect(socket, 'hello', 1));
+  await api('/api/v1/publish', { channel: 'files', event: 'hello', data: { from: 'b' } }, b);
+  const greeted = await within(10000, 'a publication made on the other node', Promise.all(hellos.map((h) => h.finished)));
+  for (const [i, [[{ data, meta }]]] of greeted.map((g, i) => [i, [g]])) {
+    check(step(`${clients[i][0]} gets node b's publication`), data.from === 'b' && meta.channel === 'files',
+      JSON.stringify({ data, meta }));
+  }
+  // Not UTF-8, so herald delivers it as binary data, under engine.default_event.
+  const payload = Buffer.from([0xff, 0x00, 0x01, 0xfe]);
+  const blobs = clients.map(([, socket]) => collect(socket, 'message', 1));
+  const receivers = await redisPublish(Number(env.SIO_REDIS_PORT), 'herald:files', payload);
+  check(step('PUBLISH into Redis'), /^:[12]/.test(receivers), receivers);
+  const got = await within(10000, 'binary data from Redis', Promise.all(blobs.map((x) => x.finished)));
+  got.forEach(([{ data, meta }], i) => {
+    const bytes = bytesOf(data);
+    check(step(`${clients[i][0]} gets bytes`), bytes && bytes.equals(payload) && meta.channel === 'files',
+      `${Object.prototype.toString.call(data)} ${JSON.stringify(data)} ${JSON.stringify(meta)}`);
+  });
+  for (const [, socket] of clients) close(socket);
+  console.log('ok several nodes (publication across nodes, binary data from Redis with both parsers)');
+}
+
 const modes = [
   { name: 'default transports (polling, then upgrade)', tag: 'default', options: {}, upgrades: true },
   { name: 'websocket only', tag: 'ws', options: { transports: ['websocket'] } },
@@ -235,6 +304,11 @@ for (const mode of modes) {
   } catch (err) {
     fail(mode.name, err.stack || err);
   }
+}
+try {
+  await severalNodes();
+} catch (err) {
+  fail('several nodes', err.stack || err);
 }
 console.log('all Socket.IO checks passed');
 process.exit(0);
