@@ -31,6 +31,9 @@ use crate::core::DisconnectReason;
 
 /// Packets a session holds between a `POST` and its transport.
 const INBOUND_PACKETS: usize = 64;
+/// Longest a long-poll opened during an upgrade is held (Engine.IO servers
+/// answer polls with `noop` every 100 ms while upgrading).
+const UPGRADE_POLL: Duration = Duration::from_millis(100);
 
 /// The ends of a new session that its connection's transport keeps.
 #[derive(Debug)]
@@ -201,7 +204,8 @@ impl Session {
     }
 
     /// Serves one `GET`: the queued frames as a body, waiting up to `wait`
-    /// for some; a `noop` when there are none (or an upgrade is under way).
+    /// for some; a `noop` when there are none, or soon after a probe
+    /// succeeded (the client then pauses polling to upgrade).
     ///
     /// # Errors
     /// [`Refused::Overlap`] if another `GET` is open (the session closes).
@@ -213,7 +217,17 @@ impl Session {
             return Err(Refused::Overlap);
         };
         self.stamp();
-        let deadline = Instant::now() + wait;
+        // A poll open when the probe succeeds is answered at once, so the
+        // client can pause polling and upgrade. One opened during the
+        // upgrade (already in flight then) waits `UPGRADE_POLL` at most: not
+        // at once, which would let a client loop on empty polls.
+        let opened_upgrading = self.upgrading.load(Ordering::Acquire);
+        let deadline = Instant::now()
+            + if opened_upgrading {
+                UPGRADE_POLL.min(wait)
+            } else {
+                wait
+            };
         let body = loop {
             let woken = self.wake.notified();
             let frames = self.take();
@@ -223,7 +237,7 @@ impl Session {
             if self.ended.is_cancelled() {
                 break engine::encode_payload(&[Frame::close()]);
             }
-            if self.upgrading.load(Ordering::Acquire) {
+            if !opened_upgrading && self.upgrading.load(Ordering::Acquire) {
                 break engine::encode_payload(&[Frame::noop()]);
             }
             tokio::select! {
@@ -397,6 +411,25 @@ mod tests {
             Err(Refused::Overlap)
         );
         assert_eq!(waiter.await.unwrap().unwrap(), b"1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_releases_the_open_poll_at_once_and_later_ones_soon() {
+        let (session, _ends) = Session::new("s".into(), Parser::Json, 100, Duration::from_secs(60));
+        let open = {
+            let session = Arc::clone(&session);
+            tokio::spawn(async move { session.poll(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        session.probed();
+        assert_eq!(open.await.unwrap().unwrap(), b"6");
+        let start = Instant::now();
+        assert_eq!(session.poll(Duration::from_secs(30)).await.unwrap(), b"6");
+        assert_eq!(
+            start.elapsed(),
+            UPGRADE_POLL,
+            "a poll opened while upgrading waits a little, not at all or long"
+        );
     }
 
     #[tokio::test(start_paused = true)]
