@@ -668,4 +668,27 @@ mod tests {
         let err = Config::load(None, &overrides).unwrap_err().to_string();
         assert!(err.contains("auth.secret"), "{err}");
     }
+
+    #[test]
+    fn socketio_paths_and_caps_are_checked() {
+        let check = |edit: fn(&mut Config)| {
+            let mut config = Config::default();
+            edit(&mut config);
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(|_| {}), None);
+        for bad in [
+            (|c: &mut Config| c.socketio.path = "socket.io".into()) as fn(&mut Config),
+            |c| c.socketio.path = "/".into(),
+            |c| c.socketio.path = "/ws".into(),
+            |c| c.socketio.msgpack_path = "/api/v1/sio/".into(),
+            |c| c.socketio.path = "/{sid}/".into(),
+            |c| c.socketio.msgpack_path = "/socket.io".into(),
+            |c| c.socketio.max_polling_sessions = 0,
+            |c| c.socketio.max_buffered_bytes = 1024,
+        ] {
+            let err = check(bad).expect("refused");
+            assert!(err.contains("socketio."), "{err}");
+        }
+    }
 }
