@@ -11,7 +11,8 @@
 //   personal channel reaches only its user; a client publish reaches a subscriber
 //   (binary data from a client is refused with 101);
 //   refresh; Engine.IO pings keep an idle client connected; a bad token gives connect_error with code 4500; another namespace gives
-//   "Invalid namespace"; a kick (4504) is "io server disconnect".
+//   "Invalid namespace"; a kick (4504) is "io server disconnect"; a rate-limit close
+//   (4006) is "transport close" and socket.io-client reconnects by itself.
 // Then, on two nodes sharing Redis: a publication made on node b reaches clients of
 // node a, and binary data PUBLISHed straight into Redis arrives as bytes with both
 // parsers (an attachment with the default parser, a bin with msgpack).
@@ -281,10 +282,32 @@ async function severalNodes() {
   console.log('ok several nodes (publication across nodes, binary data from Redis with both parsers)');
 }
 
+/** A close code in 4000–4499 (here 4006, rate limited) lets socket.io-client reconnect by itself. */
+async function reconnects(mode) {
+  const step = (what) => `${mode.name}: ${what}`;
+  const socket = io(URL, {
+    ...mode.options, auth: { token: TOKENS.alice }, reconnectionDelay: 100, reconnectionDelayMax: 200,
+  });
+  open.add(socket);
+  await within(10000, 'connect', once(socket, 'connect'));
+  const first = socket.id;
+  const notice = once(socket, 'herald:disconnect');
+  const gone = once(socket, 'disconnect');
+  const back = new Promise((resolve) => socket.io.once('reconnect', resolve));
+  // Far beyond rate_limits.messages_per_second: refusals, then the close after `strikes`.
+  for (let i = 0; i < 400; i++) socket.emit('subscribe', `flood.${i}`);
+  const [[why], [reason]] = await within(10000, 'the rate-limit close', Promise.all([notice, gone]));
+  check(step('rate-limit close'), why.code === 4006 && reason === 'transport close', `${JSON.stringify(why)} ${reason}`);
+  await within(10000, 'the reconnection', back);
+  if (!socket.connected) await within(5000, 'connect after reconnecting', once(socket, 'connect'));
+  check(step('reconnected'), socket.connected && socket.id !== first, `${socket.id} (was ${first})`);
+  close(socket);
+}
+
 const modes = [
   { name: 'default transports (polling, then upgrade)', tag: 'default', options: {}, upgrades: true },
-  { name: 'websocket only', tag: 'ws', options: { transports: ['websocket'] } },
-  { name: 'polling only', tag: 'polling', options: { transports: ['polling'] } },
+  { name: 'websocket only', tag: 'ws', options: { transports: ['websocket'] }, reconnect: true },
+  { name: 'polling only', tag: 'polling', options: { transports: ['polling'] }, reconnect: true },
   {
     name: 'msgpack parser (polling, then upgrade)',
     tag: 'msgpack',
@@ -301,6 +324,10 @@ const modes = [
 for (const mode of modes) {
   try {
     await scenario(mode);
+    if (mode.reconnect) {
+      await reconnects(mode);
+      console.log(`ok ${mode.name}: reconnects after 4006`);
+    }
   } catch (err) {
     fail(mode.name, err.stack || err);
   }
