@@ -17,6 +17,8 @@ mod handshake;
 mod packet;
 mod polling;
 mod session;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod websocket;
 
