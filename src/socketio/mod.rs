@@ -162,22 +162,31 @@ struct EioQuery {
     j: Option<String>,
 }
 
-/// Engine.IO's error codes, sent as `{code, message}` with a 400.
+/// Engine.IO's error codes, sent as `{code, message}` (engine.io-client
+/// shows them in its transport errors).
 #[derive(Debug, Clone, Copy)]
 enum EioError {
+    /// `transport` is neither `polling` nor `websocket`.
     UnknownTransport = 0,
+    /// No open session has this `sid` (on this path).
     UnknownSid = 1,
+    /// A `POST` without a session.
     BadHandshakeMethod = 2,
+    /// Anything else malformed or refused.
     BadRequest = 3,
+    /// The origin is not allowed.
     Forbidden = 4,
+    /// Not `EIO=4`.
     UnsupportedVersion = 5,
 }
 
+/// An Engine.IO error response.
 fn refuse(status: StatusCode, code: EioError, message: &str) -> Response {
     let body = serde_json::json!({ "code": code as u8, "message": message });
     (status, axum::Json(body)).into_response()
 }
 
+/// A polling response body (packets, never cached).
 fn text(body: Vec<u8>) -> Response {
     (
         [
@@ -263,6 +272,8 @@ async fn on_post(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Res
     polling::post(&endpoint.state.settings, &session, body).await
 }
 
+/// `400 {"code":1,"message":"Session ID unknown"}`: engine.io-client then
+/// closes and socket.io-client reconnects with a new handshake.
 fn unknown_sid() -> Response {
     refuse(
         StatusCode::BAD_REQUEST,
@@ -286,6 +297,7 @@ fn admit(state: &Arc<SocketIoState>, parts: &Parts) -> Result<IpSlot, (StatusCod
         .ok_or_else(|| too_many("too many open connections from this address"))
 }
 
+/// The `open` packet of a new connection.
 fn open_frame(settings: &SocketIoSettings, sid: &str, upgrades: &[&str]) -> Frame {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Open {
