@@ -94,6 +94,18 @@ async fn bad_requests_get_engine_io_error_codes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    // A page on an allowed origin may poll cross-origin (CORS).
+    let response = reqwest::Client::new()
+        .get(hub.url("/socket.io/?EIO=4&transport=polling"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
 }
 
 #[tokio::test]
