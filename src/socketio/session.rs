@@ -189,18 +189,24 @@ impl Session {
         frames
     }
 
+    /// Waits until at most `window` bytes are queued: at once if so, else
+    /// until a long-poll takes the buffer.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn room(&self, window: usize) {
+        loop {
+            let drained = self.drained.notified();
+            if lock(&self.outbound).bytes <= window {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     /// Waits up to `limit` for a long-poll to take the buffer; whether one did.
     pub(crate) async fn drained(&self, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let drained = self.drained.notified();
-                if lock(&self.outbound).frames.is_empty() {
-                    return;
-                }
-                drained.await;
-            }
-        };
-        timeout(limit, wait).await.is_ok()
+        timeout(limit, self.room(0)).await.is_ok()
     }
 
     /// Serves one `GET`: the queued frames as a body, waiting up to `wait`

@@ -35,6 +35,10 @@ use crate::{
 
 /// How long closing may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes a polling client may have waiting for its next long-poll before
+/// writes wait for it: what a socket's send buffer would hold. Small
+/// replies never wait; bursts of deliveries do.
+const POLL_WINDOW: usize = 64 * 1024;
 
 /// Where the connection's packets travel.
 enum Link {
@@ -195,7 +199,15 @@ impl SocketIoTransport {
     async fn write(&mut self, frames: Vec<Frame>) -> Result<(), Ended> {
         self.flush_carry().await?;
         match &mut self.link {
-            Link::Polling { session, .. } => session.push(frames).map_err(Ended::Closed),
+            Link::Polling { session, .. } => {
+                // Backpressure, as a socket's send buffer gives it: past
+                // `POLL_WINDOW` queued bytes, wait for the client to poll
+                // (under the core's write timeout, so a client that stops
+                // polling is a slow consumer). Meanwhile deliveries stay in
+                // the outbox, where latest-value channels conflate.
+                session.room(POLL_WINDOW).await;
+                session.push(frames).map_err(Ended::Closed)
+            }
             Link::WebSocket(ws) => {
                 for frame in frames {
                     ws.feed(message(frame)).await.map_err(|_| Ended::Gone)?;
@@ -581,6 +593,33 @@ mod tests {
             polled(&session).await,
             "44{\"message\":\"invalid token: bad signature\",\"data\":{\"code\":4500}}\u{1e}1"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_writes_wait_for_the_client_past_the_window() {
+        let (session, mut transport) = polling();
+        let channel = ChannelName::parse(&"c".repeat(128), 128).unwrap();
+        // About 160 bytes each: well past the window together.
+        let batch: Vec<_> = std::iter::repeat_with(|| {
+            Arc::new(Delivery::new(Payload::Gap {
+                channel: channel.clone(),
+            }))
+        })
+        .take(POLL_WINDOW / 100)
+        .collect();
+        transport.deliver(&[], true).await.unwrap();
+        transport.deliver(&[], true).await.unwrap();
+        assert_eq!(
+            polled(&session).await,
+            "2\u{1e}2",
+            "small writes do not wait"
+        );
+        transport.deliver(&batch, false).await.unwrap();
+        let next = timeout(Duration::from_secs(5), transport.deliver(&[], true)).await;
+        assert!(next.is_err(), "past the window, a write waits for a poll");
+        assert!(polled(&session).await.starts_with(r#"42["herald:gap""#));
+        transport.deliver(&[], true).await.unwrap();
+        assert_eq!(polled(&session).await, "2");
     }
 
     #[tokio::test(start_paused = true)]
