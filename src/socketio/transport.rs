@@ -12,7 +12,10 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::time::timeout;
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::timeout,
+};
 use tokio_tungstenite::tungstenite::{
     self, Message, Utf8Bytes,
     protocol::{CloseFrame, frame::coding::CloseCode},
@@ -45,9 +48,9 @@ enum Link {
     /// HTTP long-polling, through the session.
     Polling {
         session: Arc<Session>,
-        ends: SessionEnds,
-        /// Whether an upgrade may still arrive.
-        upgradable: bool,
+        inbound: mpsc::Receiver<Incoming>,
+        /// The WebSocket of an upgrade, while one may still come.
+        upgrade: Option<oneshot::Receiver<Box<Ws>>>,
     },
     /// A WebSocket, from the start or after an upgrade.
     WebSocket(Box<Ws>),
@@ -94,8 +97,8 @@ impl SocketIoTransport {
         let parser = session.parser();
         let link = Link::Polling {
             session,
-            ends,
-            upgradable: true,
+            inbound: ends.inbound,
+            upgrade: Some(ends.upgrade),
         };
         Self::new(link, parser, max_batch)
     }
@@ -117,18 +120,12 @@ impl SocketIoTransport {
             let upgraded = match &mut self.link {
                 Link::Polling {
                     session,
-                    ends,
-                    upgradable,
+                    inbound,
+                    upgrade,
                 } => tokio::select! {
-                    packet = ends.inbound.recv() => return packet.ok_or(Ended::Gone),
+                    packet = inbound.recv() => return packet.ok_or(Ended::Gone),
                     reason = session.ended() => return Err(Ended::Closed(reason)),
-                    ws = &mut ends.upgrade, if *upgradable => match ws {
-                        Ok(ws) => ws,
-                        Err(_) => {
-                            *upgradable = false;
-                            continue;
-                        }
-                    },
+                    ws = upgraded(upgrade) => ws,
                 },
                 Link::WebSocket(_) => {
                     self.flush_carry().await?;
@@ -143,10 +140,12 @@ impl SocketIoTransport {
     /// read first, what was queued for polling is written first.
     fn switch(&mut self, ws: Box<Ws>) {
         if let Link::Polling {
-            session, mut ends, ..
+            session,
+            mut inbound,
+            ..
         } = std::mem::replace(&mut self.link, Link::WebSocket(ws))
         {
-            while let Ok(packet) = ends.inbound.try_recv() {
+            while let Ok(packet) = inbound.try_recv() {
                 self.leftover.push_back(packet);
             }
             self.carry.extend(session.take());
@@ -197,17 +196,27 @@ impl SocketIoTransport {
 
     /// Writes frames and flushes once.
     async fn write(&mut self, frames: Vec<Frame>) -> Result<(), Ended> {
+        if let Link::Polling {
+            session, upgrade, ..
+        } = &mut self.link
+        {
+            // Backpressure, as a socket's send buffer gives it: past
+            // `POLL_WINDOW` queued bytes, wait for the client to poll (under
+            // the core's write timeout, so a client that stops polling is a
+            // slow consumer). Meanwhile deliveries stay in the outbox, where
+            // latest-value channels conflate. A client that paused polling
+            // to upgrade is written to on its WebSocket instead.
+            let session = Arc::clone(session);
+            tokio::select! {
+                () = session.room(POLL_WINDOW) => {
+                    return session.push(frames).map_err(Ended::Closed);
+                }
+                ws = upgraded(upgrade) => self.switch(ws),
+            }
+        }
         self.flush_carry().await?;
         match &mut self.link {
-            Link::Polling { session, .. } => {
-                // Backpressure, as a socket's send buffer gives it: past
-                // `POLL_WINDOW` queued bytes, wait for the client to poll
-                // (under the core's write timeout, so a client that stops
-                // polling is a slow consumer). Meanwhile deliveries stay in
-                // the outbox, where latest-value channels conflate.
-                session.room(POLL_WINDOW).await;
-                session.push(frames).map_err(Ended::Closed)
-            }
+            Link::Polling { .. } => Err(Ended::Gone),
             Link::WebSocket(ws) => {
                 for frame in frames {
                     ws.feed(message(frame)).await.map_err(|_| Ended::Gone)?;
@@ -430,46 +439,100 @@ impl Transport for SocketIoTransport {
     /// WebSocket close frame carrying the code; within `CLOSE_TIMEOUT`.
     async fn close(&mut self, reason: &DisconnectReason) {
         let frames = self.farewell(reason);
-        let _ = timeout(CLOSE_TIMEOUT, self.flush_carry()).await;
-        match &mut self.link {
-            Link::Polling { session, .. } => {
-                // The close packet goes in a body of its own: socket.io-client
-                // handles a Socket.IO packet on the next tick, and a close in
-                // the same body would tear the client down before it.
-                let polling = frames.is_empty() || {
-                    session.replace(frames);
-                    session.drained(CLOSE_TIMEOUT).await
-                };
-                session.replace(vec![Frame::close()]);
-                // A client that did not poll for the notices is not polling.
-                if polling {
-                    session.drained(CLOSE_TIMEOUT).await;
-                }
-                session.end(reason.clone());
+        let frames = match self.close_polling(frames, reason).await {
+            Closing::Done => return,
+            Closing::Upgraded(ws) => {
+                // What the polling buffer still held is carried over.
+                self.switch(ws);
+                Vec::new()
             }
-            Link::WebSocket(ws) => {
-                let close = CloseFrame {
-                    code: CloseCode::from(reason.close_code().as_u16()),
-                    reason: Utf8Bytes::from(reason.reason().into_owned()),
-                };
-                let handshake = async {
-                    for frame in frames {
-                        if ws.feed(message(frame)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if ws.send(Message::Close(Some(close))).await.is_err() {
-                        return;
-                    }
-                    while let Some(Ok(frame)) = ws.next().await {
-                        if matches!(frame, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                };
-                let _ = timeout(CLOSE_TIMEOUT, handshake).await;
+            Closing::NotPolling(frames) => frames,
+        };
+        let _ = timeout(CLOSE_TIMEOUT, self.flush_carry()).await;
+        let Link::WebSocket(ws) = &mut self.link else {
+            return;
+        };
+        let close = CloseFrame {
+            code: CloseCode::from(reason.close_code().as_u16()),
+            reason: Utf8Bytes::from(reason.reason().into_owned()),
+        };
+        let handshake = async {
+            for frame in frames {
+                if ws.feed(message(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if ws.send(Message::Close(Some(close))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = ws.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_TIMEOUT, handshake).await;
+    }
+}
+
+/// How a polling close went.
+enum Closing {
+    /// The client was told and the session ended.
+    Done,
+    /// An upgrade completed meanwhile: finish on its WebSocket.
+    Upgraded(Box<Ws>),
+    /// Not a polling connection: the frames are still to send.
+    NotPolling(Vec<Frame>),
+}
+
+impl SocketIoTransport {
+    /// The polling close: the notices, then the close packet in a body of
+    /// its own (socket.io-client handles a Socket.IO packet on the next
+    /// tick, and a close in the same body would tear the client down before
+    /// it), each waiting up to `CLOSE_TIMEOUT` for a long-poll. A client
+    /// that paused polling to upgrade gets them on its WebSocket instead.
+    async fn close_polling(&mut self, frames: Vec<Frame>, reason: &DisconnectReason) -> Closing {
+        let Link::Polling {
+            session, upgrade, ..
+        } = &mut self.link
+        else {
+            return Closing::NotPolling(frames);
+        };
+        let session = Arc::clone(session);
+        let mut polling = true;
+        for batch in [frames, vec![Frame::close()]] {
+            if batch.is_empty() {
+                continue;
+            }
+            session.replace(batch);
+            // A client that did not poll for the notices is not polling.
+            if !polling {
+                continue;
+            }
+            tokio::select! {
+                taken = session.drained(CLOSE_TIMEOUT) => polling = taken,
+                ws = upgraded(upgrade) => return Closing::Upgraded(ws),
             }
         }
+        session.end(reason.clone());
+        Closing::Done
+    }
+}
+
+/// The WebSocket of a completed upgrade; never resolves when none can come.
+///
+/// # Cancel safety
+/// Cancel safe: the receiver stays until it resolves.
+async fn upgraded(upgrade: &mut Option<oneshot::Receiver<Box<Ws>>>) -> Box<Ws> {
+    let Some(receiver) = upgrade.as_mut() else {
+        return std::future::pending().await;
+    };
+    let ws = receiver.await;
+    // Resolved either way: the upgrade happened, or its attempt was given up.
+    *upgrade = None;
+    match ws {
+        Ok(ws) => ws,
+        Err(_) => std::future::pending().await,
     }
 }
 

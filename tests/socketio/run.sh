@@ -4,7 +4,8 @@
 # committed package-lock.json; python-socketio with pip into target/socketio-pylib),
 # starts a herald hub on a free port with a small config (a namespace that allows
 # client publishing, 1 s heartbeats), plus a redis-server and two herald nodes on it, mints
-# tokens and runs socketio.test.mjs, then python_client.py. Every process it started
+# tokens and runs socketio.test.mjs, browser.test.mjs (headless Chromium, the system's)
+# and python_client.py. Every process it started
 # is stopped; the run is bounded in time.
 #
 #   tests/socketio/run.sh
@@ -12,6 +13,8 @@
 # Environment:
 #   HERALD_BIN       herald binary (default target/release/herald, else target/debug/herald)
 #   SIO_SKIP_PYTHON  1: skip the python-socketio check
+#   SIO_SKIP_BROWSER 1: skip the headless Chromium check
+#   CHROMIUM         browser binary (default /usr/bin/chromium)
 # Artifacts: artifacts/socketio/herald.log, herald-a.log, herald-b.log, redis.log
 set -euo pipefail
 
@@ -43,9 +46,10 @@ while IFS= read -r name; do
   case "$name" in HERALD_*__*) ;; *) hub_env+=(-u "$name") ;; esac
 done < <(compgen -e | grep '^HERALD_' || true)
 
-if [[ ! -d "$here/node_modules/socket.io-client" ]]; then
-  echo "run.sh: installing socket.io-client (npm ci)"
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+if [[ ! -d "$here/node_modules/socket.io-client" || ! -d "$here/node_modules/playwright-core" ]]; then
+  echo "run.sh: installing socket.io-client, socket.io-msgpack-parser, playwright-core (npm ci)"
+  # playwright-core never downloads browsers; the variable is a second guard.
+  (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -153,6 +157,18 @@ echo "run.sh: socket.io-client against herald on 127.0.0.1:$port, and nodes a an
 if ! timeout 180 node "$here/socketio.test.mjs"; then
   echo "run.sh: failed; the hub's log is $log" >&2
   exit 1
+fi
+
+if [[ "${SIO_SKIP_BROWSER:-}" != 1 ]]; then
+  if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+    echo "run.sh: chromium is missing: apt-get install -y chromium (tests/run.sh does this), or set SIO_SKIP_BROWSER=1" >&2
+    exit 1
+  fi
+  echo "run.sh: socket.io-client's browser bundles in headless Chromium"
+  if ! timeout 120 node "$here/browser.test.mjs"; then
+    echo "run.sh: browser test failed; the hub's log is $log" >&2
+    exit 1
+  fi
 fi
 
 if [[ "${SIO_SKIP_PYTHON:-}" != 1 && -f "$here/python_client.py" ]]; then
