@@ -185,7 +185,7 @@ impl Parser {
         match head.kind {
             CONNECT => {
                 let token = match rmp_serde::from_slice::<ConnectBody>(bytes) {
-                    Ok(body) => body.data.and_then(|auth| auth.token),
+                    Ok(body) => body.data.0,
                     Err(_) => Some(String::new()),
                 };
                 Ok(Packet::Connect { nsp, token })
@@ -330,7 +330,47 @@ struct Head {
 #[derive(Deserialize)]
 struct ConnectBody {
     #[serde(default)]
-    data: Option<Auth>,
+    data: PackedAuth,
+}
+
+/// A msgpack-parser `CONNECT`'s auth: a map, or nothing. socket.io-client
+/// without `auth` sends `data: undefined`, which its MessagePack encoder
+/// (notepack.io) writes as an extension value: that too is no token.
+#[derive(Default)]
+struct PackedAuth(Option<String>);
+
+impl<'de> Deserialize<'de> for PackedAuth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PackedAuthVisitor)
+    }
+}
+
+struct PackedAuthVisitor;
+
+impl<'de> Visitor<'de> for PackedAuthVisitor {
+    type Value = PackedAuth;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an auth map, or nothing")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PackedAuth, A::Error> {
+        let auth = Auth::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(PackedAuth(auth.token))
+    }
+
+    fn visit_unit<E>(self) -> Result<PackedAuth, E> {
+        Ok(PackedAuth(None))
+    }
+
+    fn visit_none<E>(self) -> Result<PackedAuth, E> {
+        Ok(PackedAuth(None))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, ext: D) -> Result<PackedAuth, D::Error> {
+        IgnoredAny::deserialize(ext)?;
+        Ok(PackedAuth(None))
+    }
 }
 
 #[derive(Deserialize)]
@@ -628,6 +668,21 @@ mod tests {
             Packet::Connect {
                 nsp: "/".into(),
                 token: Some("t".into())
+            }
+        );
+        // {"type":0,"nsp":"/","data":undefined} as notepack.io writes it.
+        let mut undefined = vec![0x83, 0xa4];
+        undefined.extend_from_slice(b"type");
+        undefined.extend_from_slice(&[0x00, 0xa3]);
+        undefined.extend_from_slice(b"nsp");
+        undefined.extend_from_slice(&[0xa1, b'/', 0xa4]);
+        undefined.extend_from_slice(b"data");
+        undefined.extend_from_slice(&[0xd4, 0x00, 0x00]);
+        assert_eq!(
+            Parser::decode_binary(&undefined).unwrap(),
+            Packet::Connect {
+                nsp: "/".into(),
+                token: None
             }
         );
         let disconnect = binary(Parser::MsgPack.disconnect().unwrap());

@@ -10,7 +10,8 @@
 //   /api/v1/publish arrive in order with their meta; unsubscribe stops delivery; a
 //   personal channel reaches only its user; a client publish reaches a subscriber
 //   (binary data from a client is refused with 101);
-//   refresh; Engine.IO pings keep an idle client connected; a bad token gives connect_error with code 4500; another namespace gives
+//   refresh; Engine.IO pings keep an idle client connected; a bad token
+//   (and no token) gives connect_error with code 4500; another namespace gives
 //   "Invalid namespace"; a kick (4504) is "io server disconnect"; a rate-limit close
 //   (4006) is "transport close" and socket.io-client reconnects by itself.
 // Then, on two nodes sharing Redis: a publication made on node b reaches clients of
@@ -214,6 +215,13 @@ async function scenario(mode) {
   const [err] = await within(5000, 'connect_error', once(refused, 'connect_error'));
   check(step('bad token'), err.data && err.data.code === 4500, `${err.message} ${JSON.stringify(err.data)}`);
   close(refused);
+
+  // No token where auth.allow_anonymous is off: 4501.
+  const anonymous = io(URL, { ...mode.options, reconnection: false });
+  open.add(anonymous);
+  const [denied] = await within(5000, 'connect_error', once(anonymous, 'connect_error'));
+  check(step('no token'), denied.data && denied.data.code === 4501, `${denied.message} ${JSON.stringify(denied.data)}`);
+  close(anonymous);
 
   // Another namespace.
   const admin = io(`${URL}/admin`, { ...mode.options, auth: { token: TOKENS.alice }, reconnection: false });
