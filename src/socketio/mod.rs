@@ -17,8 +17,6 @@ mod handshake;
 mod packet;
 mod polling;
 mod session;
-#[cfg(test)]
-mod tests;
 mod transport;
 mod websocket;
 
