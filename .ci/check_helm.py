@@ -434,6 +434,13 @@ def check_ingress(docs: list[dict], values: dict) -> None:
     exposed = [(p["path"], private) for p in paths for private in PRIVATE_PATHS if routes(p, private)]
     assert not exposed, f"the Ingress routes private paths (path, what it reaches): {exposed}"
     assert all(b["port"].get("name") == "http" for b in backends), "the Ingress must route to the http port only"
+    sio = values["ingress"].get("socketio") or {}
+    if sio.get("enabled"):
+        missing = set(sio["paths"]) - {p["path"] for p in paths}
+        assert not missing, f"Socket.IO paths not routed: {sorted(missing)}"
+        if sio.get("stickySessions"):
+            affinity = notes.get("nginx.ingress.kubernetes.io/affinity")
+            assert affinity == "cookie", f"long-polling needs cookie affinity; affinity is {affinity!r}"
 
 
 def routes(path: dict, target: str) -> bool:

@@ -22,6 +22,7 @@ use crate::{
     },
     metrics::MetricsError,
     native::{self, NativeSettings, NativeState},
+    socketio::{self, SocketIoSettings, SocketIoState},
 };
 
 /// A built, bound, not yet running herald node.
@@ -32,6 +33,8 @@ pub struct App {
     ops_listener: Option<TcpListener>,
     state: Arc<AppState>,
     native: Arc<NativeState>,
+    /// The Socket.IO endpoints, unless `socketio.enabled` is false.
+    socketio: Option<Arc<SocketIoState>>,
 }
 
 /// Why the app could not start.
@@ -182,6 +185,27 @@ impl App {
             },
         ));
         let tracker = TaskTracker::new();
+        let socketio = config.socketio.enabled.then(|| {
+            Arc::new(SocketIoState::new(
+                Arc::clone(&clients),
+                SocketIoSettings {
+                    path: config.socketio.path.clone(),
+                    msgpack_path: config.socketio.msgpack_path.clone(),
+                    max_payload: config.limits.max_message_size,
+                    ping_interval: config.heartbeat_interval(),
+                    ping_timeout: Duration::from_millis(config.heartbeat.timeout_ms),
+                    max_polling_sessions: config.socketio.max_polling_sessions,
+                    max_buffered_bytes: config.socketio.max_buffered_bytes,
+                    max_batch: config.limits.max_subscriptions,
+                    read_buffer_size: config.websocket.read_buffer_size,
+                    write_buffer_size: config.websocket.write_buffer_size,
+                    write_timeout: Duration::from_millis(config.websocket.write_timeout_ms),
+                    allowed_origins: config.server.allowed_origins.clone(),
+                    trust_forwarded_for: config.server.trust_forwarded_for,
+                },
+                tracker.clone(),
+            ))
+        });
         let native = Arc::new(NativeState {
             clients,
             settings: NativeSettings {
@@ -213,6 +237,7 @@ impl App {
             ops_listener,
             state,
             native,
+            socketio,
         })
     }
 
@@ -263,6 +288,7 @@ impl App {
             ops_listener,
             state,
             native,
+            socketio,
         } = self;
         let hub = Arc::clone(&state.hub);
         let heartbeats = tokio::spawn(Arc::clone(&hub).run_heartbeats());
@@ -272,7 +298,7 @@ impl App {
         let stop = Shutdown::default();
         let connections = TaskTracker::new();
         let mut servers = vec![tokio::spawn(
-            main_server(listener, &state, native).run(connections.clone(), stop.clone()),
+            main_server(listener, &state, native, socketio).run(connections.clone(), stop.clone()),
         )];
         if let Some(ops) = ops_listener {
             servers.push(tokio::spawn(
@@ -320,11 +346,20 @@ impl App {
 }
 
 /// The server of `server.listen`.
-fn main_server(listener: TcpListener, state: &Arc<AppState>, native: Arc<NativeState>) -> Server {
+fn main_server(
+    listener: TcpListener,
+    state: &Arc<AppState>,
+    native: Arc<NativeState>,
+    socketio: Option<Arc<SocketIoState>>,
+) -> Server {
     let settings = &state.config.server;
+    let mut transports = native::router(native);
+    if let Some(socketio) = socketio {
+        transports = transports.merge(socketio::router(socketio));
+    }
     Server::new(
         listener,
-        http::router(Arc::clone(state), native::router(native)),
+        http::router(Arc::clone(state), transports),
         Duration::from_millis(settings.header_read_timeout_ms),
         settings.max_pending_connections,
         settings.max_pending_per_ip,

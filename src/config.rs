@@ -63,6 +63,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// `[shutdown]`: drain window and deadline.
     pub shutdown: ShutdownConfig,
+    /// `[socketio]`: the Socket.IO endpoints.
+    pub socketio: SocketIoConfig,
     /// `[log]`: format and filter.
     pub log: LogConfig,
 }
@@ -211,6 +213,69 @@ impl Default for HeartbeatConfig {
             interval_ms: 25_000,
             timeout_ms: 20_000,
         }
+    }
+}
+
+/// `[socketio]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Serve Socket.IO (Engine.IO v4) clients.
+    pub enabled: bool,
+    /// Path of the endpoint for the default (JSON) parser.
+    pub path: String,
+    /// Path of the endpoint for `socket.io-msgpack-parser`.
+    pub msgpack_path: String,
+    /// Most long-polling sessions open at once on this node.
+    pub max_polling_sessions: usize,
+    /// Most bytes queued for one polling session between two long-polls.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/socket.io/".into(),
+            msgpack_path: "/socket.io-msgpack/".into(),
+            max_polling_sessions: 10_000,
+            max_buffered_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl SocketIoConfig {
+    fn validate(&self, max_data_size: usize) -> Result<(), ConfigError> {
+        const PATHS: &str = "socketio.path and socketio.msgpack_path";
+        let ours = |path: &str| {
+            let trimmed = path.trim_end_matches('/');
+            trimmed.len() > 1
+                && path.starts_with('/')
+                && !path.contains(['{', '}', '*', '?', '#'])
+                && !["/ws", "/api", "/health", "/ready", "/metrics", "/demo"]
+                    .iter()
+                    .any(|taken| trimmed == *taken || trimmed.starts_with(&format!("{taken}/")))
+        };
+        if !ours(&self.path) || !ours(&self.msgpack_path) {
+            return invalid(
+                PATHS,
+                "must start with `/`, name a path of their own (not /ws, /api, /health, \
+                 /ready, /metrics, /demo) and hold no `{`, `}`, `*`, `?` or `#`",
+            );
+        }
+        if self.path.trim_end_matches('/') == self.msgpack_path.trim_end_matches('/') {
+            return invalid(PATHS, "must differ");
+        }
+        if self.max_polling_sessions == 0 {
+            return invalid("socketio.max_polling_sessions", "must be at least 1");
+        }
+        if self.max_buffered_bytes < max_data_size + 1024 {
+            return invalid(
+                "socketio.max_buffered_bytes",
+                "must be ≥ limits.max_data_size + 1024",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -414,6 +479,7 @@ impl Config {
             );
         }
         crate::auth::TokenVerifier::new(&self.auth)?;
+        self.socketio.validate(self.limits.max_data_size)?;
         self.channels.validate()?;
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(ConfigError::DefaultEvent)?;
@@ -596,5 +662,28 @@ mod tests {
         };
         let err = Config::load(None, &overrides).unwrap_err().to_string();
         assert!(err.contains("auth.secret"), "{err}");
+    }
+
+    #[test]
+    fn socketio_paths_and_caps_are_checked() {
+        let check = |edit: fn(&mut Config)| {
+            let mut config = Config::default();
+            edit(&mut config);
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(|_| {}), None);
+        for bad in [
+            (|c: &mut Config| c.socketio.path = "socket.io".into()) as fn(&mut Config),
+            |c| c.socketio.path = "/".into(),
+            |c| c.socketio.path = "/ws".into(),
+            |c| c.socketio.msgpack_path = "/api/v1/sio/".into(),
+            |c| c.socketio.path = "/{sid}/".into(),
+            |c| c.socketio.msgpack_path = "/socket.io".into(),
+            |c| c.socketio.max_polling_sessions = 0,
+            |c| c.socketio.max_buffered_bytes = 1024,
+        ] {
+            let err = check(bad).expect("refused");
+            assert!(err.contains("socketio."), "{err}");
+        }
     }
 }

@@ -11,6 +11,8 @@
 //!             hub, registry, outbox, delivery: fan-out, backpressure tokio, dashmap, governor)
 //! auth/       JWT, login sessions; ConnectionAuth for the core       (core, protocol, jsonwebtoken)
 //! native/     GET /ws: the RFC 6455 handshake and NativeTransport    (core, protocol, net, tungstenite)
+//! socketio/   /socket.io/: Engine.IO v4 (polling, WebSocket, upgrade) (core, protocol, net, tungstenite)
+//!             and Socket.IO v5 packets, JSON and msgpack parsers
 //! http/       API, /health /ready /metrics, the accept loop          (core, auth, engine trait, net, axum, hyper)
 //! net/        client IP and origin allow-list                        (http types)
 //! redis_conn  the Redis command connection with deadlines, shared    (redis)
@@ -23,7 +25,7 @@
 //!
 //! # Dependency rules
 //!
-//! protocol ← core ← transports (`native`), `http`, `auth`, engines ← `app`.
+//! protocol ← core ← transports (`native`, `socketio`), `http`, `auth`, engines ← `app`.
 //! The core never names axum, hyper, tungstenite, redis, jsonwebtoken or an
 //! encoder; transports and the HTTP API never name each other; only `app.rs`
 //! names concrete engines and stores. `tests/it/architecture.rs` parses the
@@ -52,4 +54,5 @@ pub mod protocol;
 pub mod redis_conn;
 pub mod serde_text;
 pub mod shutdown;
+pub mod socketio;
 pub mod telemetry;

@@ -69,14 +69,20 @@ pub const DROP_INVALID_DATA: &str = "invalid_data";
 /// `reason` label of [`MESSAGES_DROPPED`]: the message could not be encoded for the
 /// client's format; checked data makes this impossible, so any count is a bug.
 pub const DROP_ENCODE_ERROR: &str = "encode_error";
+/// `reason` label of [`MESSAGES_DROPPED`]: a publication whose event name
+/// socket.io-client reserves (or `herald:*`), not delivered to a Socket.IO client.
+pub const DROP_RESERVED_EVENT: &str = "reserved_event";
+/// Socket.IO long-polling sessions open on this node (gauge).
+pub const SOCKETIO_POLLING_SESSIONS: &str = "herald_socketio_polling_sessions";
 
 /// Every `reason` label of [`MESSAGES_DROPPED`].
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     DROP_SLOW_CONSUMER,
     DROP_CONFLATED,
     DROP_TOO_LARGE,
     DROP_INVALID_DATA,
     DROP_ENCODE_ERROR,
+    DROP_RESERVED_EVENT,
 ];
 
 /// Why the Prometheus exporter could not be installed.
@@ -167,6 +173,10 @@ fn describe() {
         "Channel subscriptions held by local connections."
     );
     describe_gauge!(CHANNELS, "Channels with at least one local subscriber.");
+    describe_gauge!(
+        SOCKETIO_POLLING_SESSIONS,
+        "Socket.IO long-polling sessions open on this node."
+    );
     describe_counter!(MESSAGES_PUBLISHED, "Publications accepted on this node.");
     describe_counter!(MESSAGES_DELIVERED, "Messages queued to local connections.");
     describe_counter!(MESSAGES_DROPPED, "Messages not delivered, by reason.");
@@ -246,6 +256,7 @@ fn register() {
         CHANNELS,
         ENGINE_CONNECTED,
         SESSION_STORE_CONNECTED,
+        SOCKETIO_POLLING_SESSIONS,
     ] {
         gauge!(name).increment(0.0);
     }

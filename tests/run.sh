@@ -2,7 +2,8 @@
 # The project's test command (README "Run the tests"; .ci/run calls it).
 # Installs what a fresh Debian machine lacks, then runs every check:
 # formatting, lints, unit + integration tests (real sockets, real Redis),
-# the k6 smoke test, the browser test and the Helm chart checks.
+# the k6 smoke test, the browser test, the Socket.IO client test and the Helm
+# chart checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ cargo test --locked
 
 # The smoke and browser tests drive the debug binary that `cargo test` built.
 export HERALD_BIN="${HERALD_BIN:-target/debug/herald}"
-for check in k6/run-smoke.sh tests/browser/run.sh .ci/check-helm.sh; do
+for check in k6/run-smoke.sh tests/browser/run.sh tests/socketio/run.sh .ci/check-helm.sh; do
   step "$check"
   "$check"
 done

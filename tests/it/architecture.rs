@@ -110,6 +110,11 @@ const RULES: &[Rule] = &[
         forbidden_crates: &["redis", "jsonwebtoken", "axum"],
     },
     Rule {
+        module: "socketio",
+        crate_modules: &["protocol", "core", "net", "metrics"],
+        forbidden_crates: &["redis", "jsonwebtoken", "figment"],
+    },
+    Rule {
         module: "http",
         crate_modules: &[
             "protocol", "core", "engine", "auth", "net", "config", "metrics",

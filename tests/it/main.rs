@@ -28,3 +28,4 @@ mod rate_limits;
 mod redis_cluster_faults;
 mod redis_faults;
 mod redis_nodes;
+mod socketio;

@@ -1,0 +1,241 @@
+//! What herald emits to Socket.IO clients: deliveries as events, encoded
+//! once per parser for every recipient through the core's [`WireFormat`]
+//! cache.
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{engine::Frame, packet::Parser};
+use crate::{
+    core::{Delivery, Payload, WireFormat, slots},
+    protocol::{ChannelName, Publication},
+};
+
+/// Default-parser deliveries: the whole `42[...]` text, validated once, and
+/// for binary data the attachment its placeholder stands for.
+static JSON: WireFormat<JsonEvent> = WireFormat::new(slots::SOCKETIO_JSON, |payload| {
+    if let Payload::Publication(p) = payload
+        && let Some(bytes) = p.data.as_binary()
+        && !reserved(p.event.as_str())
+    {
+        return with_attachment(p, bytes);
+    }
+    match encode_delivery(Parser::Json, payload)? {
+        Frame::Text(text) => Some(JsonEvent {
+            text,
+            attachment: None,
+        }),
+        Frame::Binary(_) => None,
+    }
+});
+
+/// A default-parser event: its text packet, and the binary attachment that
+/// follows it when the data is bytes (socket.io-client hands the app a
+/// `Buffer` or `ArrayBuffer`, as the msgpack parser's `bin` does).
+#[derive(Debug)]
+pub(super) struct JsonEvent {
+    text: Utf8Bytes,
+    attachment: Option<Bytes>,
+}
+
+fn with_attachment(p: &Publication, bytes: &Bytes) -> Option<JsonEvent> {
+    #[derive(Serialize)]
+    struct Placeholder {
+        _placeholder: bool,
+        num: u8,
+    }
+    let args = (
+        &p.event,
+        Placeholder {
+            _placeholder: true,
+            num: 0,
+        },
+        Meta {
+            channel: &p.channel,
+            ts: p.ts,
+        },
+    );
+    match Parser::binary_event(&args) {
+        Ok(text) => Some(JsonEvent {
+            text,
+            attachment: Some(bytes.clone()),
+        }),
+        Err(err) => {
+            tracing::error!(%err, "encoding a Socket.IO delivery failed");
+            None
+        }
+    }
+}
+
+/// Msgpack-parser deliveries: one packet map each.
+static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::SOCKETIO_MSGPACK, |payload| {
+    match encode_delivery(Parser::MsgPack, payload)? {
+        Frame::Binary(bytes) => Some(bytes),
+        Frame::Text(_) => None,
+    }
+});
+
+/// The second argument of every publication event.
+#[derive(Serialize)]
+struct Meta<'a> {
+    channel: &'a ChannelName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+}
+
+fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
+    #[derive(Serialize)]
+    struct Gap<'a> {
+        channel: &'a ChannelName,
+    }
+    #[derive(Serialize)]
+    struct Expiring {
+        expires_in_ms: u64,
+    }
+    let encoded = match payload {
+        Payload::Publication(p) if reserved(p.event.as_str()) => {
+            tracing::debug!(
+                event = p.event.as_str(),
+                "event name reserved by Socket.IO; not delivered to Socket.IO clients"
+            );
+            return None;
+        }
+        Payload::Publication(p) => parser.event(&(
+            &p.event,
+            &p.data,
+            Meta {
+                channel: &p.channel,
+                ts: p.ts,
+            },
+        )),
+        Payload::Gap { channel } => parser.event(&("herald:gap", Gap { channel })),
+        Payload::TokenExpiring { expires_in_ms } => parser.event(&(
+            "herald:token_expiring",
+            Expiring {
+                expires_in_ms: *expires_in_ms,
+            },
+        )),
+    };
+    encoded
+        .map_err(|err| tracing::error!(%err, ?parser, "encoding a Socket.IO delivery failed"))
+        .ok()
+}
+
+/// Event names socket.io-client keeps for itself, and herald's notices: a
+/// publication under one of them would run the application's handlers for
+/// those (a client publish could fake a `disconnect`), so it is not delivered
+/// to Socket.IO clients.
+pub(super) fn reserved(event: &str) -> bool {
+    matches!(
+        event,
+        "connect"
+            | "connect_error"
+            | "disconnect"
+            | "disconnecting"
+            | "newListener"
+            | "removeListener"
+    ) || event.starts_with("herald:")
+}
+
+/// Appends the frames of `delivery` for `parser` to `out`, sharing them
+/// with every other recipient of that parser; `false` when it is not
+/// delivered to Socket.IO clients.
+pub(super) fn delivery(parser: Parser, delivery: &Delivery, out: &mut Vec<Frame>) -> bool {
+    match parser {
+        Parser::Json => {
+            let Some(event) = delivery.encoded(&JSON) else {
+                return false;
+            };
+            out.push(Frame::Text(event.text.clone()));
+            out.extend(event.attachment.clone().map(Frame::Binary));
+        }
+        Parser::MsgPack => {
+            let Some(bytes) = delivery.encoded(&MSGPACK) else {
+                return false;
+            };
+            out.push(Frame::Binary(bytes.clone()));
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{EventName, JsonData, Publication};
+
+    fn publication(event: &str) -> Delivery {
+        Delivery::publication(Publication {
+            channel: ChannelName::parse("prices", 128).unwrap(),
+            event: EventName::parse(event).unwrap(),
+            data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
+            ts: Some(5),
+        })
+    }
+
+    #[test]
+    fn a_publication_is_one_event_encoded_once_per_parser() {
+        let delivery = publication("price_update");
+        let first: *const JsonEvent = delivery.encoded(&JSON).unwrap();
+        let second: *const JsonEvent = delivery.encoded(&JSON).unwrap();
+        assert_eq!(first, second, "every recipient shares the first encoding");
+        assert_eq!(
+            delivery.encoded(&JSON).unwrap().text.as_str(),
+            r#"42["price_update",{"p":1},{"channel":"prices","ts":5}]"#
+        );
+        let packed = delivery.encoded(&MSGPACK).unwrap();
+        let value: serde_json::Value = rmp_serde::from_slice(packed).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": 2, "nsp": "/", "data": ["price_update", {"p": 1}, {"channel": "prices", "ts": 5}]})
+        );
+    }
+
+    #[test]
+    fn notices_are_herald_events_and_reserved_names_are_not_delivered() {
+        let gap = Delivery::new(Payload::Gap {
+            channel: ChannelName::parse("prices", 128).unwrap(),
+        });
+        assert_eq!(
+            gap.encoded(&JSON).unwrap().text.as_str(),
+            r#"42["herald:gap",{"channel":"prices"}]"#
+        );
+        let expiring = Delivery::new(Payload::TokenExpiring { expires_in_ms: 900 });
+        assert_eq!(
+            expiring.encoded(&JSON).unwrap().text.as_str(),
+            r#"42["herald:token_expiring",{"expires_in_ms":900}]"#
+        );
+        for event in ["connect", "disconnect", "herald:disconnect"] {
+            assert!(publication(event).encoded(&JSON).is_none(), "{event}");
+        }
+    }
+
+    #[test]
+    fn binary_data_is_an_attachment_for_the_default_parser_and_bin_for_msgpack() {
+        let delivery = Delivery::publication(Publication {
+            channel: ChannelName::parse("files", 128).unwrap(),
+            event: EventName::parse("blob").unwrap(),
+            data: JsonData::binary(Bytes::from_static(&[0, 255, 1])),
+            ts: None,
+        });
+        let mut frames = Vec::new();
+        assert!(super::delivery(Parser::Json, &delivery, &mut frames));
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Text(Utf8Bytes::from_static(
+                    r#"451-["blob",{"_placeholder":true,"num":0},{"channel":"files"}]"#
+                )),
+                Frame::Binary(Bytes::from_static(&[0, 255, 1])),
+            ]
+        );
+        frames.clear();
+        assert!(super::delivery(Parser::MsgPack, &delivery, &mut frames));
+        let [Frame::Binary(packed)] = &frames[..] else {
+            panic!("one binary frame");
+        };
+        // The data is a MessagePack bin (0xc4, length 3).
+        assert!(packed.windows(5).any(|w| w == [0xc4, 3, 0, 255, 1]));
+    }
+}

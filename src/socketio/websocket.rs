@@ -1,0 +1,149 @@
+//! Engine.IO over WebSocket: a connection on a WebSocket from the start
+//! (`transport=websocket` without `sid`), or the upgrade of a polling
+//! session (`2probe` → `3probe`, long-polls released, `5`), after which the
+//! session's connection reads and writes the WebSocket.
+
+use std::sync::Arc;
+
+use axum::{
+    http::{StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::{sync::oneshot, time::timeout};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        protocol::{Role, WebSocketConfig},
+    },
+};
+
+use super::{
+    EioError, Endpoint, IpSlot, SocketIoSettings, SocketIoState, Ws, admit, handshake::Handshake,
+    new_sid, open_frame, packet::Parser, refuse, session::Session, transport,
+    transport::SocketIoTransport, unknown_sid,
+};
+
+/// `GET …?transport=websocket[&sid=…]`: the RFC 6455 handshake, then a new
+/// connection or an upgrade.
+pub(super) fn websocket(endpoint: &Endpoint, parts: &mut Parts, sid: Option<String>) -> Response {
+    let handshake = match Handshake::read(parts) {
+        Ok(handshake) => handshake,
+        Err(refused) => return refused.into_response(),
+    };
+    let state = &endpoint.state;
+    let response = handshake.switching_protocols();
+    let on_upgrade = handshake.on_upgrade;
+    match sid {
+        None => match admit(state, parts) {
+            Ok(slot) => {
+                let task = connect(Arc::clone(state), on_upgrade, endpoint.parser, slot);
+                state.tracker.spawn(task);
+            }
+            Err(refused) => return refused.into_response(),
+        },
+        Some(sid) => {
+            let Some(session) = state.sessions.get(&sid, endpoint.parser) else {
+                return unknown_sid();
+            };
+            // Only the first attempt gets the way to the connection.
+            let Some(hand_over) = session.begin_upgrade() else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    EioError::BadRequest,
+                    "this session is already upgrading",
+                );
+            };
+            let task = upgrade(Arc::clone(state), on_upgrade, session, hand_over);
+            state.tracker.spawn(task);
+        }
+    }
+    response
+}
+
+/// The socket of a completed handshake.
+async fn accept(on_upgrade: OnUpgrade, settings: &SocketIoSettings) -> Option<Box<Ws>> {
+    let upgraded = on_upgrade.await.ok()?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(settings.read_buffer_size)
+        .write_buffer_size(settings.write_buffer_size)
+        .max_message_size(Some(settings.max_payload))
+        .max_frame_size(Some(settings.max_payload));
+    let io = TokioIo::new(upgraded);
+    Some(Box::new(
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
+    ))
+}
+
+/// A connection on a WebSocket from the start: the `open` packet, then the
+/// core serves it.
+async fn connect(state: Arc<SocketIoState>, on_upgrade: OnUpgrade, parser: Parser, slot: IpSlot) {
+    let settings = &state.settings;
+    let Some(mut ws) = accept(on_upgrade, settings).await else {
+        return;
+    };
+    let open = transport::message(open_frame(settings, &new_sid(), &[]));
+    if !matches!(
+        timeout(settings.write_timeout, ws.send(open)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let transport = SocketIoTransport::websocket(ws, parser, settings.max_batch);
+    state.clients.serve(transport, None).await;
+    drop(slot);
+}
+
+/// The upgrade of a polling session, within `pingInterval + pingTimeout`.
+/// On failure the session keeps polling.
+async fn upgrade(
+    state: Arc<SocketIoState>,
+    on_upgrade: OnUpgrade,
+    session: Arc<Session>,
+    hand_over: oneshot::Sender<Box<Ws>>,
+) {
+    let settings = &state.settings;
+    let Some(mut ws) = accept(on_upgrade, settings).await else {
+        return;
+    };
+    let limit = settings.ping_interval + settings.ping_timeout;
+    match timeout(limit, probe(&mut ws, &session)).await {
+        Ok(Ok(())) => {
+            // The session's connection now reads and writes the WebSocket;
+            // polling requests for it are refused as unknown.
+            state.sessions.remove(session.sid());
+            let _ = hand_over.send(ws);
+        }
+        Ok(Err(why)) => {
+            tracing::debug!(why, "Engine.IO upgrade failed");
+            session.unprobed();
+        }
+        Err(_) => {
+            tracing::debug!("Engine.IO upgrade timed out");
+            session.unprobed();
+        }
+    }
+}
+
+/// The upgrade exchange: `2probe` → `3probe`, long-polls released, then `5`.
+async fn probe(ws: &mut Ws, session: &Session) -> Result<(), &'static str> {
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) if text.as_str() == "2probe" => {}
+        _ => return Err("the first frame was not `2probe`"),
+    }
+    ws.send(Message::Text("3probe".into()))
+        .await
+        .map_err(|_| "the probe answer could not be sent")?;
+    session.probed();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str() == "5" => return Ok(()),
+            Some(Ok(Message::Text(text))) if text.as_str() == "6" => {}
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            _ => return Err("expected the `upgrade` packet"),
+        }
+    }
+}
