@@ -192,6 +192,23 @@ async fn master_down(fault: Fault) {
         Fault::Hang => cluster.node_mut(victim).resume(),
     }
     let restarted = Instant::now();
+    // A paused master that resumes believes it is still master until it
+    // hears of the failover, and may accept a publish in that moment (to no
+    // subscriber): Redis Cluster's own window, not herald's. Publish again
+    // only once it has rejoined as a replica.
+    let mut rejoined = false;
+    while restarted.elapsed() < Duration::from_secs(20) {
+        let role: redis::RedisResult<Vec<redis::Value>> =
+            redis::cmd("ROLE").query(&mut cluster.node_mut(victim).client());
+        if let Ok(role) = role
+            && matches!(role.first(), Some(redis::Value::BulkString(r)) if r.as_slice() == b"slave")
+        {
+            rejoined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rejoined, "the old master never rejoined as a replica");
     reader_node.wait_ready().await;
     while ready_body(&reader_node).await["status"] != "ready" {
         assert!(
