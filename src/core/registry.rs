@@ -16,12 +16,12 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use metrics::{Counter, Histogram};
 
 use super::{
-    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, OutboxLimits, Payload, Pushed,
+    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Missed, OutboxLimits, Payload, Pushed,
 };
 use crate::{
     engine::{Dispatcher, Kick},
     metrics as names,
-    protocol::{ChannelName, Publication},
+    protocol::{ChannelName, Publication, StreamPosition},
 };
 
 /// Outcome of adding a member.
@@ -50,11 +50,18 @@ type Snapshot = Arc<[Arc<Conn>]>;
 struct Members {
     by_id: HashMap<ConnId, Arc<Conn>>,
     snapshot: Option<Snapshot>,
+    /// Members joining from a stream position: their live deliveries wait
+    /// here until what they missed is queued (see [`Registry::release`]).
+    /// Empty on every channel without history, where it costs one check.
+    held: HashMap<ConnId, Vec<Arc<Delivery>>>,
 }
 
 struct Channel {
     latest_value: bool,
     members: Mutex<Members>,
+    /// The position of the last publication fanned out (history channels):
+    /// duplicates and jumps on the live stream are found against it.
+    last: Mutex<Option<StreamPosition>>,
 }
 
 impl Channel {
@@ -65,8 +72,71 @@ impl Channel {
 
     fn snapshot(&self) -> Snapshot {
         let mut members = self.members();
-        let Members { by_id, snapshot } = &mut *members;
-        Arc::clone(snapshot.get_or_insert_with(|| by_id.values().cloned().collect()))
+        members.current()
+    }
+
+    /// The members to fan `message` out to; held members get it into their
+    /// buffer here, under the lock [`Registry::release`] takes.
+    fn recipients(&self, message: &Arc<Delivery>) -> Snapshot {
+        let mut members = self.members();
+        for buffer in members.held.values_mut() {
+            buffer.push(Arc::clone(message));
+        }
+        members.current()
+    }
+}
+
+impl Members {
+    fn current(&mut self) -> Snapshot {
+        let Members {
+            by_id,
+            snapshot,
+            held,
+        } = self;
+        Arc::clone(snapshot.get_or_insert_with(|| {
+            by_id
+                .iter()
+                .filter(|(id, _)| !held.contains_key(id))
+                .map(|(_, conn)| Arc::clone(conn))
+                .collect()
+        }))
+    }
+}
+
+/// What the fan-out does with a publication on a history channel, judged
+/// by its offset against the last one fanned out.
+enum Judged {
+    /// The next offset (or the first seen, or a new epoch).
+    Next,
+    /// Already fanned out: dropped before any socket.
+    Duplicate,
+    /// Offsets were skipped: the subscribers are told which.
+    Jump(Missed),
+}
+
+fn judge(last: Option<&StreamPosition>, position: &StreamPosition) -> Judged {
+    match last {
+        Some(last) if last.epoch == position.epoch => {
+            if position.offset <= last.offset {
+                Judged::Duplicate
+            } else if position.offset > last.offset + 1 {
+                Judged::Jump(Missed {
+                    from: last.offset + 1,
+                    to: position.offset - 1,
+                    epoch: position.epoch.clone(),
+                })
+            } else {
+                Judged::Next
+            }
+        }
+        // A new epoch: whatever the subscribers held is void; they are told
+        // so by a notice naming the new epoch.
+        Some(_) if position.offset > 0 => Judged::Jump(Missed {
+            from: 1,
+            to: position.offset - 1,
+            epoch: position.epoch.clone(),
+        }),
+        _ => Judged::Next,
     }
 }
 
@@ -116,25 +186,91 @@ impl Registry {
     }
 
     pub(crate) fn join(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
+        self.join_as(channel, conn, false)
+    }
+
+    /// Joins `conn` with its live deliveries held back until
+    /// [`Registry::release`]: the first half of a race-free recovery.
+    pub(crate) fn join_held(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
+        self.join_as(channel, conn, true)
+    }
+
+    fn join_as(&self, channel: &ChannelName, conn: &Arc<Conn>, held: bool) -> Joined {
         // Membership changes happen under the shard's entry lock so that a
         // concurrent `leave` cannot remove a channel we are adding to.
+        let add = |members: &mut Members| {
+            members.by_id.insert(conn.id(), Arc::clone(conn));
+            if held {
+                members.held.insert(conn.id(), Vec::new());
+            }
+            members.snapshot = None;
+        };
         match self.channels.entry(channel.clone()) {
             Entry::Occupied(entry) => {
-                let mut members = entry.get().members();
-                members.by_id.insert(conn.id(), Arc::clone(conn));
-                members.snapshot = None;
+                add(&mut entry.get().members());
                 Joined::Added
             }
             Entry::Vacant(entry) => {
                 let mut members = Members::default();
-                members.by_id.insert(conn.id(), Arc::clone(conn));
+                add(&mut members);
                 entry.insert(Arc::new(Channel {
                     latest_value: self.rules.is_latest_value(channel),
                     members: Mutex::new(members),
+                    last: Mutex::new(None),
                 }));
                 Joined::First
             }
         }
+    }
+
+    /// Ends the hold of [`Registry::join_held`]: queues `replay` (what the
+    /// connection missed, in offset order), then the live deliveries held
+    /// meanwhile that come after `from` (dropping those the replay or the
+    /// position already covers), and makes the connection a plain member.
+    /// Returns how many held deliveries were dropped as duplicates.
+    ///
+    /// All under the members' lock, which the fan-out takes to decide
+    /// between holding and queueing: no live publication can slip between
+    /// the replay and the held ones, or be queued twice.
+    pub(crate) fn release(
+        &self,
+        channel: &ChannelName,
+        conn: &Conn,
+        replay: Vec<Publication>,
+        from: &StreamPosition,
+    ) -> usize {
+        let Some(entry) = self.channel(channel.as_str()) else {
+            return 0;
+        };
+        let mut members = entry.members();
+        let Some(held) = members.held.remove(&conn.id()) else {
+            return 0;
+        };
+        members.snapshot = None;
+        let mut last = from.offset;
+        for publication in replay {
+            last = last.max(publication.offset().unwrap_or(0));
+            let delivery = Arc::new(Delivery::publication(publication));
+            conn.outbox()
+                .push(&delivery, entry.latest_value, self.limits);
+        }
+        let mut dropped = 0;
+        for delivery in held {
+            let covered = match delivery.payload() {
+                Payload::Publication(p) => p
+                    .position
+                    .as_ref()
+                    .is_some_and(|p| p.epoch == from.epoch && p.offset <= last),
+                _ => false,
+            };
+            if covered {
+                dropped += 1;
+            } else {
+                conn.outbox()
+                    .push(&delivery, entry.latest_value, self.limits);
+            }
+        }
+        dropped
     }
 
     pub(crate) fn leave(&self, channel: &ChannelName, id: ConnId) -> Left {
@@ -145,6 +281,7 @@ impl Registry {
         if members.by_id.remove(&id).is_none() {
             return Left::NotMember;
         }
+        members.held.remove(&id);
         members.snapshot = None;
         if !members.by_id.is_empty() {
             return Left::Removed;
@@ -192,7 +329,7 @@ impl Registry {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
-        for conn in channel.snapshot().iter() {
+        for conn in channel.recipients(message).iter() {
             match conn
                 .outbox()
                 .push(message, channel.latest_value, self.limits)
@@ -223,8 +360,37 @@ impl Dispatcher for Registry {
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
+        let Some(position) = publication.position.clone() else {
+            let message = Arc::new(Delivery::publication(publication));
+            let reached = self.fan_out(&channel, &message);
+            self.metrics.duration.record(started.elapsed());
+            return reached;
+        };
+        // Positioning: held across the fan-out so that offsets reach the
+        // outboxes in the order they were judged in.
+        let mut last = channel.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match judge(last.as_ref(), &position) {
+            Judged::Duplicate => {
+                metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
+                return 0;
+            }
+            Judged::Jump(missed) => {
+                metrics::counter!(names::HISTORY_GAPS, "outcome" => "signalled").increment(1);
+                let notice = Arc::new(Delivery::new(Payload::Gap {
+                    channel: publication.channel.clone(),
+                    missed: Some(missed),
+                }));
+                // Never conflated: a gap notice must not be replaced by a push.
+                for conn in channel.recipients(&notice).iter() {
+                    conn.outbox().push(&notice, false, self.limits);
+                }
+            }
+            Judged::Next => {}
+        }
+        *last = Some(position);
         let message = Arc::new(Delivery::publication(publication));
         let reached = self.fan_out(&channel, &message);
+        drop(last);
         self.metrics.duration.record(started.elapsed());
         reached
     }
@@ -248,6 +414,7 @@ impl Dispatcher for Registry {
         if let Some(channel) = self.channel(name.as_str()) {
             let notice = Arc::new(Delivery::new(Payload::Gap {
                 channel: name.clone(),
+                missed: None,
             }));
             // Never conflated: a gap notice must not be replaced by a push.
             for conn in channel.snapshot().iter() {
@@ -275,6 +442,8 @@ mod tests {
             event: EventName::parse("e").unwrap(),
             data: JsonData::from_json("1").unwrap(),
             ts: None,
+            position: None,
+            history: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckedData, ClientMessage, ErrorCode};
+use super::{CheckedData, ClientMessage, ErrorCode, StreamPosition};
 
 /// A wire format. JSON travels in text frames, MessagePack in binary frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +55,28 @@ struct ChannelBody {
 }
 
 #[derive(Deserialize)]
+struct SubscribeBody {
+    id: Option<u64>,
+    channel: String,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+    #[serde(default)]
+    latest: bool,
+}
+
+#[derive(Deserialize)]
+struct HistoryBody {
+    id: Option<u64>,
+    channel: String,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize)]
 struct PublishBody {
     id: Option<u64>,
     channel: String,
@@ -93,9 +115,18 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
             id: b.id,
             token: b.token,
         }),
-        "subscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Subscribe {
+        "subscribe" => parse(bytes, format).map(|b: SubscribeBody| ClientMessage::Subscribe {
             id: b.id,
             channel: b.channel,
+            since: b.since,
+            latest: b.latest,
+        }),
+        "history" => parse(bytes, format).map(|b: HistoryBody| ClientMessage::History {
+            id: b.id,
+            channel: b.channel,
+            since: b.since,
+            limit: b.limit,
+            reverse: b.reverse,
         }),
         "unsubscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Unsubscribe {
             id: b.id,
@@ -224,6 +255,7 @@ mod tests {
             event: EventName::parse("price_update").unwrap(),
             data: JsonData::from_json(r#"{"price":64000.5,"sym":"BTC"}"#).unwrap(),
             ts: None,
+            offset: None,
         };
         let json = encode(&push, Format::Json).unwrap();
         assert_eq!(
@@ -249,12 +281,15 @@ mod tests {
             event,
             data,
             ts: Some(7),
+            position: None,
+            history: None,
         };
         let owned = ServerMessage::Push {
             channel: publication.channel.clone(),
             event: publication.event.clone(),
             data: publication.data.clone(),
             ts: publication.ts,
+            offset: None,
         };
         for format in [Format::Json, Format::MsgPack] {
             assert_eq!(

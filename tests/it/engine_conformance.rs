@@ -55,6 +55,8 @@ fn publication(channel: &str, n: usize) -> Publication {
         event: EventName::parse("e").unwrap(),
         data: JsonData::from_json(&n.to_string()).unwrap(),
         ts: None,
+        position: None,
+        history: None,
     }
 }
 

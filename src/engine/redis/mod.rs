@@ -39,12 +39,14 @@ use self::{
     shard::{Command, ShardConfig},
 };
 use super::{
-    Engine, EngineConfig, EngineError, Keyed, Kick, NodeRegistry, NodeStats, Once,
+    Engine, EngineConfig, EngineError, HistoryPage, Keyed, Kick, NodeRegistry, NodeStats, Once,
     SharedDispatcher, envelope,
 };
 use crate::{
     metrics as names,
-    protocol::{ChannelName, EventName, Publication, unix_ms},
+    protocol::{
+        ChannelName, EventName, HistoryQuery, HistorySpec, Publication, StreamPosition, unix_ms,
+    },
 };
 
 /// The Redis (or Redis Cluster) engine.
@@ -56,6 +58,9 @@ pub struct RedisEngine {
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
     publish_command: &'static str,
     idempotency_window_ms: u64,
+    /// The event of history entries that are not envelopes (never written
+    /// by herald; kept for symmetry with the readers).
+    default_event: EventName,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -80,6 +85,66 @@ end
 return redis.call('GET', KEYS[1]) or ''
 ";
 
+/// Publishes on a channel with history, in one atomic step: gives the
+/// publication the stream's next offset, appends it, trims and refreshes the
+/// TTLs, and publishes it. KEYS: the stream (a list, newest first), its meta
+/// hash (`e` epoch, `s` top offset), the channel, and optionally an
+/// idempotency key; all share the channel's slot. ARGV: the envelope without
+/// its closing brace, size, TTL s, meta TTL s, an epoch for a new stream,
+/// the publish command, and with a key: window ms and answer. Returns '' when
+/// it published, else the answer remembered with the key.
+const PUBLISH_HISTORY: &str = r#"
+if #KEYS >= 4 and not redis.call('SET', KEYS[4], ARGV[8], 'NX', 'PX', ARGV[7]) then
+  return redis.call('GET', KEYS[4]) or ''
+end
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[2], 'e', epoch)
+  redis.call('DEL', KEYS[1])
+end
+local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
+local payload = ARGV[1] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+redis.call('LPUSH', KEYS[1], payload)
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call(ARGV[6], KEYS[3], payload)
+return ''
+"#;
+
+/// Reads a channel's stream and its position in one atomic step, creating
+/// the position (a new epoch at offset 0) if there is none. KEYS: stream,
+/// meta. ARGV: an epoch for a new stream, meta TTL s, since (-1: none),
+/// limit (-1: none), '1' for newest first. Returns {epoch, top, entries}
+/// with entries newest first.
+const READ_HISTORY: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[1])
+end
+local top = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+local since = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local avail = redis.call('LLEN', KEYS[1])
+if since >= 0 then avail = math.min(avail, math.max(top - since, 0)) end
+local n = avail
+if limit >= 0 then n = math.min(n, limit) end
+if n <= 0 then return {epoch, top, {}} end
+if ARGV[5] == '1' then
+  return {epoch, top, redis.call('LRANGE', KEYS[1], 0, n - 1)}
+end
+return {epoch, top, redis.call('LRANGE', KEYS[1], avail - n, avail - 1)}
+";
+
+/// A new epoch: random, alphanumeric (it is spliced into JSON unescaped).
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// How a node's announced stats are stored: with their expiry, in one hash.
 #[derive(Serialize, Deserialize)]
 struct Announcement {
@@ -99,6 +164,8 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
+        let default_event = EventName::parse(&config.default_event)
+            .map_err(|e| format!("engine.default_event: {e}"))?;
         let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
@@ -154,6 +221,7 @@ impl RedisEngine {
                 "SPUBLISH"
             },
             idempotency_window_ms: config.idempotency_window_ms,
+            default_event,
         })
     }
 
@@ -179,6 +247,68 @@ impl RedisEngine {
     /// script can check the key and publish.
     fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
         format!("{}idem:{{{}}}:{key}", self.prefix, self.key(channel))
+    }
+
+    /// The keys of a channel's stream: the list and the meta hash,
+    /// hash-tagged like the idempotency keys.
+    fn stream_keys(&self, channel: &ChannelName) -> (String, String) {
+        let tag = self.key(channel);
+        (
+            format!("{}history:{{{tag}}}", self.prefix),
+            format!("{}meta:{{{tag}}}", self.prefix),
+        )
+    }
+
+    /// Adds the command that publishes `publication` to `pipe`: the history
+    /// script on a channel with history (checking `idempotency` first if
+    /// given), else `PUBLISH` or the idempotency script.
+    fn push_publish(
+        &self,
+        pipe: &mut redis::Pipeline,
+        publication: &Publication,
+        idempotency: Option<(&str, u64)>,
+    ) {
+        let Some(spec) = publication.history else {
+            match idempotency {
+                None => {
+                    pipe.cmd(self.publish_command)
+                        .arg(self.key(&publication.channel))
+                        .arg(envelope::encode(publication));
+                }
+                Some((key, answer)) => {
+                    pipe.cmd("EVAL")
+                        .arg(PUBLISH_ONCE)
+                        .arg(2)
+                        .arg(self.idempotency_key(&publication.channel, key))
+                        .arg(self.key(&publication.channel))
+                        .arg(self.idempotency_window_ms)
+                        .arg(answer)
+                        .arg(self.publish_command)
+                        .arg(envelope::encode(publication));
+                }
+            }
+            return;
+        };
+        let (stream, meta) = self.stream_keys(&publication.channel);
+        let cmd = pipe
+            .cmd("EVAL")
+            .arg(PUBLISH_HISTORY)
+            .arg(if idempotency.is_some() { 4 } else { 3 })
+            .arg(stream)
+            .arg(meta)
+            .arg(self.key(&publication.channel));
+        if let Some((key, _)) = idempotency {
+            cmd.arg(self.idempotency_key(&publication.channel, key));
+        }
+        cmd.arg(envelope::encode_open(publication))
+            .arg(spec.size.max(1))
+            .arg(spec.ttl_secs.max(1))
+            .arg(spec.meta_ttl_secs.max(spec.ttl_secs).max(1))
+            .arg(new_epoch())
+            .arg(self.publish_command);
+        if let Some((_, answer)) = idempotency {
+            cmd.arg(self.idempotency_window_ms).arg(answer);
+        }
     }
 
     /// Runs `op` on the writer unless the readers of `channels` are down
@@ -261,10 +391,8 @@ impl Engine for RedisEngine {
         // keeps each node's commands in order, so per-channel order holds.
         let mut pipe = redis::pipe();
         for publication in &batch {
-            pipe.cmd(self.publish_command)
-                .arg(self.key(&publication.channel))
-                .arg(envelope::encode(publication))
-                .ignore();
+            self.push_publish(&mut pipe, publication, None);
+            pipe.ignore();
         }
         self.write(batch.iter().map(|p| &p.channel), move |writer| {
             async move { writer.pipeline(pipe).await }.boxed()
@@ -281,16 +409,11 @@ impl Engine for RedisEngine {
         // the whole batch fail, and the script is short.
         let mut pipe = redis::pipe();
         for keyed in &batch {
-            let publication = &keyed.publication;
-            pipe.cmd("EVAL")
-                .arg(PUBLISH_ONCE)
-                .arg(2)
-                .arg(self.idempotency_key(&publication.channel, &keyed.key))
-                .arg(self.key(&publication.channel))
-                .arg(self.idempotency_window_ms)
-                .arg(keyed.answer)
-                .arg(self.publish_command)
-                .arg(envelope::encode(publication));
+            self.push_publish(
+                &mut pipe,
+                &keyed.publication,
+                Some((&keyed.key, keyed.answer)),
+            );
         }
         let write = self.write(
             batch.iter().map(|k| &k.publication.channel),
@@ -311,6 +434,50 @@ impl Engine for RedisEngine {
                 .count();
             metrics::counter!(names::PUBLISH_DUPLICATES_SUPPRESSED).increment(duplicates as u64);
             Ok(outcomes)
+        }
+        .boxed()
+    }
+
+    fn history(
+        &self,
+        channel: ChannelName,
+        spec: HistorySpec,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<HistoryPage, EngineError>> {
+        let (stream, meta) = self.stream_keys(&channel);
+        let as_arg = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(READ_HISTORY)
+            .arg(2)
+            .arg(stream)
+            .arg(meta)
+            .arg(new_epoch())
+            .arg(spec.meta_ttl_secs.max(spec.ttl_secs).max(1))
+            .arg(as_arg(query.since))
+            .arg(as_arg(query.limit.map(|l| l as u64)))
+            .arg(if query.reverse { "1" } else { "0" });
+        let read = self.write([&channel], move |writer| {
+            async move { writer.query::<(String, u64, Vec<Vec<u8>>)>(cmd).await }.boxed()
+        });
+        let default_event = self.default_event.clone();
+        async move {
+            let (epoch, top, entries) = read.await?;
+            let mut publications: Vec<Publication> = entries
+                .iter()
+                .filter_map(|payload| {
+                    match envelope::decode(channel.clone(), payload, &default_event) {
+                        envelope::Decoded::Publish(p) if p.position.is_some() => Some(p),
+                        _ => None,
+                    }
+                })
+                .collect();
+            if !query.reverse {
+                publications.reverse();
+            }
+            Ok(HistoryPage {
+                publications,
+                position: StreamPosition { offset: top, epoch },
+            })
         }
         .boxed()
     }
