@@ -447,6 +447,62 @@ mod tests {
         }
     }
 
+    fn at(channel: &str, offset: u64) -> Publication {
+        Publication {
+            position: Some(StreamPosition {
+                offset,
+                epoch: "e".into(),
+            }),
+            ..publication(channel)
+        }
+    }
+
+    fn offsets(conn: &Conn) -> Vec<u64> {
+        let mut batch = Vec::new();
+        conn.outbox().take(&mut batch);
+        batch
+            .iter()
+            .map(|d| match d.payload() {
+                Payload::Publication(p) => p.offset().unwrap(),
+                Payload::Gap { missed, .. } => 1000 + missed.as_ref().unwrap().to,
+                Payload::TokenExpiring { .. } => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_held_member_gets_the_replay_then_the_live_ones_after_it_once() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        registry.join_held(&ch("x"), &b);
+        // Live while b is held: 3 and 4 (3 is also in the replay).
+        registry.dispatch(at("x", 3));
+        registry.dispatch(at("x", 4));
+        let from = StreamPosition {
+            offset: 1,
+            epoch: "e".into(),
+        };
+        let dropped = registry.release(&ch("x"), &b, vec![at("x", 2), at("x", 3)], &from);
+        assert_eq!(dropped, 1);
+        registry.dispatch(at("x", 5));
+        assert_eq!(offsets(&b), [2, 3, 4, 5]);
+        assert_eq!(offsets(&a), [3, 4, 5]);
+    }
+
+    #[test]
+    fn positioning_drops_duplicates_and_signals_jumps() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        for offset in [1, 2, 2, 1, 5, 6] {
+            registry.dispatch(at("x", offset));
+        }
+        // 1004: the gap notice for 3..=4 (1000 + its last offset), before 5.
+        assert_eq!(offsets(&a), [1, 2, 1004, 5, 6]);
+    }
+
     #[test]
     fn first_and_last_member_are_reported() {
         let registry = Registry::new(Arc::default(), OutboxLimits::default());

@@ -18,6 +18,7 @@ mod backpressure;
 mod cli;
 mod data;
 mod engine_conformance;
+mod history;
 mod http_limits;
 mod lifecycle;
 mod logging;
