@@ -50,10 +50,37 @@ type Snapshot = Arc<[Arc<Conn>]>;
 struct Members {
     by_id: HashMap<ConnId, Arc<Conn>>,
     snapshot: Option<Snapshot>,
-    /// Members joining from a stream position: their live deliveries wait
-    /// here until what they missed is queued (see [`Registry::release`]).
-    /// Empty on every channel without history, where it costs one check.
-    held: HashMap<ConnId, Vec<Arc<Delivery>>>,
+    /// Members joining from a stream position (see [`Registry::join_held`]
+    /// and [`Registry::release`]). Empty on every channel without history,
+    /// where it costs one check per publication.
+    held: HashMap<ConnId, Hold>,
+}
+
+/// A member joining from a stream position, not yet a plain member.
+enum Hold {
+    /// Its stream is being read: live deliveries wait here.
+    Buffer(Vec<Arc<Delivery>>),
+    /// It got everything up to this position: live deliveries at or before
+    /// it (still in flight from the engine when it was read) are dropped;
+    /// the first one after it makes it a plain member.
+    Floor(StreamPosition),
+}
+
+/// Whether `delivery` adds nothing for a member that has everything up to
+/// `floor`: a publication at or before it, or a gap notice about offsets
+/// at or before it.
+fn covered(delivery: &Delivery, floor: &StreamPosition) -> bool {
+    match delivery.payload() {
+        Payload::Publication(p) => p
+            .position
+            .as_ref()
+            .is_some_and(|p| p.epoch == floor.epoch && p.offset <= floor.offset),
+        Payload::Gap {
+            missed: Some(missed),
+            ..
+        } => missed.epoch == floor.epoch && missed.to <= floor.offset,
+        Payload::Gap { missed: None, .. } | Payload::TokenExpiring { .. } => false,
+    }
 }
 
 struct Channel {
@@ -75,14 +102,40 @@ impl Channel {
         members.current()
     }
 
-    /// The members to fan `message` out to; held members get it into their
-    /// buffer here, under the lock [`Registry::release`] takes.
-    fn recipients(&self, message: &Arc<Delivery>) -> Snapshot {
+    /// The plain members to fan `message` out to. Held members are served
+    /// here, under the lock [`Registry::release`] takes: buffered, dropped
+    /// as covered, or queued (and then made plain members).
+    fn recipients(&self, message: &Arc<Delivery>, limits: OutboxLimits) -> Snapshot {
         let mut members = self.members();
-        for buffer in members.held.values_mut() {
-            buffer.push(Arc::clone(message));
+        if members.held.is_empty() {
+            return members.current();
         }
-        members.current()
+        let snapshot = members.current();
+        let Members { by_id, held, .. } = &mut *members;
+        let mut caught_up = Vec::new();
+        for (id, hold) in held.iter_mut() {
+            match hold {
+                Hold::Buffer(buffer) => buffer.push(Arc::clone(message)),
+                Hold::Floor(floor) if covered(message, floor) => {
+                    metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
+                }
+                Hold::Floor(_) => {
+                    if let Some(conn) = by_id.get(id) {
+                        conn.outbox().push(message, self.latest_value, limits);
+                    }
+                    if matches!(message.payload(), Payload::Publication(_)) {
+                        caught_up.push(*id);
+                    }
+                }
+            }
+        }
+        if !caught_up.is_empty() {
+            for id in caught_up {
+                held.remove(&id);
+            }
+            members.snapshot = None;
+        }
+        snapshot
     }
 }
 
@@ -201,7 +254,7 @@ impl Registry {
         let add = |members: &mut Members| {
             members.by_id.insert(conn.id(), Arc::clone(conn));
             if held {
-                members.held.insert(conn.id(), Vec::new());
+                members.held.insert(conn.id(), Hold::Buffer(Vec::new()));
             }
             members.snapshot = None;
         };
@@ -223,10 +276,13 @@ impl Registry {
         }
     }
 
-    /// Ends the hold of [`Registry::join_held`]: queues `replay` (what the
-    /// connection missed, in offset order), then the live deliveries held
-    /// meanwhile that come after `from` (dropping those the replay or the
-    /// position already covers), and makes the connection a plain member.
+    /// Ends the buffering of [`Registry::join_held`]: queues `replay` (what
+    /// the connection missed, in offset order), then the live deliveries
+    /// held meanwhile that come after it (dropping those the replay or the
+    /// position `from` already covers). Live publications covered by then
+    /// may still be in flight from the engine (published before the stream
+    /// was read, received after): they are dropped until the first one
+    /// after the replay makes the connection a plain member.
     /// Returns how many held deliveries were dropped as duplicates.
     ///
     /// All under the members' lock, which the fan-out takes to decide
@@ -243,32 +299,31 @@ impl Registry {
             return 0;
         };
         let mut members = entry.members();
-        let Some(held) = members.held.remove(&conn.id()) else {
+        let Some(Hold::Buffer(held)) = members.held.remove(&conn.id()) else {
             return 0;
         };
-        members.snapshot = None;
-        let mut last = from.offset;
+        let mut floor = from.clone();
         for publication in replay {
-            last = last.max(publication.offset().unwrap_or(0));
+            floor.offset = floor.offset.max(publication.offset().unwrap_or(0));
             let delivery = Arc::new(Delivery::publication(publication));
             conn.outbox()
                 .push(&delivery, entry.latest_value, self.limits);
         }
         let mut dropped = 0;
+        let mut caught_up = false;
         for delivery in held {
-            let covered = match delivery.payload() {
-                Payload::Publication(p) => p
-                    .position
-                    .as_ref()
-                    .is_some_and(|p| p.epoch == from.epoch && p.offset <= last),
-                _ => false,
-            };
-            if covered {
+            if covered(&delivery, &floor) {
                 dropped += 1;
-            } else {
-                conn.outbox()
-                    .push(&delivery, entry.latest_value, self.limits);
+                continue;
             }
+            caught_up |= matches!(delivery.payload(), Payload::Publication(_));
+            conn.outbox()
+                .push(&delivery, entry.latest_value, self.limits);
+        }
+        if caught_up {
+            members.snapshot = None;
+        } else {
+            members.held.insert(conn.id(), Hold::Floor(floor));
         }
         dropped
     }
@@ -329,7 +384,7 @@ impl Registry {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
-        for conn in channel.recipients(message).iter() {
+        for conn in channel.recipients(message, self.limits).iter() {
             match conn
                 .outbox()
                 .push(message, channel.latest_value, self.limits)
@@ -381,7 +436,7 @@ impl Dispatcher for Registry {
                     missed: Some(missed),
                 }));
                 // Never conflated: a gap notice must not be replaced by a push.
-                for conn in channel.recipients(&notice).iter() {
+                for conn in channel.recipients(&notice, self.limits).iter() {
                     conn.outbox().push(&notice, false, self.limits);
                 }
             }
@@ -486,6 +541,26 @@ mod tests {
         };
         let dropped = registry.release(&ch("x"), &b, vec![at("x", 2), at("x", 3)], &from);
         assert_eq!(dropped, 1);
+        registry.dispatch(at("x", 5));
+        assert_eq!(offsets(&b), [2, 3, 4, 5]);
+        assert_eq!(offsets(&a), [3, 4, 5]);
+    }
+
+    #[test]
+    fn publications_in_flight_past_the_replay_are_dropped_for_the_joiner_only() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        registry.join_held(&ch("x"), &b);
+        let from = StreamPosition {
+            offset: 3,
+            epoch: "e".into(),
+        };
+        // The stream was read at 3; 3 itself is still on its way live.
+        registry.release(&ch("x"), &b, vec![at("x", 2), at("x", 3)], &from);
+        registry.dispatch(at("x", 3));
+        registry.dispatch(at("x", 4));
         registry.dispatch(at("x", 5));
         assert_eq!(offsets(&b), [2, 3, 4, 5]);
         assert_eq!(offsets(&a), [3, 4, 5]);
