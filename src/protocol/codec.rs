@@ -298,4 +298,55 @@ mod tests {
             );
         }
     }
+
+    /// The history examples of docs/PROTOCOL.md, byte for byte.
+    #[test]
+    fn history_messages_match_the_documented_bytes() {
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let position = crate::protocol::StreamPosition {
+            offset: 44,
+            epoch: "1a2b3c4d".into(),
+        };
+        let subscribed = ServerMessage::Subscribed {
+            id: Some(2),
+            position,
+            recovered: Some(true),
+        };
+        assert_eq!(
+            &encode(&subscribed, Format::Json).unwrap()[..],
+            br#"{"type":"subscribed","id":2,"position":{"offset":44,"epoch":"1a2b3c4d"},"recovered":true}"#
+        );
+        assert_eq!(
+            hex(&encode(&subscribed, Format::MsgPack).unwrap()),
+            "84a474797065aa73756273637269626564a2696402a8706f736974696f6e82a66f66667365742c\
+             a565706f6368a83161326233633464a97265636f7665726564c3"
+        );
+        let push = ServerMessage::Push {
+            channel: ChannelName::parse("news.live", 128).unwrap(),
+            event: EventName::parse("story").unwrap(),
+            data: JsonData::from_json(r#"{"id":42}"#).unwrap(),
+            ts: Some(1_732_252_800_000),
+            offset: Some(42),
+        };
+        assert_eq!(
+            &encode(&push, Format::Json).unwrap()[..],
+            br#"{"type":"push","channel":"news.live","event":"story","data":{"id":42},"ts":1732252800000,"offset":42}"#
+        );
+        assert_eq!(
+            hex(&encode(&push, Format::MsgPack).unwrap()),
+            "86a474797065a470757368a76368616e6e656ca96e6577732e6c697665a56576656e74a573746f72\
+             79a46461746181a269642aa27473cf0000019352501400a66f66667365742a"
+        );
+        let gap = ServerMessage::Gap {
+            channel: ChannelName::parse("news.live", 128).unwrap(),
+            from: Some(45),
+            to: Some(46),
+            epoch: Some("1a2b3c4d".into()),
+        };
+        assert_eq!(
+            hex(&encode(&gap, Format::MsgPack).unwrap()),
+            "85a474797065a3676170a76368616e6e656ca96e6577732e6c697665a466726f6d2da2746f2e\
+             a565706f6368a83161326233633464"
+        );
+    }
 }
