@@ -114,12 +114,16 @@ return ''
 "#;
 
 /// Reads a channel's stream and its position in one atomic step, creating
-/// the position (a new epoch at offset 0) if there is none. KEYS: stream,
-/// meta. ARGV: an epoch for a new stream, meta TTL s, since (-1: none),
-/// limit (-1: none), '1' for newest first. Returns {epoch, top, entries}
-/// with entries newest first.
+/// the position (a new epoch at offset 0) if there is none and ARGV[6] is
+/// '1'. KEYS: stream, meta. ARGV: an epoch for a new stream, meta TTL s,
+/// since (-1: none), limit (-1: none), '1' for newest first, create.
+/// Returns {epoch, top, entries} with entries newest first ('' epoch: no
+/// stream, not created).
 const READ_HISTORY: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch and ARGV[6] ~= '1' then
+  return {'', 0, {}}
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
@@ -139,6 +143,96 @@ if ARGV[5] == '1' then
 end
 return {epoch, top, redis.call('LRANGE', KEYS[1], avail - n, avail - 1)}
 ";
+
+/// Reads channel streams: builds the read script's command and decodes its
+/// answer. Shared by the engine (recovery, history) and the readers
+/// (filling offsets the live stream skipped).
+#[derive(Debug, Clone)]
+pub(super) struct StreamReader {
+    prefix: String,
+    default_event: EventName,
+}
+
+impl StreamReader {
+    /// The read script for `channel`; with `create` (the meta TTL), a
+    /// missing stream is created.
+    fn command(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+        create: Option<u64>,
+    ) -> redis::Cmd {
+        let tag = format!("{}{channel}", self.prefix);
+        let as_arg = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(READ_HISTORY)
+            .arg(2)
+            .arg(format!("{}history:{{{tag}}}", self.prefix))
+            .arg(format!("{}meta:{{{tag}}}", self.prefix))
+            .arg(new_epoch())
+            .arg(create.unwrap_or(1))
+            .arg(as_arg(query.since))
+            .arg(as_arg(query.limit.map(|l| l as u64)))
+            .arg(if query.reverse { "1" } else { "0" })
+            .arg(if create.is_some() { "1" } else { "0" });
+        cmd
+    }
+
+    /// The script's answer as a page, oldest first unless `query.reverse`.
+    fn page(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+        (epoch, top, entries): (String, u64, Vec<Vec<u8>>),
+    ) -> HistoryPage {
+        let mut publications: Vec<Publication> = entries
+            .iter()
+            .filter_map(|payload| {
+                match envelope::decode(channel.clone(), payload, &self.default_event) {
+                    envelope::Decoded::Publish(p) if p.position.is_some() => Some(p),
+                    _ => None,
+                }
+            })
+            .collect();
+        if !query.reverse {
+            publications.reverse();
+        }
+        HistoryPage {
+            publications,
+            position: StreamPosition { offset: top, epoch },
+        }
+    }
+
+    /// The publications after `after` up to `to` in `epoch`, if the stream
+    /// still has every one of them.
+    pub(super) async fn fill(
+        &self,
+        writer: &RedisHandle,
+        channel: &ChannelName,
+        after: u64,
+        to: u64,
+        epoch: &str,
+    ) -> Option<Vec<Publication>> {
+        let query = HistoryQuery {
+            since: Some(after),
+            limit: usize::try_from(to.checked_sub(after)?).ok(),
+            reverse: false,
+        };
+        let answer = writer
+            .query::<(String, u64, Vec<Vec<u8>>)>(self.command(channel, query, None))
+            .await
+            .ok()?;
+        let page = self.page(channel, query, answer);
+        let complete = page.position.epoch == epoch
+            && page.publications.len() as u64 == to - after
+            && page
+                .publications
+                .iter()
+                .zip(after + 1..)
+                .all(|(p, expected)| p.offset() == Some(expected));
+        complete.then_some(page.publications)
+    }
+}
 
 /// A new epoch: random, alphanumeric (it is spliced into JSON unescaped).
 fn new_epoch() -> String {
@@ -166,6 +260,7 @@ impl RedisEngine {
         let shard_count = config.reader_shards.max(1);
         let default_event = EventName::parse(&config.default_event)
             .map_err(|e| format!("engine.default_event: {e}"))?;
+        let writer = RedisHandle::new(&config.redis())?;
         let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
@@ -182,6 +277,11 @@ impl RedisEngine {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
             ping_timeout: Duration::from_millis(config.ping_timeout_ms),
             peers: Arc::downgrade(&readers),
+            streams: StreamReader {
+                prefix: config.prefix.clone(),
+                default_event: default_event.clone(),
+            },
+            writer: writer.clone(),
         };
         if config.cluster_urls.is_empty() {
             // RESP2: the pub/sub connection reads messages as a stream.
@@ -212,7 +312,7 @@ impl RedisEngine {
         }
         Ok(Self {
             readers,
-            writer: RedisHandle::new(&config.redis())?,
+            writer,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
@@ -444,42 +544,16 @@ impl Engine for RedisEngine {
         spec: HistorySpec,
         query: HistoryQuery,
     ) -> BoxFuture<'static, Result<HistoryPage, EngineError>> {
-        let (stream, meta) = self.stream_keys(&channel);
-        let as_arg = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(READ_HISTORY)
-            .arg(2)
-            .arg(stream)
-            .arg(meta)
-            .arg(new_epoch())
-            .arg(spec.meta_ttl_secs.max(spec.ttl_secs).max(1))
-            .arg(as_arg(query.since))
-            .arg(as_arg(query.limit.map(|l| l as u64)))
-            .arg(if query.reverse { "1" } else { "0" });
-        let read = self.write([&channel], move |writer| {
+        let read = StreamReader {
+            prefix: self.prefix.clone(),
+            default_event: self.default_event.clone(),
+        };
+        let meta_ttl = spec.meta_ttl_secs.max(spec.ttl_secs).max(1);
+        let cmd = read.command(&channel, query, Some(meta_ttl));
+        let query_redis = self.write([&channel], move |writer| {
             async move { writer.query::<(String, u64, Vec<Vec<u8>>)>(cmd).await }.boxed()
         });
-        let default_event = self.default_event.clone();
-        async move {
-            let (epoch, top, entries) = read.await?;
-            let mut publications: Vec<Publication> = entries
-                .iter()
-                .filter_map(|payload| {
-                    match envelope::decode(channel.clone(), payload, &default_event) {
-                        envelope::Decoded::Publish(p) if p.position.is_some() => Some(p),
-                        _ => None,
-                    }
-                })
-                .collect();
-            if !query.reverse {
-                publications.reverse();
-            }
-            Ok(HistoryPage {
-                publications,
-                position: StreamPosition { offset: top, epoch },
-            })
-        }
-        .boxed()
+        async move { Ok(read.page(&channel, query, query_redis.await?)) }.boxed()
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
