@@ -184,6 +184,9 @@ pub struct Hub {
     started: Instant,
     metrics: HubMetrics,
     observer: OnceLock<Arc<dyn MembershipObserver>>,
+    /// Whether any namespace keeps history: without one, publishing skips
+    /// the namespace lookup.
+    any_history: bool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -205,6 +208,7 @@ impl Hub {
         engine: Arc<dyn Engine>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            any_history: rules.any_history(),
             config,
             rules,
             registry,
@@ -510,7 +514,9 @@ impl Hub {
 
     /// Marks each publication with its channel's history settings.
     fn stamp(&self, publication: &mut Publication) {
-        publication.history = self.rules.history(&publication.channel).map(|h| h.spec);
+        if self.any_history {
+            publication.history = self.rules.history(&publication.channel).map(|h| h.spec);
+        }
     }
 
     /// Unsubscribes a connection from a channel.

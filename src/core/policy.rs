@@ -285,6 +285,11 @@ impl ChannelRules {
         self.namespace(channel).history()
     }
 
+    /// Whether any namespace keeps history.
+    pub fn any_history(&self) -> bool {
+        self.namespaces.iter().any(|n| n.history_size > 0)
+    }
+
     /// Checks what a pattern alone cannot: personal namespaces need a prefix pattern.
     ///
     /// # Errors
