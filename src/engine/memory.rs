@@ -37,8 +37,11 @@ impl SeenKeys {
 }
 
 /// One channel's stream: a bounded ring of its newest publications.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stream {
+    /// This life of the stream: a stream made again after its position
+    /// expired starts at offset 1 in a new epoch.
+    epoch: String,
     /// The offset of the newest publication.
     top: u64,
     /// Publications, oldest first, offsets consecutive.
@@ -46,54 +49,103 @@ struct Stream {
     /// When the publications expire: `history_ttl_secs` after the last one.
     ring_expires: Option<Instant>,
     /// When the stream's position may be forgotten.
-    meta_expires: Option<Instant>,
+    meta_expires: Instant,
 }
 
 impl Stream {
-    fn forget_expired(&mut self, now: Instant) {
+    /// Drops the publications if they expired; returns how many.
+    fn forget_expired(&mut self, now: Instant) -> usize {
         if self.ring_expires.is_some_and(|at| at <= now) {
+            let dropped = self.ring.len();
             self.ring.clear();
+            return dropped;
+        }
+        0
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
         }
     }
 }
 
 /// Every channel's stream, under one lock with the dispatch that follows an
 /// append, so that offsets reach the fan-out in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Streams {
     by_channel: HashMap<ChannelName, Stream>,
+    /// The engine's epoch: every stream's epoch starts with it.
+    base: String,
+    /// Streams made so far: the rest of each new stream's epoch.
+    made: u64,
     /// Publications kept, all channels together (a gauge).
     kept: usize,
+    /// Streams beyond which the next access sweeps out expired ones, so
+    /// that channels nobody touches again do not stay forever.
+    sweep_at: usize,
 }
 
 impl Streams {
-    /// The stream of `channel`; a new one if its position expired.
-    fn stream(&mut self, channel: &ChannelName, now: Instant) -> &mut Stream {
-        if let Some(stream) = self.by_channel.get_mut(channel) {
-            let before = stream.ring.len();
-            stream.forget_expired(now);
-            self.kept -= before - stream.ring.len();
+    fn new(base: String) -> Self {
+        Self {
+            by_channel: HashMap::new(),
+            base,
+            made: 0,
+            kept: 0,
+            sweep_at: 1024,
         }
-        if self
-            .by_channel
-            .get(channel)
-            .and_then(|s| s.meta_expires)
-            .is_some_and(|at| at <= now)
-        {
-            self.by_channel.remove(channel);
+    }
+
+    /// The stream of `channel` (made, in a new epoch, if it has none or its
+    /// position expired), its position kept `meta_ttl` from now at least.
+    fn stream(&mut self, channel: &ChannelName, now: Instant, meta_ttl: Duration) -> &mut Stream {
+        if self.by_channel.len() >= self.sweep_at {
+            self.sweep(now);
         }
-        self.by_channel.entry(channel.clone()).or_default()
+        let expired = self.by_channel.get_mut(channel).map(|stream| {
+            let dropped = stream.forget_expired(now);
+            (dropped, stream.meta_expires <= now)
+        });
+        if let Some((dropped, gone)) = expired {
+            self.kept -= dropped;
+            if gone {
+                self.by_channel.remove(channel);
+            }
+        }
+        let (base, made) = (&self.base, &mut self.made);
+        let stream = self.by_channel.entry(channel.clone()).or_insert_with(|| {
+            *made += 1;
+            Stream {
+                epoch: format!("{base}{made:x}"),
+                top: 0,
+                ring: VecDeque::new(),
+                ring_expires: None,
+                meta_expires: now + meta_ttl,
+            }
+        });
+        stream.meta_expires = stream.meta_expires.max(now + meta_ttl);
+        stream
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut dropped = 0;
+        self.by_channel.retain(|_, stream| {
+            dropped += stream.forget_expired(now);
+            stream.meta_expires > now
+        });
+        self.kept -= dropped;
+        self.sweep_at = (self.by_channel.len() * 2).max(1024);
+        metrics::gauge!(crate::metrics::HISTORY_PUBLICATIONS).set(self.kept as f64);
     }
 
     /// Gives `publication` the next offset and keeps it, as `spec` says.
-    fn append(&mut self, publication: &mut Publication, spec: HistorySpec, epoch: &str) {
+    fn append(&mut self, publication: &mut Publication, spec: HistorySpec) {
         let now = Instant::now();
-        let stream = self.stream(&publication.channel, now);
+        let stream = self.stream(&publication.channel, now, meta_ttl(spec));
         stream.top += 1;
-        publication.position = Some(StreamPosition {
-            offset: stream.top,
-            epoch: epoch.to_owned(),
-        });
+        publication.position = Some(stream.position());
         stream.ring.push_back(publication.clone());
         stream.ring_expires = Some(now + Duration::from_secs(spec.ttl_secs));
         let mut trimmed = 0;
@@ -101,19 +153,20 @@ impl Streams {
             stream.ring.pop_front();
             trimmed += 1;
         }
-        stream.meta_expires =
-            Some(now + Duration::from_secs(spec.meta_ttl_secs.max(spec.ttl_secs)));
         self.kept = self.kept + 1 - trimmed;
         metrics::gauge!(crate::metrics::HISTORY_PUBLICATIONS).set(self.kept as f64);
     }
+}
+
+/// How long a stream's position outlives its last publication.
+fn meta_ttl(spec: HistorySpec) -> Duration {
+    Duration::from_secs(spec.meta_ttl_secs.max(spec.ttl_secs))
 }
 
 /// Delivers every publication straight to the local fan-out, keeping the
 /// streams of history channels in memory (a ring per channel).
 pub struct MemoryEngine {
     dispatcher: SharedDispatcher,
-    /// This engine's one epoch: a restarted node starts new streams.
-    epoch: String,
     streams: Mutex<Streams>,
     /// The last stats this node announced: the whole "cluster".
     stats: Mutex<Option<NodeStats>>,
@@ -130,8 +183,7 @@ impl MemoryEngine {
         metrics::gauge!(crate::metrics::ENGINE_SHARD_CONNECTED, "shard" => "0").set(1.0);
         Self {
             dispatcher,
-            epoch: new_epoch(),
-            streams: Mutex::new(Streams::default()),
+            streams: Mutex::new(Streams::new(new_epoch())),
             stats: Mutex::new(None),
             seen: Mutex::new(SeenKeys::default()),
             window: Duration::from_secs(300),
@@ -146,7 +198,7 @@ impl MemoryEngine {
     }
 }
 
-/// An epoch no earlier engine had: the start time and randomness.
+/// An epoch prefix no earlier engine had: the start time and randomness.
 fn new_epoch() -> String {
     format!("{:x}{:08x}", unix_ms(), rand::random::<u32>())
 }
@@ -161,13 +213,13 @@ impl MemoryEngine {
         // Append and dispatch under one lock: a reader of the stream then
         // sees every publication either in the stream or after it joined.
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        streams.append(&mut publication, spec, &self.epoch);
+        streams.append(&mut publication, spec);
         self.dispatcher.dispatch(publication);
     }
 
-    fn read(&self, channel: &ChannelName, query: HistoryQuery) -> HistoryPage {
+    fn read(&self, channel: &ChannelName, spec: HistorySpec, query: HistoryQuery) -> HistoryPage {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let stream = streams.stream(channel, Instant::now());
+        let stream = streams.stream(channel, Instant::now(), meta_ttl(spec));
         let after = query.since.unwrap_or(0);
         let limit = query.limit.unwrap_or(usize::MAX);
         let matching = stream
@@ -181,10 +233,7 @@ impl MemoryEngine {
         };
         HistoryPage {
             publications,
-            position: StreamPosition {
-                offset: stream.top,
-                epoch: self.epoch.clone(),
-            },
+            position: stream.position(),
         }
     }
 }
@@ -232,10 +281,10 @@ impl Engine for MemoryEngine {
     fn history(
         &self,
         channel: ChannelName,
-        _spec: HistorySpec,
+        spec: HistorySpec,
         query: HistoryQuery,
     ) -> BoxFuture<'static, Result<HistoryPage, EngineError>> {
-        ready(Ok(self.read(&channel, query))).boxed()
+        ready(Ok(self.read(&channel, spec, query))).boxed()
     }
 
     fn subscribe(&self, _channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {
@@ -275,5 +324,77 @@ impl NodeRegistry for MemoryEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         ready(Ok(stats.into_iter().collect())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        engine::Dispatcher,
+        protocol::{EventName, JsonData},
+    };
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl Dispatcher for Nowhere {
+        fn dispatch(&self, _: Publication) -> usize {
+            0
+        }
+        fn disconnect(&self, _: &str, _: Kick) -> usize {
+            0
+        }
+        fn notify_gap(&self, _: &ChannelName) {}
+    }
+
+    const SPEC: HistorySpec = HistorySpec {
+        size: 3,
+        ttl_secs: 10,
+        meta_ttl_secs: 100,
+    };
+
+    fn ch() -> ChannelName {
+        ChannelName::parse("h", 128).unwrap()
+    }
+
+    fn publish(engine: &MemoryEngine) {
+        engine.emit(Publication {
+            channel: ch(),
+            event: EventName::parse("e").unwrap(),
+            data: JsonData::from_json("1").unwrap(),
+            ts: None,
+            position: None,
+            history: Some(SPEC),
+        });
+    }
+
+    fn page(engine: &MemoryEngine) -> HistoryPage {
+        engine.read(&ch(), SPEC, HistoryQuery::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publications_expire_first_then_the_position_with_a_new_epoch() {
+        let engine = MemoryEngine::new(Arc::new(Nowhere));
+        for _ in 0..4 {
+            publish(&engine);
+        }
+        let first = page(&engine);
+        assert_eq!(first.position.offset, 4);
+        assert_eq!(first.publications.len(), 3, "trimmed to size");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let later = page(&engine);
+        assert_eq!(later.position, first.position, "the position outlives them");
+        assert!(later.publications.is_empty());
+        publish(&engine);
+        assert_eq!(page(&engine).position.offset, 5);
+        tokio::time::advance(Duration::from_secs(101)).await;
+        let reborn = page(&engine);
+        assert_eq!(reborn.position.offset, 0);
+        assert_ne!(reborn.position.epoch, first.position.epoch);
+        let kept = engine.streams.lock().unwrap().kept;
+        assert_eq!(kept, 0);
     }
 }
