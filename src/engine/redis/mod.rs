@@ -115,7 +115,7 @@ return ''
 
 /// Reads a channel's stream and its position in one atomic step, creating
 /// the position (a new epoch at offset 0) if there is none and ARGV[6] is
-/// '1'. KEYS: stream, meta. ARGV: an epoch for a new stream, meta TTL s,
+/// '1' (then also refreshing the position's TTL, as a publication does). KEYS: stream, meta. ARGV: an epoch for a new stream, meta TTL s,
 /// since (-1: none), limit (-1: none), '1' for newest first, create.
 /// Returns {epoch, top, entries} with entries newest first ('' epoch: no
 /// stream, not created).
@@ -127,8 +127,10 @@ end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[1])
+end
+if ARGV[6] == '1' then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 local top = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
 local since = tonumber(ARGV[3])
