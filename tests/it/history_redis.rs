@@ -276,3 +276,48 @@ async fn recovery_on_a_redis_cluster() {
         expect_offsets(&mut client, 4..=6).await;
     }
 }
+
+/// The stream's keys share the channel's hash tag and carry their TTLs; a
+/// stream whose position expired comes back in a new epoch.
+#[tokio::test]
+async fn stream_keys_expire_and_an_expired_position_starts_a_new_epoch() {
+    let redis = RedisServer::start();
+    let hub = node(
+        |c| {
+            single(c, &redis, 10);
+            c.channels.namespaces[0].history_ttl_secs = 60;
+            c.channels.namespaces[0].history_meta_ttl_secs = 600;
+        },
+        "a",
+    )
+    .await;
+    let mut client = hub.connect("alice").await;
+    let epoch =
+        subscribe_with(&mut client, "hist.ttl", json!({})).await["position"]["epoch"].clone();
+    publish_numbered(&hub, "hist.ttl", 1, 2).await;
+    expect_offsets(&mut client, 1..=2).await;
+    let mut conn = redis.client();
+    let ttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("TTL").arg(key).query(conn).unwrap()
+    };
+    let list = ttl(&mut conn, "herald:history:{herald:hist.ttl}");
+    let meta = ttl(&mut conn, "herald:meta:{herald:hist.ttl}");
+    assert!((1..=60).contains(&list), "list TTL {list}");
+    assert!((61..=600).contains(&meta), "meta TTL {meta}");
+    // The position expires (as if `history_meta_ttl_secs` passed).
+    let _: () = redis::cmd("DEL")
+        .arg("herald:meta:{herald:hist.ttl}")
+        .query(&mut conn)
+        .unwrap();
+    let mut late = hub.connect("bob").await;
+    let since = json!({"offset": 1, "epoch": epoch});
+    let reply = subscribe_with(&mut late, "hist.ttl", json!({ "since": since })).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_ne!(reply["position"]["epoch"], epoch);
+    assert_eq!(reply["position"]["offset"], 0);
+    let len: i64 = redis::cmd("LLEN")
+        .arg("herald:history:{herald:hist.ttl}")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 0, "the old epoch's entries are gone with it");
+}
