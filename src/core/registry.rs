@@ -97,11 +97,6 @@ impl Channel {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let mut members = self.members();
-        members.current()
-    }
-
     /// The plain members to fan `message` out to. Held members are served
     /// here, under the lock [`Registry::release`] takes: buffered, dropped
     /// as covered, or queued (and then made plain members).
@@ -458,8 +453,9 @@ impl Dispatcher for Registry {
             Kick::User => DisconnectReason::Kicked,
             Kick::Revoked => DisconnectReason::SessionRevoked,
         };
-        let members = channel.snapshot();
-        for conn in members.iter() {
+        // Every member, those joining from a stream position included.
+        let members: Vec<Arc<Conn>> = channel.members().by_id.values().cloned().collect();
+        for conn in &members {
             conn.close(reason.clone());
         }
         members.len()
@@ -472,7 +468,8 @@ impl Dispatcher for Registry {
                 missed: None,
             }));
             // Never conflated: a gap notice must not be replaced by a push.
-            for conn in channel.snapshot().iter() {
+            // Members joining from a stream position get it in order too.
+            for conn in channel.recipients(&notice, self.limits).iter() {
                 conn.outbox().push(&notice, false, self.limits);
             }
         }
