@@ -64,6 +64,10 @@ pub const RECOVERIES: &str = "herald_recoveries_total";
 pub const PUBLICATIONS_REPLAYED: &str = "herald_publications_replayed_total";
 /// Publications the memory engine keeps in its streams, all channels (gauge).
 pub const HISTORY_PUBLICATIONS: &str = "herald_history_publications";
+/// Estimated bytes of the publications the memory engine keeps (gauge).
+pub const HISTORY_BYTES: &str = "herald_history_bytes";
+/// Channel streams the memory engine keeps (positions included) (gauge).
+pub const HISTORY_STREAMS: &str = "herald_history_streams";
 /// Publications dropped before the socket because their offset was already
 /// delivered (counter).
 pub const HISTORY_DUPLICATES_DROPPED: &str = "herald_history_duplicates_dropped_total";
@@ -259,6 +263,14 @@ fn describe() {
         HISTORY_PUBLICATIONS,
         "Publications kept in the memory engine's channel streams."
     );
+    describe_gauge!(
+        HISTORY_BYTES,
+        "Estimated bytes of the publications kept in the memory engine's channel streams."
+    );
+    describe_gauge!(
+        HISTORY_STREAMS,
+        "Channel streams the memory engine keeps, positions included."
+    );
     describe_counter!(
         HISTORY_DUPLICATES_DROPPED,
         "Publications dropped before the socket because their offset was already delivered."
@@ -282,6 +294,8 @@ fn register() {
         ENGINE_CONNECTED,
         SESSION_STORE_CONNECTED,
         HISTORY_PUBLICATIONS,
+        HISTORY_BYTES,
+        HISTORY_STREAMS,
     ] {
         gauge!(name).increment(0.0);
     }

@@ -53,14 +53,15 @@ struct Stream {
 }
 
 impl Stream {
-    /// Drops the publications if they expired; returns how many.
-    fn forget_expired(&mut self, now: Instant) -> usize {
+    /// Drops the publications if they expired; returns what they held.
+    fn forget_expired(&mut self, now: Instant) -> Kept {
+        let mut dropped = Kept::default();
         if self.ring_expires.is_some_and(|at| at <= now) {
-            let dropped = self.ring.len();
-            self.ring.clear();
-            return dropped;
+            for publication in self.ring.drain(..) {
+                dropped.add(&publication);
+            }
         }
-        0
+        dropped
     }
 
     fn position(&self) -> StreamPosition {
@@ -68,6 +69,30 @@ impl Stream {
             offset: self.top,
             epoch: self.epoch.clone(),
         }
+    }
+}
+
+/// What the streams hold, for the gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct Kept {
+    publications: usize,
+    /// Estimated: data, event and a fixed overhead per publication.
+    bytes: usize,
+}
+
+impl Kept {
+    fn size(publication: &Publication) -> usize {
+        64 + publication.event.as_str().len() + publication.data.len()
+    }
+
+    fn add(&mut self, publication: &Publication) {
+        self.publications += 1;
+        self.bytes += Self::size(publication);
+    }
+
+    fn remove(&mut self, gone: Kept) {
+        self.publications -= gone.publications;
+        self.bytes -= gone.bytes;
     }
 }
 
@@ -80,8 +105,8 @@ struct Streams {
     base: String,
     /// Streams made so far: the rest of each new stream's epoch.
     made: u64,
-    /// Publications kept, all channels together (a gauge).
-    kept: usize,
+    /// What every stream holds together.
+    kept: Kept,
     /// Streams beyond which the next access sweeps out expired ones, so
     /// that channels nobody touches again do not stay forever.
     sweep_at: usize,
@@ -93,7 +118,7 @@ impl Streams {
             by_channel: HashMap::new(),
             base,
             made: 0,
-            kept: 0,
+            kept: Kept::default(),
             sweep_at: 1024,
         }
     }
@@ -109,7 +134,7 @@ impl Streams {
             (dropped, stream.meta_expires <= now)
         });
         if let Some((dropped, gone)) = expired {
-            self.kept -= dropped;
+            self.kept.remove(dropped);
             if gone {
                 self.by_channel.remove(channel);
             }
@@ -130,14 +155,16 @@ impl Streams {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let mut dropped = 0;
+        let mut dropped = Kept::default();
         self.by_channel.retain(|_, stream| {
-            dropped += stream.forget_expired(now);
+            let gone = stream.forget_expired(now);
+            dropped.publications += gone.publications;
+            dropped.bytes += gone.bytes;
             stream.meta_expires > now
         });
-        self.kept -= dropped;
+        self.kept.remove(dropped);
         self.sweep_at = (self.by_channel.len() * 2).max(1024);
-        metrics::gauge!(crate::metrics::HISTORY_PUBLICATIONS).set(self.kept as f64);
+        self.report();
     }
 
     /// Gives `publication` the next offset and keeps it, as `spec` says.
@@ -148,13 +175,22 @@ impl Streams {
         publication.position = Some(stream.position());
         stream.ring.push_back(publication.clone());
         stream.ring_expires = Some(now + Duration::from_secs(spec.ttl_secs));
-        let mut trimmed = 0;
+        let mut trimmed = Kept::default();
         while stream.ring.len() > spec.size {
-            stream.ring.pop_front();
-            trimmed += 1;
+            if let Some(old) = stream.ring.pop_front() {
+                trimmed.add(&old);
+            }
         }
-        self.kept = self.kept + 1 - trimmed;
-        metrics::gauge!(crate::metrics::HISTORY_PUBLICATIONS).set(self.kept as f64);
+        self.kept.add(publication);
+        self.kept.remove(trimmed);
+        self.report();
+    }
+
+    fn report(&self) {
+        use crate::metrics as names;
+        metrics::gauge!(names::HISTORY_PUBLICATIONS).set(self.kept.publications as f64);
+        metrics::gauge!(names::HISTORY_BYTES).set(self.kept.bytes as f64);
+        metrics::gauge!(names::HISTORY_STREAMS).set(self.by_channel.len() as f64);
     }
 }
 
@@ -395,6 +431,6 @@ mod tests {
         assert_eq!(reborn.position.offset, 0);
         assert_ne!(reborn.position.epoch, first.position.epoch);
         let kept = engine.streams.lock().unwrap().kept;
-        assert_eq!(kept, 0);
+        assert_eq!((kept.publications, kept.bytes), (0, 0));
     }
 }
