@@ -13,19 +13,16 @@ use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
 use super::{
-    ChannelHistory, ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Identity, Joined, Left,
-    Payload, Registry, Requester, Subscriptions,
+    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Identity, Joined, Left, Payload,
+    Recovery, Registry, Requester, Subscribed, Subscriptions,
 };
 use crate::{
-    engine::{Engine, EngineError, HistoryPage, Keyed, Kick, NodeStats, Once, TopChannel},
+    engine::{Engine, EngineError, Keyed, Kick, NodeStats, Once, TopChannel},
     metrics as names,
-    protocol::{
-        ChannelName, CloseCode, ErrorCode, HistoryQuery, Publication, StreamPosition, UserId,
-        unix_ms,
-    },
+    protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId, unix_ms},
 };
 
-fn requester(conn: &Conn) -> Requester<'_> {
+pub(super) fn requester(conn: &Conn) -> Requester<'_> {
     Requester {
         user: conn.user().map(UserId::as_str),
         grants: conn.grants(),
@@ -109,84 +106,31 @@ impl HubError {
     }
 }
 
-/// Where a subscription to a channel with history starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Recover everything published after this position.
-    pub since: Option<StreamPosition>,
-    /// Deliver the channel's latest publication at once.
-    pub latest: bool,
-}
-
-/// How a subscription started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subscribed {
-    /// A channel without history: live publications from now on.
-    Live,
-    /// A channel with history: the client is at `position` and gets every
-    /// publication after it, in order.
-    Stream {
-        /// The stream position the live publications continue from.
-        position: StreamPosition,
-        /// Whether everything after the requested `since` was replayed;
-        /// `None` when no `since` was asked for.
-        recovered: Option<bool>,
-    },
-}
-
-/// What to replay to a subscriber, decided from the stream as read.
-fn plan_recovery(
-    since: &StreamPosition,
-    page: HistoryPage,
-    recover_max: usize,
-) -> (Vec<Publication>, bool) {
-    let top = &page.position;
-    if since.epoch != top.epoch || since.offset > top.offset {
-        return (Vec::new(), false);
-    }
-    let missed = top.offset - since.offset;
-    if usize::try_from(missed).map_or(true, |n| n > recover_max) {
-        return (Vec::new(), false);
-    }
-    // All or nothing: every offset after `since` must still be there.
-    let complete = page.publications.len() as u64 == missed
-        && page
-            .publications
-            .iter()
-            .zip(since.offset + 1..)
-            .all(|(p, expected)| p.offset() == Some(expected));
-    if complete {
-        (page.publications, true)
-    } else {
-        (Vec::new(), false)
-    }
-}
-
-struct HubMetrics {
+pub(super) struct HubMetrics {
     connections: Gauge,
     opened: Counter,
     subscriptions: Gauge,
-    channels: Gauge,
+    pub(super) channels: Gauge,
     published: Counter,
 }
 
 /// One node's hub. Transports drive it; engines feed its [`Registry`].
 pub struct Hub {
     config: HubConfig,
-    rules: Arc<ChannelRules>,
-    registry: Arc<Registry>,
-    engine: Arc<dyn Engine>,
+    pub(super) rules: Arc<ChannelRules>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) engine: Arc<dyn Engine>,
     conns: DashMap<ConnId, Arc<Conn>>,
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
     next_id: AtomicU64,
     draining: AtomicBool,
     started: Instant,
-    metrics: HubMetrics,
+    pub(super) metrics: HubMetrics,
     observer: OnceLock<Arc<dyn MembershipObserver>>,
     /// Whether any namespace keeps history: without one, publishing skips
     /// the namespace lookup.
-    any_history: bool,
+    pub(super) any_history: bool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -362,65 +306,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Joins a channel with history without a gap or a duplicate between
-    /// what was missed and what is live: the connection joins first with
-    /// its live deliveries held, then the stream is read, then the replay
-    /// and the held deliveries after it are queued in offset order.
-    async fn join_stream(
-        &self,
-        conn: &Arc<Conn>,
-        subs: &mut Subscriptions,
-        channel: ChannelName,
-        history: ChannelHistory,
-        recovery: Recovery,
-    ) -> Result<Subscribed, HubError> {
-        if self.registry.join_held(&channel, conn) == Joined::First {
-            self.metrics.channels.increment(1);
-        }
-        self.engine_join(conn, &channel).await?;
-        let query = match (&recovery.since, recovery.latest) {
-            (Some(since), _) => HistoryQuery {
-                since: Some(since.offset),
-                limit: Some(history.recover_max),
-                reverse: false,
-            },
-            (None, latest) => HistoryQuery {
-                since: None,
-                limit: Some(usize::from(latest)),
-                reverse: true,
-            },
-        };
-        let read = self.engine.history(channel.clone(), history.spec, query);
-        let page = match self.within_engine_timeout(read).await {
-            Ok(page) => page,
-            Err(err) => {
-                self.leave(conn.id(), &channel);
-                return Err(err.into());
-            }
-        };
-        let position = page.position.clone();
-        let (replay, recovered) = match &recovery.since {
-            Some(since) => {
-                let (replay, recovered) = plan_recovery(since, page, history.recover_max);
-                let outcome = if recovered { "recovered" } else { "failed" };
-                metrics::counter!(names::RECOVERIES, "outcome" => outcome).increment(1);
-                (replay, Some(recovered))
-            }
-            None => (page.publications, None),
-        };
-        metrics::counter!(names::PUBLICATIONS_REPLAYED).increment(replay.len() as u64);
-        let dropped = self.registry.release(&channel, conn, replay, &position);
-        if dropped > 0 {
-            metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(dropped as u64);
-        }
-        self.joined(conn, subs, channel);
-        Ok(Subscribed::Stream {
-            position,
-            recovered,
-        })
-    }
-
-    async fn within_engine_timeout<T>(
+    pub(super) async fn within_engine_timeout<T>(
         &self,
         op: impl Future<Output = Result<T, EngineError>>,
     ) -> Result<T, EngineError> {
@@ -434,7 +320,11 @@ impl Hub {
 
     /// Makes sure the engine brings `channel` to this node; on failure the
     /// connection leaves again.
-    async fn engine_join(&self, conn: &Conn, channel: &ChannelName) -> Result<(), HubError> {
+    pub(super) async fn engine_join(
+        &self,
+        conn: &Conn,
+        channel: &ChannelName,
+    ) -> Result<(), HubError> {
         // Asked on every join, not only the first: a second subscriber that
         // joins while the first one's engine subscription is still in flight
         // must also wait for it, or publications in between would be missed.
@@ -457,66 +347,13 @@ impl Hub {
     }
 
     /// Books a confirmed join.
-    fn joined(&self, conn: &Arc<Conn>, subs: &mut Subscriptions, channel: ChannelName) {
+    pub(super) fn joined(&self, conn: &Arc<Conn>, subs: &mut Subscriptions, channel: ChannelName) {
         if let Some(observer) = self.observer.get() {
             observer.joined(&channel, conn);
         }
         subs.insert(channel);
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.increment(1);
-    }
-
-    /// Reads a channel's history for a client, where its namespace allows.
-    ///
-    /// # Errors
-    /// [`HubError::NoHistory`], [`HubError::PermissionDenied`], or the engine's.
-    pub async fn client_history(
-        &self,
-        conn: &Conn,
-        channel: ChannelName,
-        query: HistoryQuery,
-    ) -> Result<HistoryPage, HubError> {
-        let Some(history) = self.rules.history(&channel) else {
-            return Err(HubError::NoHistory(channel));
-        };
-        if !history.client_history {
-            return Err(HubError::PermissionDenied(
-                "clients may not read this channel's history",
-            ));
-        }
-        if let Some(why) = self.rules.refuse_subscribe(&channel, requester(conn)) {
-            return Err(HubError::PermissionDenied(why));
-        }
-        self.history(channel, query).await
-    }
-
-    /// Reads a channel's history (for backends: no permission check).
-    /// The limit is capped at the channel's `history_size`.
-    ///
-    /// # Errors
-    /// [`HubError::NoHistory`] or the engine's error.
-    pub async fn history(
-        &self,
-        channel: ChannelName,
-        mut query: HistoryQuery,
-    ) -> Result<HistoryPage, HubError> {
-        let Some(history) = self.rules.history(&channel) else {
-            return Err(HubError::NoHistory(channel));
-        };
-        query.limit = Some(
-            query
-                .limit
-                .map_or(history.spec.size, |l| l.min(history.spec.size)),
-        );
-        let read = self.engine.history(channel, history.spec, query);
-        Ok(self.within_engine_timeout(read).await?)
-    }
-
-    /// Marks each publication with its channel's history settings.
-    fn stamp(&self, publication: &mut Publication) {
-        if self.any_history {
-            publication.history = self.rules.history(&publication.channel).map(|h| h.spec);
-        }
     }
 
     /// Unsubscribes a connection from a channel.
@@ -546,7 +383,7 @@ impl Hub {
         Ok(())
     }
 
-    fn leave(&self, id: ConnId, channel: &ChannelName) {
+    pub(super) fn leave(&self, id: ConnId, channel: &ChannelName) {
         if self.registry.leave(channel, id) == Left::Last {
             self.metrics.channels.decrement(1);
             self.engine.unsubscribe(channel.clone());
