@@ -481,6 +481,19 @@ impl Config {
         crate::auth::TokenVerifier::new(&self.auth)?;
         self.socketio.validate(self.limits.max_data_size)?;
         self.channels.validate()?;
+        // A recovery replay is queued at once: one that cannot fit the
+        // outbox would close the very client it serves.
+        if self
+            .channels
+            .namespaces
+            .iter()
+            .any(|n| n.history_size > 0 && n.recover_max >= self.outbox.max_messages)
+        {
+            return invalid(
+                "channels.namespaces.recover_max",
+                "must be below outbox.max_messages on namespaces with history",
+            );
+        }
         crate::protocol::EventName::parse(&self.engine.default_event)
             .map_err(ConfigError::DefaultEvent)?;
         crate::telemetry::check_filter(&self.log.level).map_err(|source| {

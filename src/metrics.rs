@@ -56,6 +56,25 @@ pub const PUBLISH_OUTCOME_UNKNOWN: &str = "herald_publish_outcome_unknown_total"
 pub const PUBLISH_DUPLICATES_SUPPRESSED: &str = "herald_publish_duplicates_suppressed_total";
 /// Whether the session store answered its last command or health check: 1 or 0 (gauge).
 pub const SESSION_STORE_CONNECTED: &str = "herald_session_store_connected";
+/// Subscriptions that asked to recover from a position, by `outcome`
+/// (`recovered`, `failed`) (counter).
+pub const RECOVERIES: &str = "herald_recoveries_total";
+/// Publications delivered from a channel's stream rather than live:
+/// recovery, latest value (counter).
+pub const PUBLICATIONS_REPLAYED: &str = "herald_publications_replayed_total";
+/// Publications the memory engine keeps in its streams, all channels (gauge).
+pub const HISTORY_PUBLICATIONS: &str = "herald_history_publications";
+/// Estimated bytes of the publications the memory engine keeps (gauge).
+pub const HISTORY_BYTES: &str = "herald_history_bytes";
+/// Channel streams the memory engine keeps (positions included) (gauge).
+pub const HISTORY_STREAMS: &str = "herald_history_streams";
+/// Publications dropped before the socket because their offset was already
+/// delivered (counter).
+pub const HISTORY_DUPLICATES_DROPPED: &str = "herald_history_duplicates_dropped_total";
+/// Jumps in a channel's offsets seen on the live stream (lost pub/sub
+/// messages), by `outcome` (`filled` from the stream, `signalled` by a gap
+/// notice) (counter).
+pub const HISTORY_GAPS: &str = "herald_history_gaps_total";
 
 /// `reason` label of [`MESSAGES_DROPPED`]: the recipient's queue overflowed.
 pub const DROP_SLOW_CONSUMER: &str = "slow_consumer";
@@ -242,6 +261,34 @@ fn describe() {
         Unit::Seconds,
         "Publish time to local receipt, for publications that carry ts."
     );
+    describe_counter!(
+        RECOVERIES,
+        "Subscriptions that asked to recover from a stream position, by outcome."
+    );
+    describe_counter!(
+        PUBLICATIONS_REPLAYED,
+        "Publications delivered from a channel's stream (recovery, latest value)."
+    );
+    describe_gauge!(
+        HISTORY_PUBLICATIONS,
+        "Publications kept in the memory engine's channel streams."
+    );
+    describe_gauge!(
+        HISTORY_BYTES,
+        "Estimated bytes of the publications kept in the memory engine's channel streams."
+    );
+    describe_gauge!(
+        HISTORY_STREAMS,
+        "Channel streams the memory engine keeps, positions included."
+    );
+    describe_counter!(
+        HISTORY_DUPLICATES_DROPPED,
+        "Publications dropped before the socket because their offset was already delivered."
+    );
+    describe_counter!(
+        HISTORY_GAPS,
+        "Offset jumps seen on a channel's live stream, by outcome (filled, signalled)."
+    );
 }
 
 /// Creates every family and every known label value at zero.
@@ -257,6 +304,9 @@ fn register() {
         ENGINE_CONNECTED,
         SESSION_STORE_CONNECTED,
         SOCKETIO_POLLING_SESSIONS,
+        HISTORY_PUBLICATIONS,
+        HISTORY_BYTES,
+        HISTORY_STREAMS,
     ] {
         gauge!(name).increment(0.0);
     }
@@ -268,8 +318,16 @@ fn register() {
         ENGINE_RECONNECTS,
         PUBLISH_OUTCOME_UNKNOWN,
         PUBLISH_DUPLICATES_SUPPRESSED,
+        PUBLICATIONS_REPLAYED,
+        HISTORY_DUPLICATES_DROPPED,
     ] {
         counter!(name).increment(0);
+    }
+    for outcome in ["recovered", "failed"] {
+        counter!(RECOVERIES, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["filled", "signalled"] {
+        counter!(HISTORY_GAPS, "outcome" => outcome).increment(0);
     }
     for name in [
         FANOUT_DURATION,

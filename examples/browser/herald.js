@@ -31,6 +31,13 @@
  *   await herald.unsubscribe('prices.BTC');
  *   herald.close();                         // close code 1000; no reconnect
  *
+ *   // Channels with history (a namespace with `history_size`): the client keeps
+ *   // the last offset and epoch per channel and resubscribes with `since`.
+ *   herald.onRecoveryFailed(({ channel, since, position }) => refetch(channel));
+ *   herald.position('news.live');           // {offset, epoch} or undefined
+ *   herald.recovered('news.live');          // true | false | undefined (last resubscribe)
+ *   const page = await herald.history('news.live', { since: 40, limit: 10 });
+ *
  * Behaviour worth knowing:
  *
  * - Subscriptions are remembered: `subscribe()` before `connect()` (or while
@@ -70,6 +77,15 @@
  *   `onError()` listeners get refused subscriptions (also on resubscribe) and
  *   errors that belong to no request (failed token refresh, undecodable
  *   frames, an `error` without id).
+ * - History and recovery: on a channel with history the server answers
+ *   `subscribe` with `subscribed {position}`, and every push carries its
+ *   `offset` (also in the handler's `meta.offset`). The client remembers the
+ *   position per channel and, on every resubscribe (after a reconnect), sends
+ *   `since`: the server then replays what was missed, in order, before live
+ *   pushes (`recovered(channel) === true`), or says it could not
+ *   (`recovered: false`): `onRecoveryFailed()` listeners are told, with the
+ *   channel, the position asked for and the new one; refetch that channel's
+ *   state from your backend. A `gap` notice is passed to `onGap()` listeners.
  * - In `info.code` of a state change, 0 means the client gave up before a
  *   socket existed (`getToken()` threw, or the URL/subprotocol was invalid).
  */
@@ -92,6 +108,11 @@ export const ErrorCodes = Object.freeze({
   INVALID_EVENT: 110,
   ENGINE_UNAVAILABLE: 112,
   PAYLOAD_TOO_LARGE: 113,
+  TOKEN_REJECTED: 114,
+  INVALID_DATA: 115,
+  SESSION_STORE_UNAVAILABLE: 116,
+  OUTCOME_UNKNOWN: 117,
+  NO_HISTORY: 118,
 });
 
 /** WebSocket close codes herald sends. */
@@ -235,6 +256,8 @@ export class Herald {
     this._handlers = new Map(); // channel -> Map(event -> Set(handler))
     this._stateListeners = new Set();
     this._errorListeners = new Set();
+    this._recoveryListeners = new Set();
+    this._gapListeners = new Set();
     this._readyWaiters = [];
     this._retryTimer = null;
     this._connectTimer = null;
@@ -311,6 +334,52 @@ export class Herald {
   onError(listener) {
     this._errorListeners.add(listener);
     return () => this._errorListeners.delete(listener);
+  }
+
+  /**
+   * Listens for resubscriptions that could not recover what was missed
+   * (`recovered: false`): refetch the channel's state from your backend.
+   * @param {(info: {channel: string, since: {offset: number, epoch: string}, position: {offset: number, epoch: string}}) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  onRecoveryFailed(listener) {
+    this._recoveryListeners.add(listener);
+    return () => this._recoveryListeners.delete(listener);
+  }
+
+  /**
+   * Listens for `gap` notices: publications on a channel may have been missed
+   * (`{channel, from?, to?, epoch?}`, positions on channels with history).
+   * @param {(gap: {channel: string, from?: number, to?: number, epoch?: string}) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  onGap(listener) {
+    this._gapListeners.add(listener);
+    return () => this._gapListeners.delete(listener);
+  }
+
+  /** The last stream position seen on a channel with history, or undefined. */
+  position(channel) {
+    const position = this._subs.get(channel)?.position;
+    return position ? { ...position } : undefined;
+  }
+
+  /** Whether the last resubscribe to `channel` recovered (undefined: no `since` was sent). */
+  recovered(channel) {
+    return this._subs.get(channel)?.recovered;
+  }
+
+  /**
+   * Reads a channel's history (where the namespace has `client_history`).
+   * @param {string} channel
+   * @param {{since?: number, limit?: number, reverse?: boolean}} [options]
+   * @returns {Promise<{publications: Array<{event: string, data: any, ts?: number, offset: number}>, position: {offset: number, epoch: string}}>}
+   */
+  history(channel, options = {}) {
+    return this._request({ type: 'history', channel, ...options }).then((msg) => ({
+      publications: msg.publications,
+      position: msg.position,
+    }));
   }
 
   // ---------------------------------------------------------------- channels & events
@@ -609,7 +678,12 @@ export class Herald {
         break;
       case 'ok':
       case 'pong':
+      case 'subscribed':
+      case 'history':
         this._settle(msg.id, null, msg);
+        break;
+      case 'gap':
+        this._onGap(msg);
         break;
       case 'error': {
         const err = new HeraldError(msg.code, msg.reason ?? 'error');
@@ -640,9 +714,29 @@ export class Herald {
     this._setState('connected', { welcome: msg, reconnected });
   }
 
+  _onGap(msg) {
+    const sub = this._subs.get(msg.channel);
+    // A new epoch voids the old position: continue from the notice's.
+    if (sub?.position && msg.epoch != null && msg.epoch !== sub.position.epoch) {
+      sub.position = { offset: Math.max(0, Number(msg.to ?? 0)), epoch: msg.epoch };
+    }
+    for (const listener of [...this._gapListeners]) {
+      try {
+        listener({ channel: msg.channel, from: msg.from, to: msg.to, epoch: msg.epoch });
+      } catch (err) {
+        reportError(err);
+      }
+    }
+  }
+
   _dispatch(msg) {
     this.stats.pushes++;
     const meta = { channel: msg.channel, event: msg.event, ts: msg.ts };
+    if (msg.offset != null) {
+      meta.offset = msg.offset;
+      const sub = this._subs.get(msg.channel);
+      if (sub?.position) sub.position = { offset: Number(msg.offset), epoch: sub.position.epoch };
+    }
     for (const channel of msg.channel === '*' ? ['*'] : [msg.channel, '*']) {
       const byEvent = this._handlers.get(channel);
       if (!byEvent) continue;
@@ -702,10 +796,12 @@ export class Herald {
 
   _sendSubscribe(channel, sub) {
     sub.inflight = true;
-    this._request({ type: 'subscribe', channel }).then(
-      () => {
+    const since = sub.position ? { ...sub.position } : undefined;
+    this._request(since ? { type: 'subscribe', channel, since } : { type: 'subscribe', channel }).then(
+      (reply) => {
         sub.inflight = false;
         if (this._subs.get(channel) === sub) sub.confirmed = true;
+        if (reply?.type === 'subscribed') this._onSubscribed(channel, sub, since, reply);
         this._settleWaiters(sub, null);
       },
       (err) => {
@@ -726,6 +822,20 @@ export class Herald {
         // 'disconnected': waiters stay, the channel is subscribed again after reconnecting
       },
     );
+  }
+
+  _onSubscribed(channel, sub, since, reply) {
+    sub.position = reply.position ? { offset: Number(reply.position.offset), epoch: reply.position.epoch } : undefined;
+    sub.recovered = reply.recovered;
+    if (since && reply.recovered === false) {
+      for (const listener of [...this._recoveryListeners]) {
+        try {
+          listener({ channel, since, position: this.position(channel) });
+        } catch (err) {
+          reportError(err);
+        }
+      }
+    }
   }
 
   _scheduleHeartbeat() {

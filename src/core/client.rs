@@ -25,11 +25,13 @@ use tracing::Instrument;
 
 use super::{
     ChannelPattern, Conn, Delivery, DisconnectReason, Hub, HubError, Identity, PublicationLimits,
-    RateLimits, Subscriptions, Verdict,
+    RateLimits, Recovery, Subscribed, Subscriptions, Verdict,
 };
 use crate::{
-    engine::EngineError,
-    protocol::{ChannelName, ErrorCode, JsonData, UserId},
+    engine::{EngineError, HistoryPage},
+    protocol::{
+        ChannelName, ErrorCode, HistoryQuery, JsonData, Publication, StreamPosition, UserId,
+    },
 };
 
 /// A client request, decoded by its transport.
@@ -44,6 +46,17 @@ pub enum Request {
     Subscribe {
         /// The channel.
         channel: String,
+        /// On a channel with history: recover what was published after this.
+        since: Option<StreamPosition>,
+        /// On a channel with history: deliver the latest publication at once.
+        latest: bool,
+    },
+    /// Read a channel's history, where its namespace allows clients to.
+    History {
+        /// The channel.
+        channel: String,
+        /// Which part of the stream.
+        query: HistoryQuery,
     },
     /// Leave a channel.
     Unsubscribe {
@@ -111,7 +124,7 @@ pub struct Welcome {
 }
 
 /// An answer to a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reply<'a> {
     /// Authentication succeeded.
     Welcome(&'a Welcome),
@@ -119,6 +132,26 @@ pub enum Reply<'a> {
     Ok {
         /// Request id.
         id: Option<u64>,
+    },
+    /// A subscription to a channel with history succeeded (a channel without
+    /// history is answered with [`Reply::Ok`], as before history existed).
+    Subscribed {
+        /// Request id.
+        id: Option<u64>,
+        /// The stream position live publications continue from.
+        position: &'a StreamPosition,
+        /// Whether what was missed since the requested position follows;
+        /// `None` when the request had no `since`.
+        recovered: Option<bool>,
+    },
+    /// A channel's history, answering a client's request.
+    History {
+        /// Request id.
+        id: Option<u64>,
+        /// The publications, each with its offset.
+        publications: &'a [Publication],
+        /// The stream's position.
+        position: &'a StreamPosition,
     },
     /// Answer to a ping.
     Pong {
@@ -627,18 +660,62 @@ impl<T: Transport> Client<T> {
         let rules = self.ctx.settings.publications;
         let result = match request {
             Request::Ping => return self.reply(Reply::Pong { id }).await,
+            Request::Subscribe {
+                channel,
+                since,
+                latest,
+            } => {
+                let subscribed = match rules.channel(&channel) {
+                    Ok(channel) => hub
+                        .subscribe(conn, subs, channel, Recovery { since, latest })
+                        .await
+                        .map_err(Refusal::from),
+                    Err(invalid) => Err(Refusal::new(invalid.code(), invalid.to_string())),
+                };
+                return match subscribed {
+                    Ok(Subscribed::Live) => self.reply(Reply::Ok { id }).await,
+                    Ok(Subscribed::Stream {
+                        position,
+                        recovered,
+                    }) => {
+                        self.reply(Reply::Subscribed {
+                            id,
+                            position: &position,
+                            recovered,
+                        })
+                        .await
+                    }
+                    Err(refusal) => self.reply_error(id, refusal.code, &refusal.reason).await,
+                };
+            }
+            Request::History { channel, query } => {
+                let page = match rules.channel(&channel) {
+                    Ok(channel) => hub
+                        .client_history(conn, channel, query)
+                        .await
+                        .map_err(Refusal::from),
+                    Err(invalid) => Err(Refusal::new(invalid.code(), invalid.to_string())),
+                };
+                return match page {
+                    Ok(HistoryPage {
+                        publications,
+                        position,
+                    }) => {
+                        self.reply(Reply::History {
+                            id,
+                            publications: &publications,
+                            position: &position,
+                        })
+                        .await
+                    }
+                    Err(refusal) => self.reply_error(id, refusal.code, &refusal.reason).await,
+                };
+            }
             Request::Auth { .. } => Err(Refusal::new(
                 ErrorCode::AlreadyAuthenticated,
                 "already authenticated; use `refresh` to replace the token",
             )),
             Request::Refresh { token } => self.ctx.refresh(conn, &token).await,
-            Request::Subscribe { channel } => match rules.channel(&channel) {
-                Ok(channel) => hub
-                    .subscribe(conn, subs, channel)
-                    .await
-                    .map_err(Refusal::from),
-                Err(invalid) => Err(Refusal::new(invalid.code(), invalid.to_string())),
-            },
             Request::Unsubscribe { channel } => rules
                 .channel(&channel)
                 .map_err(|invalid| Refusal::new(invalid.code(), invalid.to_string()))

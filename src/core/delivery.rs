@@ -43,12 +43,26 @@ pub enum Payload {
     Gap {
         /// The affected channel.
         channel: ChannelName,
+        /// On a history channel: which offsets were missed.
+        missed: Option<Missed>,
     },
     /// The access token expires soon: the client should refresh it.
     TokenExpiring {
         /// Milliseconds until the connection is closed unless refreshed.
         expires_in_ms: u64,
     },
+}
+
+/// The offsets a history channel's subscribers missed, when the node saw a
+/// jump in the channel's stream it could not fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    /// The first missed offset.
+    pub from: u64,
+    /// The last missed offset.
+    pub to: u64,
+    /// The stream's epoch.
+    pub epoch: String,
 }
 
 /// A wire format whose encodings of a delivery are cached and shared.
@@ -170,6 +184,8 @@ mod tests {
             event: EventName::parse("e").unwrap(),
             data: JsonData::from_json("[1,2]").unwrap(),
             ts: Some(5),
+            position: None,
+            history: None,
         });
         let before = ENCODED.load(Ordering::SeqCst);
         let first: *const String = delivery.encoded(&TEXT).unwrap();
@@ -181,6 +197,7 @@ mod tests {
         assert_eq!(ENCODED.load(Ordering::SeqCst) - before, 1);
         let gap = Delivery::new(Payload::Gap {
             channel: ChannelName::parse("c", 128).unwrap(),
+            missed: None,
         });
         assert!(gap.encoded(&TEXT).is_none());
         assert!(gap.encoded(&TEXT).is_none());

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Identity, Joined, Left, Payload,
-    Registry, Requester, Subscriptions,
+    Recovery, Registry, Requester, Subscribed, Subscriptions,
 };
 use crate::{
     engine::{Engine, EngineError, Keyed, Kick, NodeStats, Once, TopChannel},
@@ -22,7 +22,7 @@ use crate::{
     protocol::{ChannelName, CloseCode, ErrorCode, Publication, UserId, unix_ms},
 };
 
-fn requester(conn: &Conn) -> Requester<'_> {
+pub(super) fn requester(conn: &Conn) -> Requester<'_> {
     Requester {
         user: conn.user().map(UserId::as_str),
         grants: conn.grants(),
@@ -83,6 +83,9 @@ pub enum HubError {
     /// At the per-connection subscription limit.
     #[error("subscription limit of {0} reached")]
     SubscriptionLimit(usize),
+    /// The channel keeps no history.
+    #[error("channel {0} keeps no history")]
+    NoHistory(ChannelName),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -96,34 +99,38 @@ impl HubError {
             Self::AlreadySubscribed(_) => ErrorCode::AlreadySubscribed,
             Self::NotSubscribed(_) => ErrorCode::NotSubscribed,
             Self::SubscriptionLimit(_) => ErrorCode::SubscriptionLimit,
+            Self::NoHistory(_) => ErrorCode::NoHistory,
             Self::Engine(EngineError::OutcomeUnknown) => ErrorCode::OutcomeUnknown,
             Self::Engine(_) => ErrorCode::EngineUnavailable,
         }
     }
 }
 
-struct HubMetrics {
+pub(super) struct HubMetrics {
     connections: Gauge,
     opened: Counter,
     subscriptions: Gauge,
-    channels: Gauge,
+    pub(super) channels: Gauge,
     published: Counter,
 }
 
 /// One node's hub. Transports drive it; engines feed its [`Registry`].
 pub struct Hub {
     config: HubConfig,
-    rules: Arc<ChannelRules>,
-    registry: Arc<Registry>,
-    engine: Arc<dyn Engine>,
+    pub(super) rules: Arc<ChannelRules>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) engine: Arc<dyn Engine>,
     conns: DashMap<ConnId, Arc<Conn>>,
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
     next_id: AtomicU64,
     draining: AtomicBool,
     started: Instant,
-    metrics: HubMetrics,
+    pub(super) metrics: HubMetrics,
     observer: OnceLock<Arc<dyn MembershipObserver>>,
+    /// Whether any namespace keeps history: without one, publishing skips
+    /// the namespace lookup.
+    pub(super) any_history: bool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -145,6 +152,7 @@ impl Hub {
         engine: Arc<dyn Engine>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            any_history: rules.any_history(),
             config,
             rules,
             registry,
@@ -256,7 +264,8 @@ impl Hub {
         conn: &Arc<Conn>,
         subs: &mut Subscriptions,
         channel: ChannelName,
-    ) -> Result<(), HubError> {
+        recovery: Recovery,
+    ) -> Result<Subscribed, HubError> {
         if channel.is_reserved() {
             return Err(HubError::PermissionDenied(
                 "personal and broadcast channels are joined automatically",
@@ -271,7 +280,16 @@ impl Hub {
         if subs.len() - subs.automatic >= self.config.max_subscriptions {
             return Err(HubError::SubscriptionLimit(self.config.max_subscriptions));
         }
-        self.join(conn, subs, channel).await
+        match self.rules.history(&channel) {
+            None => {
+                self.join(conn, subs, channel).await?;
+                Ok(Subscribed::Live)
+            }
+            Some(history) => {
+                self.join_stream(conn, subs, channel, history, recovery)
+                    .await
+            }
+        }
     }
 
     async fn join(
@@ -283,6 +301,30 @@ impl Hub {
         if self.registry.join(&channel, conn) == Joined::First {
             self.metrics.channels.increment(1);
         }
+        self.engine_join(conn, &channel).await?;
+        self.joined(conn, subs, channel);
+        Ok(())
+    }
+
+    pub(super) async fn within_engine_timeout<T>(
+        &self,
+        op: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        match tokio::time::timeout(self.config.engine_timeout, op).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(EngineError::Unavailable(
+                "the engine did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// Makes sure the engine brings `channel` to this node; on failure the
+    /// connection leaves again.
+    pub(super) async fn engine_join(
+        &self,
+        conn: &Conn,
+        channel: &ChannelName,
+    ) -> Result<(), HubError> {
         // Asked on every join, not only the first: a second subscriber that
         // joins while the first one's engine subscription is still in flight
         // must also wait for it, or publications in between would be missed.
@@ -298,16 +340,20 @@ impl Hub {
             )),
         };
         if let Err(err) = subscribed {
-            self.leave(conn.id(), &channel);
+            self.leave(conn.id(), channel);
             return Err(err.into());
         }
+        Ok(())
+    }
+
+    /// Books a confirmed join.
+    pub(super) fn joined(&self, conn: &Arc<Conn>, subs: &mut Subscriptions, channel: ChannelName) {
         if let Some(observer) = self.observer.get() {
             observer.joined(&channel, conn);
         }
         subs.insert(channel);
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.increment(1);
-        Ok(())
     }
 
     /// Unsubscribes a connection from a channel.
@@ -337,7 +383,7 @@ impl Hub {
         Ok(())
     }
 
-    fn leave(&self, id: ConnId, channel: &ChannelName) {
+    pub(super) fn leave(&self, id: ConnId, channel: &ChannelName) {
         if self.registry.leave(channel, id) == Left::Last {
             self.metrics.channels.decrement(1);
             self.engine.unsubscribe(channel.clone());
@@ -383,7 +429,8 @@ impl Hub {
     ///
     /// # Errors
     /// If the engine did not accept the batch; then nothing may be reported as delivered.
-    pub async fn publish(&self, batch: Vec<Publication>) -> Result<Vec<usize>, EngineError> {
+    pub async fn publish(&self, mut batch: Vec<Publication>) -> Result<Vec<usize>, EngineError> {
+        batch.iter_mut().for_each(|p| self.stamp(p));
         let counts = batch
             .iter()
             .map(|p| self.registry.subscriber_count(p.channel.as_str()))
@@ -409,6 +456,10 @@ impl Hub {
         let keyed: Vec<Keyed> = batch
             .into_iter()
             .zip(keys)
+            .map(|(mut publication, key)| {
+                self.stamp(&mut publication);
+                (publication, key)
+            })
             .map(|(publication, key)| Keyed {
                 answer: self.registry.subscriber_count(publication.channel.as_str()) as u64,
                 publication,

@@ -15,6 +15,7 @@ mod outbox;
 mod policy;
 mod publication;
 mod rate_limit;
+mod recovery;
 mod registry;
 
 pub use client::{
@@ -22,12 +23,15 @@ pub use client::{
     StoreUnavailable, TokenRefused, Transport, Welcome,
 };
 pub use conn::{Conn, ConnId, Identity, Subscriptions};
-pub use delivery::{Delivery, Payload, WIRE_SLOTS, WireFormat, slots};
+pub use delivery::{Delivery, Missed, Payload, WIRE_SLOTS, WireFormat, slots};
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, MembershipObserver};
 pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
-pub use policy::{Access, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester};
+pub use policy::{
+    Access, ChannelHistory, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester,
+};
 pub use publication::{InvalidPublication, PublicationLimits};
 pub use rate_limit::{Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
+pub use recovery::{Recovery, Subscribed};
 pub use registry::Registry;
 pub(crate) use registry::{Joined, Left};

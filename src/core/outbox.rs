@@ -260,6 +260,8 @@ mod tests {
             event: EventName::parse("e").unwrap(),
             data: JsonData::from_json(&n.to_string()).unwrap(),
             ts: None,
+            position: None,
+            history: None,
         }))
     }
 

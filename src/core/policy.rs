@@ -4,7 +4,26 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::protocol::{ChannelName, NameError};
+use crate::protocol::{ChannelName, HistorySpec, NameError};
+
+/// `history_ttl_secs` when a namespace keeps history but does not say.
+const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+/// `history_meta_ttl_secs` when a namespace keeps history but does not say.
+const DEFAULT_HISTORY_META_TTL_SECS: u64 = 86_400;
+/// `recover_max` when a namespace keeps history but does not say.
+const DEFAULT_RECOVER_MAX: usize = 256;
+
+fn default_history_ttl() -> u64 {
+    DEFAULT_HISTORY_TTL_SECS
+}
+
+fn default_meta_ttl() -> u64 {
+    DEFAULT_HISTORY_META_TTL_SECS
+}
+
+fn default_recover_max() -> usize {
+    DEFAULT_RECOVER_MAX
+}
 
 /// Why a channel pattern or the channel rules were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +131,35 @@ pub struct Namespace {
     /// Whether a slow client gets only the newest pending message per channel.
     #[serde(default)]
     pub latest_value: bool,
+    /// Publications kept per channel for recovery and history; 0 (the
+    /// default) keeps none and gives the channels no offsets.
+    #[serde(default)]
+    pub history_size: usize,
+    /// How long a kept publication lives, in seconds.
+    #[serde(default = "default_history_ttl")]
+    pub history_ttl_secs: u64,
+    /// How long a channel's stream position (epoch and offset) outlives its
+    /// last publication, in seconds; after it, the stream starts a new epoch.
+    #[serde(default = "default_meta_ttl")]
+    pub history_meta_ttl_secs: u64,
+    /// Most publications one recovery replays; a client further behind gets
+    /// `recovered: false`. Keep it below `limits.outbox_max_messages`.
+    #[serde(default = "default_recover_max")]
+    pub recover_max: usize,
+    /// Whether clients allowed to subscribe may also read the history.
+    #[serde(default)]
+    pub client_history: bool,
+}
+
+/// What a history channel's namespace says about its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelHistory {
+    /// How the engine keeps the stream.
+    pub spec: HistorySpec,
+    /// Most publications one recovery replays.
+    pub recover_max: usize,
+    /// Whether clients may read the history.
+    pub client_history: bool,
 }
 
 impl Namespace {
@@ -125,6 +173,24 @@ impl Namespace {
             access,
             client_publish: false,
             latest_value: false,
+            history_size: 0,
+            history_ttl_secs: DEFAULT_HISTORY_TTL_SECS,
+            history_meta_ttl_secs: DEFAULT_HISTORY_META_TTL_SECS,
+            recover_max: DEFAULT_RECOVER_MAX,
+            client_history: false,
+        })
+    }
+
+    /// The namespace's history, if it keeps one.
+    pub fn history(&self) -> Option<ChannelHistory> {
+        (self.history_size > 0).then_some(ChannelHistory {
+            spec: HistorySpec {
+                size: self.history_size,
+                ttl_secs: self.history_ttl_secs.max(1),
+                meta_ttl_secs: self.history_meta_ttl_secs.max(self.history_ttl_secs),
+            },
+            recover_max: self.recover_max,
+            client_history: self.client_history,
         })
     }
 }
@@ -156,6 +222,11 @@ static DEFAULT: Namespace = Namespace {
     access: Access::Authenticated,
     client_publish: false,
     latest_value: false,
+    history_size: 0,
+    history_ttl_secs: DEFAULT_HISTORY_TTL_SECS,
+    history_meta_ttl_secs: DEFAULT_HISTORY_META_TTL_SECS,
+    recover_max: DEFAULT_RECOVER_MAX,
+    client_history: false,
 };
 
 impl ChannelRules {
@@ -203,6 +274,20 @@ impl ChannelRules {
     /// Whether `channel` is latest-value (conflated for slow clients).
     pub fn is_latest_value(&self, channel: &ChannelName) -> bool {
         self.namespace(channel).latest_value
+    }
+
+    /// The history of `channel`'s namespace, if it keeps one. Reserved
+    /// channels (personal, broadcast) never have one.
+    pub fn history(&self, channel: &ChannelName) -> Option<ChannelHistory> {
+        if channel.is_reserved() {
+            return None;
+        }
+        self.namespace(channel).history()
+    }
+
+    /// Whether any namespace keeps history.
+    pub fn any_history(&self) -> bool {
+        self.namespaces.iter().any(|n| n.history_size > 0)
     }
 
     /// Checks what a pattern alone cannot: personal namespaces need a prefix pattern.

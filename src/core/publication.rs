@@ -76,6 +76,8 @@ impl PublicationLimits {
             event,
             data,
             ts: Some(ts.unwrap_or_else(unix_ms)),
+            position: None,
+            history: None,
         })
     }
 

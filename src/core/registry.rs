@@ -16,12 +16,12 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use metrics::{Counter, Histogram};
 
 use super::{
-    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, OutboxLimits, Payload, Pushed,
+    ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Missed, OutboxLimits, Payload, Pushed,
 };
 use crate::{
     engine::{Dispatcher, Kick},
     metrics as names,
-    protocol::{ChannelName, Publication},
+    protocol::{ChannelName, Publication, StreamPosition},
 };
 
 /// Outcome of adding a member.
@@ -50,11 +50,45 @@ type Snapshot = Arc<[Arc<Conn>]>;
 struct Members {
     by_id: HashMap<ConnId, Arc<Conn>>,
     snapshot: Option<Snapshot>,
+    /// Members joining from a stream position (see [`Registry::join_held`]
+    /// and [`Registry::release`]). Empty on every channel without history,
+    /// where it costs one check per publication.
+    held: HashMap<ConnId, Hold>,
+}
+
+/// A member joining from a stream position, not yet a plain member.
+enum Hold {
+    /// Its stream is being read: live deliveries wait here.
+    Buffer(Vec<Arc<Delivery>>),
+    /// It got everything up to this position: live deliveries at or before
+    /// it (still in flight from the engine when it was read) are dropped;
+    /// the first one after it makes it a plain member.
+    Floor(StreamPosition),
+}
+
+/// Whether `delivery` adds nothing for a member that has everything up to
+/// `floor`: a publication at or before it, or a gap notice about offsets
+/// at or before it.
+fn covered(delivery: &Delivery, floor: &StreamPosition) -> bool {
+    match delivery.payload() {
+        Payload::Publication(p) => p
+            .position
+            .as_ref()
+            .is_some_and(|p| p.epoch == floor.epoch && p.offset <= floor.offset),
+        Payload::Gap {
+            missed: Some(missed),
+            ..
+        } => missed.epoch == floor.epoch && missed.to <= floor.offset,
+        Payload::Gap { missed: None, .. } | Payload::TokenExpiring { .. } => false,
+    }
 }
 
 struct Channel {
     latest_value: bool,
     members: Mutex<Members>,
+    /// The position of the last publication fanned out (history channels):
+    /// duplicates and jumps on the live stream are found against it.
+    last: Mutex<Option<StreamPosition>>,
 }
 
 impl Channel {
@@ -63,10 +97,94 @@ impl Channel {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn snapshot(&self) -> Snapshot {
+    /// The plain members to fan `message` out to. Held members are served
+    /// here, under the lock [`Registry::release`] takes: buffered, dropped
+    /// as covered, or queued (and then made plain members).
+    fn recipients(&self, message: &Arc<Delivery>, limits: OutboxLimits) -> Snapshot {
         let mut members = self.members();
-        let Members { by_id, snapshot } = &mut *members;
-        Arc::clone(snapshot.get_or_insert_with(|| by_id.values().cloned().collect()))
+        if members.held.is_empty() {
+            return members.current();
+        }
+        let snapshot = members.current();
+        let Members { by_id, held, .. } = &mut *members;
+        let mut caught_up = Vec::new();
+        for (id, hold) in held.iter_mut() {
+            match hold {
+                Hold::Buffer(buffer) => buffer.push(Arc::clone(message)),
+                Hold::Floor(floor) if covered(message, floor) => {
+                    metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
+                }
+                Hold::Floor(_) => {
+                    if let Some(conn) = by_id.get(id) {
+                        conn.outbox().push(message, self.latest_value, limits);
+                    }
+                    if matches!(message.payload(), Payload::Publication(_)) {
+                        caught_up.push(*id);
+                    }
+                }
+            }
+        }
+        if !caught_up.is_empty() {
+            for id in caught_up {
+                held.remove(&id);
+            }
+            members.snapshot = None;
+        }
+        snapshot
+    }
+}
+
+impl Members {
+    fn current(&mut self) -> Snapshot {
+        let Members {
+            by_id,
+            snapshot,
+            held,
+        } = self;
+        Arc::clone(snapshot.get_or_insert_with(|| {
+            by_id
+                .iter()
+                .filter(|(id, _)| !held.contains_key(id))
+                .map(|(_, conn)| Arc::clone(conn))
+                .collect()
+        }))
+    }
+}
+
+/// What the fan-out does with a publication on a history channel, judged
+/// by its offset against the last one fanned out.
+enum Judged {
+    /// The next offset (or the first seen, or a new epoch).
+    Next,
+    /// Already fanned out: dropped before any socket.
+    Duplicate,
+    /// Offsets were skipped: the subscribers are told which.
+    Jump(Missed),
+}
+
+fn judge(last: Option<&StreamPosition>, position: &StreamPosition) -> Judged {
+    match last {
+        Some(last) if last.epoch == position.epoch => {
+            if position.offset <= last.offset {
+                Judged::Duplicate
+            } else if position.offset > last.offset + 1 {
+                Judged::Jump(Missed {
+                    from: last.offset + 1,
+                    to: position.offset - 1,
+                    epoch: position.epoch.clone(),
+                })
+            } else {
+                Judged::Next
+            }
+        }
+        // A new epoch: whatever the subscribers held is void; they are told
+        // so by a notice naming the new epoch.
+        Some(_) if position.offset > 0 => Judged::Jump(Missed {
+            from: 1,
+            to: position.offset - 1,
+            epoch: position.epoch.clone(),
+        }),
+        _ => Judged::Next,
     }
 }
 
@@ -116,25 +234,93 @@ impl Registry {
     }
 
     pub(crate) fn join(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
+        self.join_as(channel, conn, false)
+    }
+
+    /// Joins `conn` with its live deliveries held back until
+    /// [`Registry::release`]: the first half of a race-free recovery.
+    pub(crate) fn join_held(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
+        self.join_as(channel, conn, true)
+    }
+
+    fn join_as(&self, channel: &ChannelName, conn: &Arc<Conn>, held: bool) -> Joined {
         // Membership changes happen under the shard's entry lock so that a
         // concurrent `leave` cannot remove a channel we are adding to.
+        let add = |members: &mut Members| {
+            members.by_id.insert(conn.id(), Arc::clone(conn));
+            if held {
+                members.held.insert(conn.id(), Hold::Buffer(Vec::new()));
+            }
+            members.snapshot = None;
+        };
         match self.channels.entry(channel.clone()) {
             Entry::Occupied(entry) => {
-                let mut members = entry.get().members();
-                members.by_id.insert(conn.id(), Arc::clone(conn));
-                members.snapshot = None;
+                add(&mut entry.get().members());
                 Joined::Added
             }
             Entry::Vacant(entry) => {
                 let mut members = Members::default();
-                members.by_id.insert(conn.id(), Arc::clone(conn));
+                add(&mut members);
                 entry.insert(Arc::new(Channel {
                     latest_value: self.rules.is_latest_value(channel),
                     members: Mutex::new(members),
+                    last: Mutex::new(None),
                 }));
                 Joined::First
             }
         }
+    }
+
+    /// Ends the buffering of [`Registry::join_held`]: queues `replay` (what
+    /// the connection missed, in offset order), then the live deliveries
+    /// held meanwhile that come after it (dropping those the replay or the
+    /// position `from` already covers). Live publications covered by then
+    /// may still be in flight from the engine (published before the stream
+    /// was read, received after): they are dropped until the first one
+    /// after the replay makes the connection a plain member.
+    /// Returns how many held deliveries were dropped as duplicates.
+    ///
+    /// All under the members' lock, which the fan-out takes to decide
+    /// between holding and queueing: no live publication can slip between
+    /// the replay and the held ones, or be queued twice.
+    pub(crate) fn release(
+        &self,
+        channel: &ChannelName,
+        conn: &Conn,
+        replay: Vec<Publication>,
+        from: &StreamPosition,
+    ) -> usize {
+        let Some(entry) = self.channel(channel.as_str()) else {
+            return 0;
+        };
+        let mut members = entry.members();
+        let Some(Hold::Buffer(held)) = members.held.remove(&conn.id()) else {
+            return 0;
+        };
+        let mut floor = from.clone();
+        for publication in replay {
+            floor.offset = floor.offset.max(publication.offset().unwrap_or(0));
+            let delivery = Arc::new(Delivery::publication(publication));
+            conn.outbox()
+                .push(&delivery, entry.latest_value, self.limits);
+        }
+        let mut dropped = 0;
+        let mut caught_up = false;
+        for delivery in held {
+            if covered(&delivery, &floor) {
+                dropped += 1;
+                continue;
+            }
+            caught_up |= matches!(delivery.payload(), Payload::Publication(_));
+            conn.outbox()
+                .push(&delivery, entry.latest_value, self.limits);
+        }
+        if caught_up {
+            members.snapshot = None;
+        } else {
+            members.held.insert(conn.id(), Hold::Floor(floor));
+        }
+        dropped
     }
 
     pub(crate) fn leave(&self, channel: &ChannelName, id: ConnId) -> Left {
@@ -145,6 +331,7 @@ impl Registry {
         if members.by_id.remove(&id).is_none() {
             return Left::NotMember;
         }
+        members.held.remove(&id);
         members.snapshot = None;
         if !members.by_id.is_empty() {
             return Left::Removed;
@@ -192,7 +379,7 @@ impl Registry {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
-        for conn in channel.snapshot().iter() {
+        for conn in channel.recipients(message, self.limits).iter() {
             match conn
                 .outbox()
                 .push(message, channel.latest_value, self.limits)
@@ -223,8 +410,37 @@ impl Dispatcher for Registry {
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
+        let Some(position) = publication.position.clone() else {
+            let message = Arc::new(Delivery::publication(publication));
+            let reached = self.fan_out(&channel, &message);
+            self.metrics.duration.record(started.elapsed());
+            return reached;
+        };
+        // Positioning: held across the fan-out so that offsets reach the
+        // outboxes in the order they were judged in.
+        let mut last = channel.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match judge(last.as_ref(), &position) {
+            Judged::Duplicate => {
+                metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
+                return 0;
+            }
+            Judged::Jump(missed) => {
+                metrics::counter!(names::HISTORY_GAPS, "outcome" => "signalled").increment(1);
+                let notice = Arc::new(Delivery::new(Payload::Gap {
+                    channel: publication.channel.clone(),
+                    missed: Some(missed),
+                }));
+                // Never conflated: a gap notice must not be replaced by a push.
+                for conn in channel.recipients(&notice, self.limits).iter() {
+                    conn.outbox().push(&notice, false, self.limits);
+                }
+            }
+            Judged::Next => {}
+        }
+        *last = Some(position);
         let message = Arc::new(Delivery::publication(publication));
         let reached = self.fan_out(&channel, &message);
+        drop(last);
         self.metrics.duration.record(started.elapsed());
         reached
     }
@@ -237,8 +453,9 @@ impl Dispatcher for Registry {
             Kick::User => DisconnectReason::Kicked,
             Kick::Revoked => DisconnectReason::SessionRevoked,
         };
-        let members = channel.snapshot();
-        for conn in members.iter() {
+        // Every member, those joining from a stream position included.
+        let members: Vec<Arc<Conn>> = channel.members().by_id.values().cloned().collect();
+        for conn in &members {
             conn.close(reason.clone());
         }
         members.len()
@@ -248,9 +465,11 @@ impl Dispatcher for Registry {
         if let Some(channel) = self.channel(name.as_str()) {
             let notice = Arc::new(Delivery::new(Payload::Gap {
                 channel: name.clone(),
+                missed: None,
             }));
             // Never conflated: a gap notice must not be replaced by a push.
-            for conn in channel.snapshot().iter() {
+            // Members joining from a stream position get it in order too.
+            for conn in channel.recipients(&notice, self.limits).iter() {
                 conn.outbox().push(&notice, false, self.limits);
             }
         }
@@ -275,7 +494,85 @@ mod tests {
             event: EventName::parse("e").unwrap(),
             data: JsonData::from_json("1").unwrap(),
             ts: None,
+            position: None,
+            history: None,
         }
+    }
+
+    fn at(channel: &str, offset: u64) -> Publication {
+        Publication {
+            position: Some(StreamPosition {
+                offset,
+                epoch: "e".into(),
+            }),
+            ..publication(channel)
+        }
+    }
+
+    fn offsets(conn: &Conn) -> Vec<u64> {
+        let mut batch = Vec::new();
+        conn.outbox().take(&mut batch);
+        batch
+            .iter()
+            .map(|d| match d.payload() {
+                Payload::Publication(p) => p.offset().unwrap(),
+                Payload::Gap { missed, .. } => 1000 + missed.as_ref().unwrap().to,
+                Payload::TokenExpiring { .. } => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_held_member_gets_the_replay_then_the_live_ones_after_it_once() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        registry.join_held(&ch("x"), &b);
+        // Live while b is held: 3 and 4 (3 is also in the replay).
+        registry.dispatch(at("x", 3));
+        registry.dispatch(at("x", 4));
+        let from = StreamPosition {
+            offset: 1,
+            epoch: "e".into(),
+        };
+        let dropped = registry.release(&ch("x"), &b, vec![at("x", 2), at("x", 3)], &from);
+        assert_eq!(dropped, 1);
+        registry.dispatch(at("x", 5));
+        assert_eq!(offsets(&b), [2, 3, 4, 5]);
+        assert_eq!(offsets(&a), [3, 4, 5]);
+    }
+
+    #[test]
+    fn publications_in_flight_past_the_replay_are_dropped_for_the_joiner_only() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        let b = Arc::new(Conn::new(2, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        registry.join_held(&ch("x"), &b);
+        let from = StreamPosition {
+            offset: 3,
+            epoch: "e".into(),
+        };
+        // The stream was read at 3; 3 itself is still on its way live.
+        registry.release(&ch("x"), &b, vec![at("x", 2), at("x", 3)], &from);
+        registry.dispatch(at("x", 3));
+        registry.dispatch(at("x", 4));
+        registry.dispatch(at("x", 5));
+        assert_eq!(offsets(&b), [2, 3, 4, 5]);
+        assert_eq!(offsets(&a), [3, 4, 5]);
+    }
+
+    #[test]
+    fn positioning_drops_duplicates_and_signals_jumps() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        registry.join(&ch("x"), &a);
+        for offset in [1, 2, 2, 1, 5, 6] {
+            registry.dispatch(at("x", offset));
+        }
+        // 1004: the gap notice for 3..=4 (1000 + its last offset), before 5.
+        assert_eq!(offsets(&a), [1, 2, 1004, 5, 6]);
     }
 
     #[test]

@@ -7,12 +7,18 @@
 //! not UTF-8 as binary data. `{"control": "disconnect"}` closes the channel's
 //! subscribers. Data that not every wire format can carry is refused, as the
 //! HTTP API refuses it (docs/REDIS.md).
+//!
+//! A publication on a channel with history also carries its stream position:
+//! `"offset": <u64>, "epoch": "<text>"`, which the Redis engine's publish
+//! script appends (see [`encode_open`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Kick;
-use crate::protocol::{ChannelName, CheckedData, DataError, EventName, JsonData, Publication};
+use crate::protocol::{
+    ChannelName, CheckedData, DataError, EventName, JsonData, Publication, StreamPosition,
+};
 
 #[derive(Serialize)]
 struct Outgoing<'a> {
@@ -20,6 +26,10 @@ struct Outgoing<'a> {
     data: &'a JsonData,
     #[serde(skip_serializing_if = "Option::is_none")]
     ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +38,8 @@ struct Incoming {
     data: Option<CheckedData>,
     ts: Option<u64>,
     control: Option<String>,
+    offset: Option<u64>,
+    epoch: Option<String>,
 }
 
 /// What a payload asks the node to do.
@@ -50,9 +62,21 @@ pub fn encode(publication: &Publication) -> Vec<u8> {
         event: &publication.event,
         data: &publication.data,
         ts: publication.ts,
+        offset: publication.position.as_ref().map(|p| p.offset),
+        epoch: publication.position.as_ref().map(|p| p.epoch.as_str()),
     };
     // Serializing names and already-valid JSON into a Vec cannot fail.
     serde_json::to_vec(&outgoing).unwrap_or_default()
+}
+
+/// The envelope for `publication` without its closing `}`: the Redis
+/// publish script completes it with `,"offset":<n>,"epoch":"<e>"}` once it
+/// knows the offset (epochs are alphanumeric, so need no escaping).
+pub fn encode_open(publication: &Publication) -> Vec<u8> {
+    let mut open = encode(publication);
+    // An object always ends in `}`.
+    open.pop();
+    open
 }
 
 /// The control payload that closes a channel's subscribers on every node.
@@ -79,8 +103,19 @@ pub fn decode(channel: ChannelName, payload: &[u8], default_event: &EventName) -
         if let (Some(event), Some(CheckedData(data))) = (envelope.event, envelope.data)
             && let Ok(event) = EventName::parse(&event)
         {
+            let position = match (envelope.offset, envelope.epoch) {
+                (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+                _ => None,
+            };
             return match data {
-                Ok(data) => publish(channel, event, data, envelope.ts),
+                Ok(data) => Decoded::Publish(Publication {
+                    channel,
+                    event,
+                    data,
+                    ts: envelope.ts,
+                    position,
+                    history: None,
+                }),
                 Err(err) => Decoded::Refused(err),
             };
         }
@@ -97,6 +132,8 @@ fn publish(channel: ChannelName, event: EventName, data: JsonData, ts: Option<u6
         event,
         data,
         ts,
+        position: None,
+        history: None,
     })
 }
 
@@ -134,11 +171,37 @@ mod tests {
             event: EventName::parse("price_update").unwrap(),
             data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
             ts: Some(7),
+            position: None,
+            history: None,
         };
         assert_eq!(
             publication(decode(ch(), &encode(&original), &message())),
             original
         );
+    }
+
+    #[test]
+    fn positions_travel_and_the_open_envelope_completes() {
+        let mut original = Publication {
+            channel: ch(),
+            event: EventName::parse("e").unwrap(),
+            data: JsonData::from_json("1").unwrap(),
+            ts: None,
+            position: Some(StreamPosition {
+                offset: 9,
+                epoch: "abc".into(),
+            }),
+            history: None,
+        };
+        assert_eq!(
+            publication(decode(ch(), &encode(&original), &message())),
+            original
+        );
+        let position = original.position.take().unwrap();
+        let mut completed = encode_open(&original);
+        completed.extend_from_slice(br#","offset":9,"epoch":"abc"}"#);
+        let decoded = publication(decode(ch(), &completed, &message()));
+        assert_eq!(decoded.position, Some(position));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 
 pub use config::{EngineConfig, EngineKind};
 
-use crate::protocol::{ChannelName, Publication};
+use crate::protocol::{ChannelName, HistoryQuery, HistorySpec, Publication, StreamPosition};
 
 /// Why an engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,17 @@ pub enum Once {
     Duplicate(u64),
 }
 
+/// A part of a channel's stream and where the stream stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    /// The publications asked for, each with its position, in the order
+    /// asked for (oldest first unless reversed).
+    pub publications: Vec<Publication>,
+    /// The stream's position when it was read: the offset of its newest
+    /// publication and its epoch.
+    pub position: StreamPosition,
+}
+
 /// Local delivery: where an engine hands what it receives.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Fans `publication` out to this node's subscribers of its channel.
@@ -90,6 +101,11 @@ pub type SharedDispatcher = Arc<dyn Dispatcher>;
 ///
 /// Implementations must keep per-channel order: two publications to one
 /// channel from one publisher reach every subscriber in publish order.
+///
+/// A publication with [`Publication::history`] set is also appended to its
+/// channel's stream: the engine gives it the next offset of the stream
+/// ([`Publication::position`]) in the same atomic step that appends and
+/// publishes it, so every node sees offsets in stream order.
 pub trait Engine: NodeRegistry + Send + Sync + fmt::Debug + 'static {
     /// Publishes a batch to every node, this one included.
     ///
@@ -106,6 +122,20 @@ pub trait Engine: NodeRegistry + Send + Sync + fmt::Debug + 'static {
     /// the same keys publishes only the rest.
     fn publish_once(&self, batch: Vec<Keyed>)
     -> BoxFuture<'static, Result<Vec<Once>, EngineError>>;
+
+    /// Reads `channel`'s stream (kept as `spec` says), and its position.
+    ///
+    /// A stream that does not exist yet is created (with a new epoch and
+    /// offset 0), so that the position returned is the one later
+    /// publications continue from. Publications published after this call
+    /// began carry greater offsets than the position returned, or are
+    /// included.
+    fn history(
+        &self,
+        channel: ChannelName,
+        spec: HistorySpec,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<HistoryPage, EngineError>>;
 
     /// A local connection joins `channel` (called on every join).
     ///

@@ -34,6 +34,12 @@ pub enum ApiError {
         /// Position in a batch.
         index: Option<usize>,
     },
+    /// 404: what was asked for does not exist (code says what).
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    /// 409: the request no longer fits the state (code says how).
+    #[error("{1}")]
+    Conflict(&'static str, String),
     /// 401: a refresh token or session was refused (code says why).
     #[error("{1}")]
     Session(&'static str, String),
@@ -139,6 +145,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "data_too_large", *index)
             }
             Self::Session(code, _) => (StatusCode::UNAUTHORIZED, *code, None),
+            Self::NotFound(code, _) => (StatusCode::NOT_FOUND, *code, None),
+            Self::Conflict(code, _) => (StatusCode::CONFLICT, *code, None),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(what) => (StatusCode::SERVICE_UNAVAILABLE, what.code(), None),
             Self::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", None),

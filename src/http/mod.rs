@@ -4,6 +4,7 @@
 mod deadline;
 mod demo;
 mod error;
+mod history;
 mod ops;
 mod pending;
 mod publish;
@@ -84,6 +85,7 @@ pub fn router(state: Arc<AppState>, transports: Router) -> Router {
     let api = Router::new()
         .route("/publish", post(publish::publish))
         .route("/publish/batch", post(publish::batch))
+        .route("/history", get(history::history))
         .route("/stats", get(ops::stats))
         .route("/users/{user}/disconnect", post(ops::disconnect_user))
         .route("/sessions", post(sessions::create))

@@ -26,8 +26,8 @@ use crate::{
         slots,
     },
     protocol::{
-        ClientMessage, DecodeError, Format, PROTOCOL_VERSION, PushRef, ServerMessage, decode,
-        encode,
+        ClientMessage, DecodeError, Format, HistoryEntry, HistoryQuery, PROTOCOL_VERSION, PushRef,
+        ServerMessage, decode, encode,
     },
 };
 
@@ -47,9 +47,12 @@ static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_MSGPACK, |payl
 fn encode_payload(payload: &Payload, format: Format) -> Option<Bytes> {
     let encoded = match payload {
         Payload::Publication(p) => encode(&PushRef::from(p), format),
-        Payload::Gap { channel } => encode(
+        Payload::Gap { channel, missed } => encode(
             &ServerMessage::Gap {
                 channel: channel.clone(),
+                from: missed.as_ref().map(|m| m.from),
+                to: missed.as_ref().map(|m| m.to),
+                epoch: missed.as_ref().map(|m| m.epoch.clone()),
             },
             format,
         ),
@@ -134,6 +137,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
                 self.format,
             ),
             Reply::Ok { id } => encode(&ServerMessage::Ok { id }, self.format),
+            Reply::Subscribed {
+                id,
+                position,
+                recovered,
+            } => encode(
+                &ServerMessage::Subscribed {
+                    id,
+                    position: position.clone(),
+                    recovered,
+                },
+                self.format,
+            ),
+            Reply::History {
+                id,
+                publications,
+                position,
+            } => encode(
+                &ServerMessage::History {
+                    id,
+                    publications: publications.iter().map(HistoryEntry::from).collect(),
+                    position: position.clone(),
+                },
+                self.format,
+            ),
             Reply::Pong { id } => encode(&ServerMessage::Pong { id }, self.format),
             Reply::Error { id, code, reason } => encode(
                 &ServerMessage::Error {
@@ -212,7 +239,36 @@ fn inbound(decoded: Result<ClientMessage, DecodeError>) -> Inbound {
             };
         }
         Ok(ClientMessage::Auth { id, token }) => (id, Request::Auth { token }),
-        Ok(ClientMessage::Subscribe { id, channel }) => (id, Request::Subscribe { channel }),
+        Ok(ClientMessage::Subscribe {
+            id,
+            channel,
+            since,
+            latest,
+        }) => (
+            id,
+            Request::Subscribe {
+                channel,
+                since,
+                latest,
+            },
+        ),
+        Ok(ClientMessage::History {
+            id,
+            channel,
+            since,
+            limit,
+            reverse,
+        }) => (
+            id,
+            Request::History {
+                channel,
+                query: HistoryQuery {
+                    since,
+                    limit,
+                    reverse,
+                },
+            },
+        ),
         Ok(ClientMessage::Unsubscribe { id, channel }) => (id, Request::Unsubscribe { channel }),
         Ok(ClientMessage::Publish {
             id,

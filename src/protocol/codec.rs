@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckedData, ClientMessage, ErrorCode};
+use super::{CheckedData, ClientMessage, ErrorCode, StreamPosition};
 
 /// A wire format. JSON travels in text frames, MessagePack in binary frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +55,28 @@ struct ChannelBody {
 }
 
 #[derive(Deserialize)]
+struct SubscribeBody {
+    id: Option<u64>,
+    channel: String,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+    #[serde(default)]
+    latest: bool,
+}
+
+#[derive(Deserialize)]
+struct HistoryBody {
+    id: Option<u64>,
+    channel: String,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize)]
 struct PublishBody {
     id: Option<u64>,
     channel: String,
@@ -93,9 +115,18 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
             id: b.id,
             token: b.token,
         }),
-        "subscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Subscribe {
+        "subscribe" => parse(bytes, format).map(|b: SubscribeBody| ClientMessage::Subscribe {
             id: b.id,
             channel: b.channel,
+            since: b.since,
+            latest: b.latest,
+        }),
+        "history" => parse(bytes, format).map(|b: HistoryBody| ClientMessage::History {
+            id: b.id,
+            channel: b.channel,
+            since: b.since,
+            limit: b.limit,
+            reverse: b.reverse,
         }),
         "unsubscribe" => parse(bytes, format).map(|b: ChannelBody| ClientMessage::Unsubscribe {
             id: b.id,
@@ -224,6 +255,7 @@ mod tests {
             event: EventName::parse("price_update").unwrap(),
             data: JsonData::from_json(r#"{"price":64000.5,"sym":"BTC"}"#).unwrap(),
             ts: None,
+            offset: None,
         };
         let json = encode(&push, Format::Json).unwrap();
         assert_eq!(
@@ -249,12 +281,15 @@ mod tests {
             event,
             data,
             ts: Some(7),
+            position: None,
+            history: None,
         };
         let owned = ServerMessage::Push {
             channel: publication.channel.clone(),
             event: publication.event.clone(),
             data: publication.data.clone(),
             ts: publication.ts,
+            offset: None,
         };
         for format in [Format::Json, Format::MsgPack] {
             assert_eq!(
@@ -262,5 +297,56 @@ mod tests {
                 encode(&owned, format).unwrap()
             );
         }
+    }
+
+    /// The history examples of docs/PROTOCOL.md, byte for byte.
+    #[test]
+    fn history_messages_match_the_documented_bytes() {
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let position = crate::protocol::StreamPosition {
+            offset: 44,
+            epoch: "1a2b3c4d".into(),
+        };
+        let subscribed = ServerMessage::Subscribed {
+            id: Some(2),
+            position,
+            recovered: Some(true),
+        };
+        assert_eq!(
+            &encode(&subscribed, Format::Json).unwrap()[..],
+            br#"{"type":"subscribed","id":2,"position":{"offset":44,"epoch":"1a2b3c4d"},"recovered":true}"#
+        );
+        assert_eq!(
+            hex(&encode(&subscribed, Format::MsgPack).unwrap()),
+            "84a474797065aa73756273637269626564a2696402a8706f736974696f6e82a66f66667365742c\
+             a565706f6368a83161326233633464a97265636f7665726564c3"
+        );
+        let push = ServerMessage::Push {
+            channel: ChannelName::parse("news.live", 128).unwrap(),
+            event: EventName::parse("story").unwrap(),
+            data: JsonData::from_json(r#"{"id":42}"#).unwrap(),
+            ts: Some(1_732_252_800_000),
+            offset: Some(42),
+        };
+        assert_eq!(
+            &encode(&push, Format::Json).unwrap()[..],
+            br#"{"type":"push","channel":"news.live","event":"story","data":{"id":42},"ts":1732252800000,"offset":42}"#
+        );
+        assert_eq!(
+            hex(&encode(&push, Format::MsgPack).unwrap()),
+            "86a474797065a470757368a76368616e6e656ca96e6577732e6c697665a56576656e74a573746f72\
+             79a46461746181a269642aa27473cf0000019352501400a66f66667365742a"
+        );
+        let gap = ServerMessage::Gap {
+            channel: ChannelName::parse("news.live", 128).unwrap(),
+            from: Some(45),
+            to: Some(46),
+            epoch: Some("1a2b3c4d".into()),
+        };
+        assert_eq!(
+            hex(&encode(&gap, Format::MsgPack).unwrap()),
+            "85a474797065a3676170a76368616e6e656ca96e6577732e6c697665a466726f6d2da2746f2e\
+             a565706f6368a83161326233633464"
+        );
     }
 }

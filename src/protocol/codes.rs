@@ -48,6 +48,9 @@ pub enum ErrorCode {
     /// A `publish` reached the engine but no answer came in time: it may or
     /// may not be delivered (at most once; herald does not send it again).
     OutcomeUnknown = 117,
+    /// A `history` request (or `since`/`latest`) for a channel whose
+    /// namespace keeps no history.
+    NoHistory = 118,
 }
 
 impl ErrorCode {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ChannelName, EventName, JsonData, Publication, UserId};
+use super::{ChannelName, EventName, JsonData, Publication, StreamPosition, UserId};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -24,6 +24,23 @@ pub enum ClientMessage {
         id: Option<u64>,
         /// Channel to join (validated later, so the error names the channel).
         channel: String,
+        /// Recover what was published after this position (history channels).
+        since: Option<StreamPosition>,
+        /// Deliver the channel's latest publication at once (history channels).
+        latest: bool,
+    },
+    /// Read a channel's history, where its namespace allows clients to.
+    History {
+        /// Request id echoed in the reply.
+        id: Option<u64>,
+        /// The channel.
+        channel: String,
+        /// Only publications after this offset.
+        since: Option<u64>,
+        /// Most publications to return.
+        limit: Option<usize>,
+        /// Newest first.
+        reverse: bool,
     },
     /// Leave a channel.
     Unsubscribe {
@@ -84,6 +101,26 @@ pub enum ServerMessage {
         /// Request id, null if the request had none.
         id: Option<u64>,
     },
+    /// A subscription to a channel with history succeeded.
+    Subscribed {
+        /// Request id, null if the request had none.
+        id: Option<u64>,
+        /// The channel's stream position: what the client has now.
+        position: StreamPosition,
+        /// Whether the publications after `since` follow (present when
+        /// `since` was sent).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// A client's history request.
+    History {
+        /// Request id, null if the request had none.
+        id: Option<u64>,
+        /// The publications, each with its offset.
+        publications: Vec<HistoryEntry>,
+        /// The channel's stream position.
+        position: StreamPosition,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// Request id, null if the request had none or could not be read.
@@ -109,6 +146,15 @@ pub enum ServerMessage {
     Gap {
         /// The affected channel.
         channel: ChannelName,
+        /// On a history channel: the first offset that was missed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+        /// On a history channel: the last offset that was missed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<u64>,
+        /// On a history channel: the stream's epoch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// A publication on a channel the connection is subscribed to.
     Push {
@@ -121,7 +167,35 @@ pub enum ServerMessage {
         /// Publish time, milliseconds since the Unix epoch, when the publisher set it.
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,
+        /// Offset in the channel's stream (history channels only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
     },
+}
+
+/// One publication of a history reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// Event name.
+    pub event: EventName,
+    /// Application payload.
+    pub data: JsonData,
+    /// Publish time, when the publisher set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+    /// Offset in the channel's stream.
+    pub offset: u64,
+}
+
+impl From<&Publication> for HistoryEntry {
+    fn from(p: &Publication) -> Self {
+        Self {
+            event: p.event.clone(),
+            data: p.data.clone(),
+            ts: p.ts,
+            offset: p.offset().unwrap_or(0),
+        }
+    }
 }
 
 /// A `push` message borrowed from a publication: what the fan-out encodes,
@@ -139,6 +213,9 @@ pub struct PushRef<'a> {
     /// Publish time, when the publisher set it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ts: Option<u64>,
+    /// Offset in the channel's stream (history channels only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl<'a> From<&'a Publication> for PushRef<'a> {
@@ -148,6 +225,7 @@ impl<'a> From<&'a Publication> for PushRef<'a> {
             event: &p.event,
             data: &p.data,
             ts: p.ts,
+            offset: p.offset(),
         }
     }
 }

@@ -15,8 +15,8 @@ mod publication;
 pub use codec::{DecodeError, EncodeError, Format, decode, encode};
 pub use codes::{CloseCode, ErrorCode};
 pub use data::{BINARY_KEY, CheckedData, DataError, JsonData, MAX_DATA_DEPTH};
-pub use message::{ClientMessage, PROTOCOL_VERSION, PushRef, ServerMessage};
+pub use message::{ClientMessage, HistoryEntry, PROTOCOL_VERSION, PushRef, ServerMessage};
 pub use names::{
     BROADCAST_CHANNEL, ChannelName, EventName, NameError, PERSONAL_PREFIX, SESSION_PREFIX, UserId,
 };
-pub use publication::{Publication, unix_ms};
+pub use publication::{HistoryQuery, HistorySpec, Publication, StreamPosition, unix_ms};

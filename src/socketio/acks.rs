@@ -165,7 +165,11 @@ fn request(channel: String, unsubscribe: bool) -> Request {
     if unsubscribe {
         Request::Unsubscribe { channel }
     } else {
-        Request::Subscribe { channel }
+        Request::Subscribe {
+            channel,
+            since: None,
+            latest: false,
+        }
     }
 }
 
@@ -183,7 +187,7 @@ mod tests {
         ));
         assert_eq!(acks.answer(Some(1), None), None);
         assert!(
-            matches!(acks.next(), Some(Inbound::Request { request: Request::Subscribe { channel }, .. }) if channel == "b")
+            matches!(acks.next(), Some(Inbound::Request { request: Request::Subscribe { channel, .. }, .. }) if channel == "b")
         );
         assert_eq!(
             acks.answer(Some(1), None),

@@ -54,6 +54,7 @@ fn with_attachment(p: &Publication, bytes: &Bytes) -> Option<JsonEvent> {
         Meta {
             channel: &p.channel,
             ts: p.ts,
+            offset: p.position.as_ref().map(|position| position.offset),
         },
     );
     match Parser::binary_event(&args) {
@@ -82,6 +83,9 @@ struct Meta<'a> {
     channel: &'a ChannelName,
     #[serde(skip_serializing_if = "Option::is_none")]
     ts: Option<u64>,
+    /// The publication's offset in its channel's stream (history channels only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
@@ -107,9 +111,10 @@ fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
             Meta {
                 channel: &p.channel,
                 ts: p.ts,
+                offset: p.position.as_ref().map(|position| position.offset),
             },
         )),
-        Payload::Gap { channel } => parser.event(&("herald:gap", Gap { channel })),
+        Payload::Gap { channel, .. } => parser.event(&("herald:gap", Gap { channel })),
         Payload::TokenExpiring { expires_in_ms } => parser.event(&(
             "herald:token_expiring",
             Expiring {
@@ -171,6 +176,8 @@ mod tests {
             event: EventName::parse(event).unwrap(),
             data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
             ts: Some(5),
+            position: None,
+            history: None,
         })
     }
 
@@ -193,9 +200,27 @@ mod tests {
     }
 
     #[test]
+    fn a_history_channel_publication_carries_its_offset_in_meta() {
+        let mut p = match publication("price_update").payload() {
+            Payload::Publication(p) => p.clone(),
+            other => panic!("{other:?}"),
+        };
+        p.position = Some(crate::protocol::StreamPosition {
+            offset: 42,
+            epoch: "e1".into(),
+        });
+        let delivery = Delivery::publication(p);
+        assert_eq!(
+            delivery.encoded(&JSON).unwrap().text.as_str(),
+            r#"42["price_update",{"p":1},{"channel":"prices","ts":5,"offset":42}]"#
+        );
+    }
+
+    #[test]
     fn notices_are_herald_events_and_reserved_names_are_not_delivered() {
         let gap = Delivery::new(Payload::Gap {
             channel: ChannelName::parse("prices", 128).unwrap(),
+            missed: None,
         });
         assert_eq!(
             gap.encoded(&JSON).unwrap().text.as_str(),
@@ -218,6 +243,8 @@ mod tests {
             event: EventName::parse("blob").unwrap(),
             data: JsonData::binary(Bytes::from_static(&[0, 255, 1])),
             ts: None,
+            position: None,
+            history: None,
         });
         let mut frames = Vec::new();
         assert!(super::delivery(Parser::Json, &delivery, &mut frames));

@@ -201,6 +201,8 @@ mod tests {
             event: EventName::parse("tick").unwrap(),
             data: JsonData::from_json(r#"{"p":1}"#).unwrap(),
             ts: None,
+            position: None,
+            history: None,
         };
         clients.hub().publish(vec![publication]).await.unwrap();
         assert_eq!(

@@ -398,7 +398,23 @@ impl Transport for SocketIoTransport {
         let frames = match reply {
             Reply::Welcome(welcome) => self.welcome(welcome)?,
             Reply::Pong { .. } => vec![Frame::pong()],
-            Reply::Ok { id } => self.answer(id, None)?.into_iter().collect(),
+            // A history channel's subscription is a success like any other:
+            // Socket.IO clients subscribe without a position (see SOCKETIO.md).
+            Reply::Ok { id } | Reply::Subscribed { id, .. } => {
+                self.answer(id, None)?.into_iter().collect()
+            }
+            // Socket.IO has no history request; answered as refused should
+            // one ever reach here.
+            Reply::History { id, .. } => self
+                .answer(
+                    id,
+                    Some((
+                        ErrorCode::BadRequest,
+                        "history is not offered over Socket.IO",
+                    )),
+                )?
+                .into_iter()
+                .collect(),
             Reply::Error { id, code, reason } => match self.bad_nsp.take() {
                 Some(nsp) => vec![
                     self.parser
@@ -666,6 +682,7 @@ mod tests {
         let batch: Vec<_> = std::iter::repeat_with(|| {
             Arc::new(Delivery::new(Payload::Gap {
                 channel: channel.clone(),
+                missed: None,
             }))
         })
         .take(POLL_WINDOW / 100)
@@ -692,7 +709,7 @@ mod tests {
         for (expected, failure) in [("a", None), ("b", Some("bad b")), ("c", Some("bad c"))] {
             let Inbound::Request {
                 id,
-                request: Request::Subscribe { channel },
+                request: Request::Subscribe { channel, .. },
             } = transport.recv().await.unwrap()
             else {
                 panic!("not a subscribe");

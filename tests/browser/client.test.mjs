@@ -306,3 +306,51 @@ test('MessagePack round trip', () => {
   assert.throws(() => decodeMsgpack(Uint8Array.from([0xc1])));
   assert.throws(() => decodeMsgpack(Uint8Array.from([0xa5, 0x61])));
 });
+
+test('history channels: keeps offset and epoch, resubscribes with since, reports a failed recovery', async () => {
+  const h = client({ token: 't' });
+  const failed = [];
+  const gaps = [];
+  h.onRecoveryFailed((info) => failed.push(info));
+  h.onGap((g) => gaps.push(g));
+  const offsets = [];
+  h.on('news.live', (d, m) => offsets.push(m.offset));
+  h.subscribe('news.live');
+  h.connect();
+  latest().accept();
+  latest().welcome();
+  let req = latest().last('subscribe');
+  assert.equal(req.since, undefined, 'the first subscribe has no position');
+  latest().push({ type: 'subscribed', id: req.id, position: { offset: 4, epoch: 'e1' } });
+  await until(() => h.position('news.live')?.offset === 4);
+  latest().push({ type: 'push', channel: 'news.live', event: 'story', data: 1, offset: 5 });
+  assert.deepEqual(h.position('news.live'), { offset: 5, epoch: 'e1' });
+  assert.deepEqual(offsets, [5]);
+
+  // Reconnect: `since` is the last position; the server recovers.
+  latest().drop(1006);
+  await until(() => FakeSocket.all.length === 2);
+  latest().accept();
+  latest().welcome();
+  req = latest().last('subscribe');
+  assert.deepEqual(req.since, { offset: 5, epoch: 'e1' });
+  latest().push({ type: 'subscribed', id: req.id, position: { offset: 7, epoch: 'e1' }, recovered: true });
+  await until(() => h.recovered('news.live') === true);
+  assert.deepEqual(failed, []);
+
+  // Reconnect again: the stream was lost (new epoch).
+  latest().drop(1012);
+  await until(() => FakeSocket.all.length === 3);
+  latest().accept();
+  latest().welcome();
+  req = latest().last('subscribe');
+  assert.deepEqual(req.since, { offset: 7, epoch: 'e1' });
+  latest().push({ type: 'subscribed', id: req.id, position: { offset: 0, epoch: 'e2' }, recovered: false });
+  await until(() => failed.length === 1);
+  assert.deepEqual(failed[0], { channel: 'news.live', since: { offset: 7, epoch: 'e1' }, position: { offset: 0, epoch: 'e2' } });
+  assert.equal(h.recovered('news.live'), false);
+
+  latest().push({ type: 'gap', channel: 'news.live', from: 1, to: 2, epoch: 'e3' });
+  assert.deepEqual(gaps, [{ channel: 'news.live', from: 1, to: 2, epoch: 'e3' }]);
+  assert.deepEqual(h.position('news.live'), { offset: 2, epoch: 'e3' }, 'a new epoch voids the old position');
+});

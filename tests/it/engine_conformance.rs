@@ -8,10 +8,10 @@ use std::{
 use herald::{
     config::{EngineConfig, EngineKind},
     engine::{
-        Dispatcher, Engine, Keyed, Kick, Once, SharedDispatcher, memory::MemoryEngine,
+        Dispatcher, Engine, HistoryPage, Keyed, Kick, Once, SharedDispatcher, memory::MemoryEngine,
         redis::RedisEngine,
     },
-    protocol::{ChannelName, EventName, JsonData, Publication},
+    protocol::{ChannelName, EventName, HistoryQuery, HistorySpec, JsonData, Publication},
 };
 
 use crate::{helpers::eventually, redis_server::RedisServer};
@@ -55,6 +55,8 @@ fn publication(channel: &str, n: usize) -> Publication {
         event: EventName::parse("e").unwrap(),
         data: JsonData::from_json(&n.to_string()).unwrap(),
         ts: None,
+        position: None,
+        history: None,
     }
 }
 
@@ -116,6 +118,8 @@ async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
         ["200", "201", "202"].map(|n| Seen::Publication("conformance".into(), n.into()))
     );
 
+    history_conformance(&*engine).await;
+
     // Node stats round-trip.
     let stats = herald::engine::NodeStats {
         node_id: "node-x".into(),
@@ -137,6 +141,78 @@ async fn conformance(engine: Arc<dyn Engine>, recorder: Arc<Recorder>) {
     // Unsubscribing is accepted (its effect on delivery is engine-specific).
     engine.unsubscribe(channel);
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Streams: dense offsets from 1, trimming to `size`, every read shape,
+/// keyed publishing on a history channel, the position of a new stream.
+async fn history_conformance(engine: &dyn Engine) {
+    let spec = HistorySpec {
+        size: 5,
+        ttl_secs: 60,
+        meta_ttl_secs: 600,
+    };
+    let stream = |n: usize| Publication {
+        history: Some(spec),
+        ..publication("conformance.h", n)
+    };
+    let channel = ChannelName::parse("conformance.h", 128).unwrap();
+    let read = |since: Option<u64>, limit: Option<usize>, reverse: bool| {
+        engine.history(
+            channel.clone(),
+            spec,
+            HistoryQuery {
+                since,
+                limit,
+                reverse,
+            },
+        )
+    };
+    let empty = read(None, None, false).await.unwrap();
+    assert_eq!(empty.position.offset, 0);
+    assert!(empty.publications.is_empty());
+    engine.publish((1..=7).map(stream).collect()).await.unwrap();
+    let keyed = Keyed {
+        publication: stream(8),
+        key: "h-8".into(),
+        answer: 1,
+    };
+    let outcomes = engine
+        .publish_once(vec![keyed.clone(), keyed])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Once::Published, Once::Duplicate(1)]);
+    let offsets = |page: &HistoryPage| -> Vec<u64> {
+        page.publications
+            .iter()
+            .map(|p| {
+                // Data n was published as offset n.
+                assert_eq!(
+                    p.data.as_json(),
+                    Some(p.offset().unwrap().to_string().as_str())
+                );
+                p.offset().unwrap()
+            })
+            .collect()
+    };
+    let all = read(None, None, false).await.unwrap();
+    assert_eq!(
+        (all.position.offset, &all.position.epoch),
+        (8, &empty.position.epoch)
+    );
+    assert_eq!(offsets(&all), [4, 5, 6, 7, 8], "trimmed to size");
+    for (since, limit, reverse, expected) in [
+        (Some(5), None, false, vec![6, 7, 8]),
+        (Some(5), Some(2), false, vec![6, 7]),
+        (None, Some(2), true, vec![8, 7]),
+        (Some(6), None, true, vec![8, 7]),
+        (Some(8), None, false, vec![]),
+        (None, Some(0), false, vec![]),
+        (Some(1), Some(10), false, vec![4, 5, 6, 7, 8]),
+    ] {
+        let page = read(since, limit, reverse).await.unwrap();
+        assert_eq!(offsets(&page), expected, "{since:?} {limit:?} {reverse}");
+        assert_eq!(page.position, all.position);
+    }
 }
 
 #[tokio::test]

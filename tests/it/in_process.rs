@@ -90,6 +90,8 @@ async fn the_full_request_cycle_runs_without_a_socket() {
         event: herald::protocol::EventName::parse("tick").unwrap(),
         data: herald::protocol::JsonData::from_json("{\"p\":1}").unwrap(),
         ts: None,
+        position: None,
+        history: None,
     };
     clients.hub().publish(vec![publication]).await.unwrap();
     assert_eq!(

@@ -125,6 +125,17 @@ impl Engine for FlakyEngine {
             Err(err) => ready(Err(err)).boxed(),
         }
     }
+    fn history(
+        &self,
+        channel: ChannelName,
+        spec: herald::protocol::HistorySpec,
+        query: herald::protocol::HistoryQuery,
+    ) -> BoxFuture<'static, Result<herald::engine::HistoryPage, EngineError>> {
+        match self.check() {
+            Ok(()) => self.inner.history(channel, spec, query),
+            Err(err) => ready(Err(err)).boxed(),
+        }
+    }
     fn unsubscribe(&self, channel: ChannelName) {
         self.inner.unsubscribe(channel);
     }

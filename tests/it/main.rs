@@ -18,6 +18,8 @@ mod backpressure;
 mod cli;
 mod data;
 mod engine_conformance;
+mod history;
+mod history_redis;
 mod http_limits;
 mod lifecycle;
 mod logging;

@@ -22,6 +22,7 @@ mod backend;
 mod readers;
 mod resp;
 mod shard;
+mod stream;
 mod topology;
 
 pub use crate::redis_conn::{CommandError, RedisHandle};
@@ -33,18 +34,20 @@ use futures_util::future::{BoxFuture, FutureExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use self::stream::StreamReader;
 use self::{
     backend::{Cluster, Single},
     readers::{Readers, Routing},
     shard::{Command, ShardConfig},
+    stream::{PUBLISH_HISTORY, new_epoch},
 };
 use super::{
-    Engine, EngineConfig, EngineError, Keyed, Kick, NodeRegistry, NodeStats, Once,
+    Engine, EngineConfig, EngineError, HistoryPage, Keyed, Kick, NodeRegistry, NodeStats, Once,
     SharedDispatcher, envelope,
 };
 use crate::{
     metrics as names,
-    protocol::{ChannelName, EventName, Publication, unix_ms},
+    protocol::{ChannelName, EventName, HistoryQuery, HistorySpec, Publication, unix_ms},
 };
 
 /// The Redis (or Redis Cluster) engine.
@@ -56,6 +59,9 @@ pub struct RedisEngine {
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
     publish_command: &'static str,
     idempotency_window_ms: u64,
+    /// The event of history entries that are not envelopes (never written
+    /// by herald; kept for symmetry with the readers).
+    default_event: EventName,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -99,6 +105,9 @@ impl RedisEngine {
         dispatcher: SharedDispatcher,
     ) -> Result<Self, String> {
         let shard_count = config.reader_shards.max(1);
+        let default_event = EventName::parse(&config.default_event)
+            .map_err(|e| format!("engine.default_event: {e}"))?;
+        let writer = RedisHandle::new(&config.redis())?;
         let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
@@ -115,6 +124,11 @@ impl RedisEngine {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
             ping_timeout: Duration::from_millis(config.ping_timeout_ms),
             peers: Arc::downgrade(&readers),
+            streams: StreamReader {
+                prefix: config.prefix.clone(),
+                default_event: default_event.clone(),
+            },
+            writer: writer.clone(),
         };
         if config.cluster_urls.is_empty() {
             // RESP2: the pub/sub connection reads messages as a stream.
@@ -145,7 +159,7 @@ impl RedisEngine {
         }
         Ok(Self {
             readers,
-            writer: RedisHandle::new(&config.redis())?,
+            writer,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout(),
             publish_command: if config.cluster_urls.is_empty() {
@@ -154,6 +168,7 @@ impl RedisEngine {
                 "SPUBLISH"
             },
             idempotency_window_ms: config.idempotency_window_ms,
+            default_event,
         })
     }
 
@@ -179,6 +194,68 @@ impl RedisEngine {
     /// script can check the key and publish.
     fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
         format!("{}idem:{{{}}}:{key}", self.prefix, self.key(channel))
+    }
+
+    /// The keys of a channel's stream: the list and the meta hash,
+    /// hash-tagged like the idempotency keys.
+    fn stream_keys(&self, channel: &ChannelName) -> (String, String) {
+        let tag = self.key(channel);
+        (
+            format!("{}history:{{{tag}}}", self.prefix),
+            format!("{}meta:{{{tag}}}", self.prefix),
+        )
+    }
+
+    /// Adds the command that publishes `publication` to `pipe`: the history
+    /// script on a channel with history (checking `idempotency` first if
+    /// given), else `PUBLISH` or the idempotency script.
+    fn push_publish(
+        &self,
+        pipe: &mut redis::Pipeline,
+        publication: &Publication,
+        idempotency: Option<(&str, u64)>,
+    ) {
+        let Some(spec) = publication.history else {
+            match idempotency {
+                None => {
+                    pipe.cmd(self.publish_command)
+                        .arg(self.key(&publication.channel))
+                        .arg(envelope::encode(publication));
+                }
+                Some((key, answer)) => {
+                    pipe.cmd("EVAL")
+                        .arg(PUBLISH_ONCE)
+                        .arg(2)
+                        .arg(self.idempotency_key(&publication.channel, key))
+                        .arg(self.key(&publication.channel))
+                        .arg(self.idempotency_window_ms)
+                        .arg(answer)
+                        .arg(self.publish_command)
+                        .arg(envelope::encode(publication));
+                }
+            }
+            return;
+        };
+        let (stream, meta) = self.stream_keys(&publication.channel);
+        let cmd = pipe
+            .cmd("EVAL")
+            .arg(PUBLISH_HISTORY)
+            .arg(if idempotency.is_some() { 4 } else { 3 })
+            .arg(stream)
+            .arg(meta)
+            .arg(self.key(&publication.channel));
+        if let Some((key, _)) = idempotency {
+            cmd.arg(self.idempotency_key(&publication.channel, key));
+        }
+        cmd.arg(envelope::encode_open(publication))
+            .arg(spec.size.max(1))
+            .arg(spec.ttl_secs.max(1))
+            .arg(spec.meta_ttl_secs.max(spec.ttl_secs).max(1))
+            .arg(new_epoch())
+            .arg(self.publish_command);
+        if let Some((_, answer)) = idempotency {
+            cmd.arg(self.idempotency_window_ms).arg(answer);
+        }
     }
 
     /// Runs `op` on the writer unless the readers of `channels` are down
@@ -261,10 +338,8 @@ impl Engine for RedisEngine {
         // keeps each node's commands in order, so per-channel order holds.
         let mut pipe = redis::pipe();
         for publication in &batch {
-            pipe.cmd(self.publish_command)
-                .arg(self.key(&publication.channel))
-                .arg(envelope::encode(publication))
-                .ignore();
+            self.push_publish(&mut pipe, publication, None);
+            pipe.ignore();
         }
         self.write(batch.iter().map(|p| &p.channel), move |writer| {
             async move { writer.pipeline(pipe).await }.boxed()
@@ -281,16 +356,11 @@ impl Engine for RedisEngine {
         // the whole batch fail, and the script is short.
         let mut pipe = redis::pipe();
         for keyed in &batch {
-            let publication = &keyed.publication;
-            pipe.cmd("EVAL")
-                .arg(PUBLISH_ONCE)
-                .arg(2)
-                .arg(self.idempotency_key(&publication.channel, &keyed.key))
-                .arg(self.key(&publication.channel))
-                .arg(self.idempotency_window_ms)
-                .arg(keyed.answer)
-                .arg(self.publish_command)
-                .arg(envelope::encode(publication));
+            self.push_publish(
+                &mut pipe,
+                &keyed.publication,
+                Some((&keyed.key, keyed.answer)),
+            );
         }
         let write = self.write(
             batch.iter().map(|k| &k.publication.channel),
@@ -313,6 +383,24 @@ impl Engine for RedisEngine {
             Ok(outcomes)
         }
         .boxed()
+    }
+
+    fn history(
+        &self,
+        channel: ChannelName,
+        spec: HistorySpec,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<HistoryPage, EngineError>> {
+        let read = StreamReader {
+            prefix: self.prefix.clone(),
+            default_event: self.default_event.clone(),
+        };
+        let meta_ttl = spec.meta_ttl_secs.max(spec.ttl_secs).max(1);
+        let cmd = read.command(&channel, query, Some(meta_ttl));
+        let query_redis = self.write([&channel], move |writer| {
+            async move { writer.query::<(String, u64, Vec<Vec<u8>>)>(cmd).await }.boxed()
+        });
+        async move { Ok(read.page(&channel, query, query_redis.await?)) }.boxed()
     }
 
     fn subscribe(&self, channel: ChannelName) -> BoxFuture<'static, Result<(), EngineError>> {

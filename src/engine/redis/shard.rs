@@ -21,6 +21,7 @@ use tokio::{
 };
 
 use super::{
+    RedisHandle, StreamReader,
     backend::{Backend, Connection, Event, Moved},
     readers::{Readers, Status},
 };
@@ -30,7 +31,7 @@ use crate::{
         envelope::{self, Decoded},
     },
     metrics as names,
-    protocol::{ChannelName, EventName, unix_ms},
+    protocol::{ChannelName, EventName, Publication, StreamPosition, unix_ms},
 };
 
 /// A request to a shard.
@@ -64,6 +65,10 @@ pub(super) struct ShardConfig {
     pub(super) ping_timeout: Duration,
     /// The other shards, to hand over a channel whose slot moved.
     pub(super) peers: Weak<OnceLock<Readers>>,
+    /// Reads channel streams, to fill offsets the live stream skipped.
+    pub(super) streams: StreamReader,
+    /// The engine's command connection (stream reads).
+    pub(super) writer: RedisHandle,
 }
 
 struct Metrics {
@@ -92,6 +97,9 @@ pub(super) struct Shard<B: Backend> {
     /// Unsubscribe confirmations still due, per key: on a cluster they arrive
     /// as the same push as a server-side drop, and must not be taken for one.
     confirmations: HashMap<String, usize>,
+    /// The last stream position received per history channel: a jump past
+    /// it is filled from the stream before the publication is dispatched.
+    positions: HashMap<ChannelName, StreamPosition>,
     metrics: Metrics,
 }
 
@@ -118,6 +126,7 @@ impl<B: Backend> Shard<B> {
             lingering: HashMap::new(),
             expiry: VecDeque::new(),
             confirmations: HashMap::new(),
+            positions: HashMap::new(),
             metrics: Metrics {
                 reconnects: metrics::counter!(names::ENGINE_RECONNECTS),
                 resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
@@ -291,7 +300,7 @@ impl<B: Backend> Shard<B> {
                     }
                 }
                 event = conn.next() => match event {
-                    Some(Event::Message { channel, payload }) => self.deliver(&channel, &payload),
+                    Some(Event::Message { channel, payload }) => self.deliver(&channel, &payload).await,
                     Some(Event::Dropped(channel)) => {
                         if self.resubscribe_dropped(&mut conn, &channel).await.is_err() {
                             return false;
@@ -443,6 +452,7 @@ impl<B: Backend> Shard<B> {
             // Rejoined (removed from the map) or re-lingered (newer deadline): skip.
             if self.lingering.get(&channel) == Some(&deadline) {
                 self.lingering.remove(&channel);
+                self.positions.remove(&channel);
                 expired.push(self.key(&channel));
             }
         }
@@ -495,7 +505,51 @@ impl<B: Backend> Shard<B> {
         Ok(())
     }
 
-    fn deliver(&self, key: &str, payload: &[u8]) {
+    /// Positioning: if `publication` skips offsets past the last one this
+    /// shard received on its channel (a pub/sub message lost, e.g. while
+    /// reconnecting), dispatches the skipped ones from the stream first.
+    /// When the stream no longer has them all, the dispatcher's own
+    /// positioning sends the subscribers a gap notice.
+    ///
+    /// Waits for Redis on the reader's task, bounded by the command deadline:
+    /// this shard's other channels wait too, which a rare jump may cost.
+    async fn fill(&mut self, publication: &Publication) {
+        let Some(position) = &publication.position else {
+            return;
+        };
+        let last = self
+            .positions
+            .insert(publication.channel.clone(), position.clone());
+        let Some(last) = last.filter(|l| l.epoch == position.epoch) else {
+            return;
+        };
+        if position.offset <= last.offset + 1 {
+            if position.offset <= last.offset {
+                // A repeat: keep the newer position; the dispatcher drops it.
+                self.positions.insert(publication.channel.clone(), last);
+            }
+            return;
+        }
+        let read = self.config.streams.fill(
+            &self.config.writer,
+            &publication.channel,
+            last.offset,
+            position.offset - 1,
+            &position.epoch,
+        );
+        let deadline = self
+            .config
+            .command_timeout
+            .min(self.config.ping_timeout / 2);
+        if let Ok(Some(missing)) = timeout(deadline, read).await {
+            metrics::counter!(names::HISTORY_GAPS, "outcome" => "filled").increment(1);
+            for publication in missing {
+                self.dispatcher.dispatch(publication);
+            }
+        }
+    }
+
+    async fn deliver(&mut self, key: &str, payload: &[u8]) {
         let Some(channel) = self.channel_of(key) else {
             return;
         };
@@ -509,6 +563,9 @@ impl<B: Backend> Shard<B> {
                 if let Some(ts) = publication.ts {
                     let lag_ms = unix_ms().saturating_sub(ts);
                     self.metrics.lag.record(Duration::from_millis(lag_ms));
+                }
+                if publication.position.is_some() {
+                    self.fill(&publication).await;
                 }
                 self.dispatcher.dispatch(publication);
             }
