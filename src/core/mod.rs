@@ -31,7 +31,7 @@ pub use policy::{
     Access, ChannelHistory, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester,
 };
 pub use publication::{InvalidPublication, PublicationLimits};
-pub use rate_limit::{Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
+pub use rate_limit::{IpSlot, Limit, MessageLimiter, RateLimitConfig, RateLimits, Verdict};
 pub use recovery::{Recovery, Subscribed};
 pub use registry::Registry;
 pub(crate) use registry::{Joined, Left};

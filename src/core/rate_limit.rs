@@ -182,6 +182,20 @@ impl<K: Hash + Eq + Clone> Concurrency<K> {
     }
 }
 
+/// A per-IP connection slot, held for a connection's life (see
+/// [`RateLimits::ip_slot`]).
+#[derive(Debug)]
+pub struct IpSlot {
+    limits: Arc<RateLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.limits.release_ip(self.ip);
+    }
+}
+
 /// Every node-local limit.
 #[derive(Debug)]
 pub struct RateLimits {
@@ -260,6 +274,16 @@ impl RateLimits {
             Limit::ConnectionsPerIp.count();
         }
         ok
+    }
+
+    /// Takes a connection slot for `ip` that is returned when the guard is
+    /// dropped (however the connection or its upgrade ends); `None` when
+    /// `ip` has too many open.
+    pub fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        self.acquire_ip(ip).then(|| IpSlot {
+            limits: Arc::clone(self),
+            ip,
+        })
     }
 
     /// Returns a slot taken with [`Self::acquire_ip`].

@@ -9,26 +9,27 @@
 
 mod transport;
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
     extract::{FromRequestParts, Query, Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{handshake::derive_accept_key, protocol::Role},
-};
+use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
 use tokio_util::task::TaskTracker;
 
 pub use transport::NativeTransport;
 
-use crate::{core::ClientContext, net, protocol::Format};
+use crate::{
+    core::ClientContext,
+    net::{self, websocket::Handshake},
+    protocol::Format,
+};
 
 /// Subprotocol selecting JSON frames.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -133,7 +134,7 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
         }
     };
     let token = header_token.or(params.token).filter(|t| !t.is_empty());
-    let Some(slot) = IpSlot::acquire(Arc::clone(clients), ip) else {
+    let Some(slot) = clients.limits().ip_slot(ip) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many open connections from this address",
@@ -146,6 +147,7 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
         .max_message_size(Some(state.settings.max_message_size))
         .max_frame_size(Some(state.settings.max_message_size));
     let clients = Arc::clone(clients);
+    let response = handshake.switching_protocols(selected);
     let on_upgrade = handshake.on_upgrade;
     // Herald tracks its sockets itself: the HTTP server's graceful shutdown
     // does not wait for upgraded connections.
@@ -163,140 +165,5 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
         clients.serve(NativeTransport::new(ws, format), token).await;
         drop(slot);
     });
-    switching_protocols(&handshake.accept, selected)
-}
-
-/// The parts of an upgrade request a handshake needs.
-struct Handshake {
-    accept: String,
-    protocols: Vec<String>,
-    on_upgrade: hyper::upgrade::OnUpgrade,
-}
-
-impl Handshake {
-    /// Reads the handshake headers.
-    fn read(parts: &mut Parts) -> Result<Self, BadHandshake> {
-        let headers = &parts.headers;
-        if !header_has_token(headers, header::CONNECTION, "upgrade") {
-            return Err(BadHandshake::Header(
-                "Connection header did not include 'upgrade'",
-            ));
-        }
-        if !header_has_token(headers, header::UPGRADE, "websocket") {
-            return Err(BadHandshake::Header(
-                "`Upgrade` header did not include 'websocket'",
-            ));
-        }
-        if headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_none_or(|v| v.as_bytes() != b"13")
-        {
-            return Err(BadHandshake::Version);
-        }
-        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-            return Err(BadHandshake::Header("`Sec-WebSocket-Key` header missing"));
-        };
-        let accept = derive_accept_key(key.as_bytes());
-        let protocols = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect();
-        let on_upgrade = parts
-            .extensions
-            .remove::<hyper::upgrade::OnUpgrade>()
-            .ok_or(BadHandshake::NotUpgradable)?;
-        Ok(Self {
-            accept,
-            protocols,
-            on_upgrade,
-        })
-    }
-}
-
-/// Why an upgrade request was refused before anything else was checked.
-#[derive(Debug)]
-enum BadHandshake {
-    /// A required header is missing or wrong: 400.
-    Header(&'static str),
-    /// Not version 13: 400 with `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2).
-    Version,
-    /// The HTTP connection cannot be upgraded (HTTP/2 without extended CONNECT).
-    NotUpgradable,
-}
-
-impl IntoResponse for BadHandshake {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Header(why) => (StatusCode::BAD_REQUEST, why).into_response(),
-            // 400, not 426: a 426 must also carry an `Upgrade` header, and
-            // RFC 6455 §4.2.2 asks only for the version we speak.
-            Self::Version => (
-                StatusCode::BAD_REQUEST,
-                [(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                )],
-                "`Sec-WebSocket-Version` must be 13",
-            )
-                .into_response(),
-            Self::NotUpgradable => (
-                StatusCode::UPGRADE_REQUIRED,
-                "this connection cannot be upgraded",
-            )
-                .into_response(),
-        }
-    }
-}
-
-/// Whether a comma-separated header has `token` (case-insensitive).
-fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-fn switching_protocols(accept: &str, protocol: Option<&'static str>) -> Response {
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(accept) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if let Some(protocol) = protocol {
-        headers.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(protocol),
-        );
-    }
     response
-}
-
-/// A per-IP connection slot, returned when the connection ends (or the
-/// upgrade fails, since the task then drops it).
-struct IpSlot {
-    clients: Arc<ClientContext>,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    fn acquire(clients: Arc<ClientContext>, ip: IpAddr) -> Option<Self> {
-        clients
-            .limits()
-            .acquire_ip(ip)
-            .then_some(Self { clients, ip })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        self.clients.limits().release_ip(self.ip);
-    }
 }

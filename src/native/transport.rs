@@ -15,7 +15,7 @@ use tokio::{
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
-        self, Message, Utf8Bytes,
+        Message, Utf8Bytes,
         protocol::{CloseFrame, frame::coding::CloseCode},
     },
 };
@@ -105,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
     async fn recv(&mut self) -> Result<Inbound, Ended> {
         let frame = match self.ws.next().await {
             None => return Err(Ended::Gone),
-            Some(Err(err)) => return Err(classify(err)),
+            Some(Err(err)) => return Err(crate::net::websocket::ended_by(err)),
             Some(Ok(frame)) => frame,
         };
         Ok(match frame {
@@ -287,23 +287,4 @@ fn inbound(decoded: Result<ClientMessage, DecodeError>) -> Inbound {
         Ok(ClientMessage::Ping { id }) => (id, Request::Ping),
     };
     Inbound::Request { id, request }
-}
-
-/// Maps a read error to how the connection ends.
-fn classify(err: tungstenite::Error) -> Ended {
-    match err {
-        tungstenite::Error::Capacity(_) => DisconnectReason::MessageTooLarge.into(),
-        // A client that drops TCP without a close frame is ordinary network
-        // churn, not a protocol violation.
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => Ended::Gone,
-        tungstenite::Error::Protocol(e) => {
-            DisconnectReason::ProtocolViolation(e.to_string()).into()
-        }
-        tungstenite::Error::Utf8(_) => {
-            DisconnectReason::ProtocolViolation("text frame is not UTF-8".into()).into()
-        }
-        _ => Ended::Gone,
-    }
 }

@@ -1,9 +1,11 @@
-//! What every HTTP-facing module shares about a request's origin: the
-//! client's IP address and the browser origin allow-list. A leaf: it depends
-//! on the `http` types only, so the HTTP API and every transport can use it
-//! without depending on one another.
+//! What every HTTP-facing module shares about a request: the client's IP
+//! address, the browser origin allow-list and the WebSocket opening
+//! handshake. A leaf: it depends on the `http` types (and tungstenite's
+//! accept key) only, so the HTTP API and every transport can use it without
+//! depending on one another.
 
 pub mod origin;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -13,14 +13,13 @@
 mod acks;
 mod engine;
 mod events;
-mod handshake;
 mod packet;
 mod polling;
 mod session;
 mod transport;
 mod websocket;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -42,7 +41,10 @@ use self::{
     packet::Parser,
     session::Sessions,
 };
-use crate::{core::ClientContext, net};
+use crate::{
+    core::{ClientContext, IpSlot},
+    net,
+};
 
 /// An upgraded Engine.IO WebSocket.
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -291,7 +293,9 @@ fn admit(state: &Arc<SocketIoState>, parts: &Parts) -> Result<IpSlot, (StatusCod
     if !clients.limits().allow_upgrade(ip) {
         return Err(too_many("too many new connections from this address"));
     }
-    IpSlot::acquire(Arc::clone(clients), ip)
+    clients
+        .limits()
+        .ip_slot(ip)
         .ok_or_else(|| too_many("too many open connections from this address"))
 }
 
@@ -311,27 +315,4 @@ fn open_frame(settings: &SocketIoSettings, sid: &str, upgrades: &[&str]) -> Fram
 /// A fresh session id: 120 random bits.
 fn new_sid() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 15]>())
-}
-
-/// A per-IP connection slot, returned when the connection ends (the same
-/// accounting as the native transport's).
-#[derive(Debug)]
-struct IpSlot {
-    clients: Arc<ClientContext>,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    fn acquire(clients: Arc<ClientContext>, ip: IpAddr) -> Option<Self> {
-        clients
-            .limits()
-            .acquire_ip(ip)
-            .then_some(Self { clients, ip })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        self.clients.limits().release_ip(self.ip);
-    }
 }

@@ -17,7 +17,7 @@ use tokio::{
     time::timeout,
 };
 use tokio_tungstenite::tungstenite::{
-    self, Message, Utf8Bytes,
+    Message, Utf8Bytes,
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
 
@@ -159,7 +159,7 @@ impl SocketIoTransport {
         };
         let frame = match ws.next().await {
             None => return Err(Ended::Gone),
-            Some(Err(err)) => return Err(classify(err)),
+            Some(Err(err)) => return Err(crate::net::websocket::ended_by(err)),
             Some(Ok(frame)) => frame,
         };
         match frame {
@@ -570,23 +570,6 @@ pub(super) fn invalid(id: Option<u64>, code: ErrorCode, reason: &str) -> Inbound
 fn internal(err: crate::protocol::EncodeError) -> Ended {
     tracing::error!(%err, "encoding a Socket.IO packet failed");
     Ended::Closed(DisconnectReason::Internal)
-}
-
-/// Maps a WebSocket read error to how the connection ends.
-fn classify(err: tungstenite::Error) -> Ended {
-    match err {
-        tungstenite::Error::Capacity(_) => DisconnectReason::MessageTooLarge.into(),
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => Ended::Gone,
-        tungstenite::Error::Protocol(e) => {
-            DisconnectReason::ProtocolViolation(e.to_string()).into()
-        }
-        tungstenite::Error::Utf8(_) => {
-            DisconnectReason::ProtocolViolation("text frame is not UTF-8".into()).into()
-        }
-        _ => Ended::Gone,
-    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    EioError, Endpoint, IpSlot, SocketIoSettings, SocketIoState, Ws, admit, handshake::Handshake,
-    new_sid, open_frame, packet::Parser, refuse, session::Session, transport,
-    transport::SocketIoTransport, unknown_sid,
+    EioError, Endpoint, SocketIoSettings, SocketIoState, Ws, admit, new_sid, open_frame,
+    packet::Parser, refuse, session::Session, transport, transport::SocketIoTransport, unknown_sid,
 };
+use crate::{core::IpSlot, net::websocket::Handshake};
 
 /// `GET …?transport=websocket[&sid=…]`: the RFC 6455 handshake, then a new
 /// connection or an upgrade.
@@ -35,7 +35,7 @@ pub(super) fn websocket(endpoint: &Endpoint, parts: &mut Parts, sid: Option<Stri
         Err(refused) => return refused.into_response(),
     };
     let state = &endpoint.state;
-    let response = handshake.switching_protocols();
+    let response = handshake.switching_protocols(None);
     let on_upgrade = handshake.on_upgrade;
     match sid {
         None => match admit(state, parts) {

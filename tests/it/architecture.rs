@@ -44,8 +44,8 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "net",
-        crate_modules: &[],
-        forbidden_crates: &["redis", "jsonwebtoken", "tungstenite", "tokio_tungstenite"],
+        crate_modules: &["core"],
+        forbidden_crates: &["redis", "jsonwebtoken"],
     },
     Rule {
         module: "serde_text",
