@@ -110,6 +110,15 @@ impl Channel {
         let mut caught_up = Vec::new();
         for (id, hold) in held.iter_mut() {
             match hold {
+                // Bounded like the outbox the buffer will be queued into: a
+                // recovery whose read takes longer than the queue holds is a
+                // slow consumer, not a reason to grow memory without bound.
+                Hold::Buffer(buffer) if buffer.len() >= limits.max_messages => {
+                    if let Some(conn) = by_id.get(id) {
+                        conn.close(DisconnectReason::SlowConsumer);
+                    }
+                    *buffer = Vec::new();
+                }
                 Hold::Buffer(buffer) => buffer.push(Arc::clone(message)),
                 Hold::Floor(floor) if covered(message, floor) => {
                     metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
@@ -541,6 +550,26 @@ mod tests {
         registry.dispatch(at("x", 5));
         assert_eq!(offsets(&b), [2, 3, 4, 5]);
         assert_eq!(offsets(&a), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_held_buffer_is_bounded_by_the_outbox_and_closes_a_slow_joiner() {
+        let limits = OutboxLimits {
+            max_messages: 4,
+            max_bytes: usize::MAX,
+        };
+        let registry = Registry::new(Arc::default(), limits);
+        let a = Arc::new(Conn::new(1, Identity::default(), 0));
+        registry.join_held(&ch("x"), &a);
+        for offset in 1..=4 {
+            registry.dispatch(at("x", offset));
+        }
+        assert!(a.outbox().take(&mut Vec::new()).close.is_none());
+        registry.dispatch(at("x", 5));
+        assert_eq!(
+            a.outbox().take(&mut Vec::new()).close,
+            Some(DisconnectReason::SlowConsumer)
+        );
     }
 
     #[test]
