@@ -23,10 +23,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    set_header::SetResponseHeaderLayer,
-};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use error::{ApiError, Unavailable};
 
@@ -100,7 +97,10 @@ pub fn router(state: Arc<AppState>, transports: Router) -> Router {
     let browser = Router::new()
         .route("/sessions/refresh", post(sessions::refresh))
         .route("/sessions/logout", post(sessions::logout))
-        .layer(cors(&state.config.server.allowed_origins));
+        .layer(crate::net::origin::cors(
+            &state.config.server.allowed_origins,
+            [Method::POST],
+        ));
     let api = api
         .merge(browser)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
@@ -137,18 +137,6 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
         ))
         .with_state(state);
     security_headers(router)
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins = origins.to_vec();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| crate::net::origin::allowed(o, &origins))
-        }))
-        .allow_methods([Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
 }
 
 /// Standard security headers on every response.

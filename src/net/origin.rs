@@ -1,6 +1,23 @@
 //! Origin allow-list: which browser origins may open WebSockets and call
 //! the browser-facing API (against cross-site WebSocket hijacking).
 
+/// CORS for the allowed origins only: `methods` with a `Content-Type`
+/// header, for browser endpoints called from another allowed origin.
+pub fn cors(
+    origins: &[String],
+    methods: impl Into<tower_http::cors::AllowMethods>,
+) -> tower_http::cors::CorsLayer {
+    let origins = origins.to_vec();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::predicate(
+            move |origin: &axum::http::HeaderValue, _| {
+                origin.to_str().is_ok_and(|o| allowed(o, &origins))
+            },
+        ))
+        .allow_methods(methods)
+        .allow_headers([axum::http::header::CONTENT_TYPE])
+}
+
 /// Whether `origin` matches one of `patterns` (`*` matches any run of characters).
 pub(crate) fn allowed(origin: &str, patterns: &[String]) -> bool {
     // Real origins are short; the bound also keeps matching cheap on hostile input.

@@ -24,7 +24,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{FromRequestParts, Query, Request, State},
-    http::{HeaderValue, Method, StatusCode, header, request::Parts},
+    http::{Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -34,7 +34,6 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::{
     engine::{Frame, Open},
@@ -134,21 +133,12 @@ pub fn router(state: Arc<SocketIoState>) -> Router {
             );
         }
     }
-    router.layer(cors(&state.settings.allowed_origins))
-}
-
-/// Long-polling from a page on another allowed origin needs CORS.
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins = origins.to_vec();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| net::origin::allowed(o, &origins))
-        }))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
-        .allow_credentials(true)
+    // Long-polling from a page on another allowed origin needs CORS, with
+    // credentials for the affinity cookie of sticky sessions.
+    router.layer(
+        net::origin::cors(&state.settings.allowed_origins, [Method::GET, Method::POST])
+            .allow_credentials(true),
+    )
 }
 
 /// The query of every Engine.IO request.

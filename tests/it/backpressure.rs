@@ -15,15 +15,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn scrape(hub: &TestHub) -> String {
-    reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_burst_past_the_queue_cap_closes_the_client_with_4001() {
     let hub = TestHub::with(|c| c.outbox.max_messages = 8).await;
@@ -44,7 +35,7 @@ async fn a_burst_past_the_queue_cap_closes_the_client_with_4001() {
         (code, reason.as_str()),
         (4001, "slow consumer: outbound queue overflowed")
     );
-    let text = scrape(&hub).await;
+    let text = hub.scrape_metrics().await;
     assert!(
         metric(&text, "herald_slow_consumer_disconnects_total") >= 1.0,
         "{text}"
@@ -133,7 +124,7 @@ async fn latest_value_channels_conflate_for_a_slow_client() {
         1,
         "conflation must not disconnect"
     );
-    let text = scrape(&hub).await;
+    let text = hub.scrape_metrics().await;
     assert!(metric(&text, "herald_messages_dropped_total{reason=\"conflated\"}") > 0.0);
 }
 

@@ -240,21 +240,12 @@ fn dropped_invalid(text: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn scrape(hub: &TestHub) -> String {
-    reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn outside_redis_publications_not_every_format_carries_are_dropped_and_counted() {
     let server = RedisServer::start();
     let (hub, mut json_client, mut msgpack_client) =
         hub_with_subscribers(redis_node(&server)).await;
-    let before = dropped_invalid(&scrape(&hub).await);
+    let before = dropped_invalid(&hub.scrape_metrics().await);
     let envelope = format!(r#"{{"event":"e","data":{}}}"#, nested(65));
     for payload in [
         nested(65).as_str(),
@@ -271,7 +262,7 @@ async fn outside_redis_publications_not_every_format_carries_are_dropped_and_cou
     );
     both_receive(&mut json_client, &mut msgpack_client, &nested_value(64)).await;
     // One channel's payloads are handled in order, so all four were counted by now.
-    let after = dropped_invalid(&scrape(&hub).await);
+    let after = dropped_invalid(&hub.scrape_metrics().await);
     assert!(after - before >= 4.0, "before {before}, after {after}");
 }
 

@@ -107,6 +107,14 @@ impl TestHub {
         }
     }
 
+    /// The `/metrics` page (its counters are process-wide: every hub of
+    /// the test binary shares them).
+    pub async fn scrape_metrics(&self) -> String {
+        let response = reqwest::get(self.url("/metrics")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// GET `path` with the API key; returns status and JSON.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = reqwest::Client::new()

@@ -84,12 +84,7 @@ async fn memory_recovery_replays_exactly_what_was_missed_then_live() {
     publish_numbered(&hub, "hist.room", 12, 1).await;
     expect_offsets(&mut c, 12..=12).await;
     // Counted (process-wide counters other tests share: at least these).
-    let metrics = reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.scrape_metrics().await;
     for (series, at_least) in [
         ("herald_recoveries_total{outcome=\"recovered\"}", 2.0),
         ("herald_publications_replayed_total", 5.0),

@@ -202,12 +202,7 @@ async fn positioning_fills_or_signals_lost_messages_and_drops_repeats() {
     publish_numbered(&hub, "hist.pos", 9, 1).await;
     expect_offsets(&mut client, 9..=9).await;
     // Process-wide counters (other tests share them): at least this test's.
-    let metrics = reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.scrape_metrics().await;
     for series in [
         "herald_history_gaps_total{outcome=\"filled\"}",
         "herald_history_gaps_total{outcome=\"signalled\"}",

@@ -63,12 +63,6 @@ fn collect_exprs(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-async fn scrape(hub: &TestHub) -> String {
-    let response = reqwest::get(hub.url("/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
-}
-
 /// Lines starting with `prefix`.
 fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(prefix)).collect()
@@ -124,7 +118,7 @@ async fn a_fresh_memory_node_serves_every_dashboard_metric_with_help() {
     let hub = TestHub::spawn().await;
     // Only presence: the value of a gauge is shared with every hub in this
     // process (a Redis test may have just lost its server).
-    assert_complete(&scrape(&hub).await);
+    assert_complete(&hub.scrape_metrics().await);
 }
 
 #[tokio::test]
@@ -136,5 +130,5 @@ async fn a_fresh_redis_node_serves_every_dashboard_metric_with_help() {
     })
     .await;
     hub.wait_ready().await;
-    assert_complete(&scrape(&hub).await);
+    assert_complete(&hub.scrape_metrics().await);
 }

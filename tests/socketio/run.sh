@@ -22,21 +22,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-if [[ -z "${HERALD_BIN:-}" ]]; then
-  if [[ -x target/release/herald ]]; then
-    HERALD_BIN=target/release/herald
-  elif [[ -x target/debug/herald ]]; then
-    HERALD_BIN=target/debug/herald
-  else
-    echo "run.sh: no herald binary in target/release or target/debug: build it or set HERALD_BIN" >&2
-    exit 1
-  fi
-fi
-case "$HERALD_BIN" in /*) ;; *) HERALD_BIN="$root/$HERALD_BIN" ;; esac
-if [[ ! -x "$HERALD_BIN" ]]; then
-  echo "run.sh: $HERALD_BIN is not an executable" >&2
-  exit 1
-fi
+# shellcheck source=../herald-bin.sh
+source "$root/tests/herald-bin.sh"
 
 # herald takes every HERALD_<SECTION>__<KEY> variable as configuration and refuses the
 # others (HERALD_BIN among them): run it without those, and without HERALD_CONFIG
