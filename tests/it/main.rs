@@ -19,6 +19,7 @@ mod cli;
 mod data;
 mod engine_conformance;
 mod history;
+mod history_kill;
 mod history_redis;
 mod http_limits;
 mod lifecycle;
