@@ -825,7 +825,11 @@ export class Herald {
   }
 
   _onSubscribed(channel, sub, since, reply) {
-    sub.position = reply.position ? { offset: Number(reply.position.offset), epoch: reply.position.epoch } : undefined;
+    // Recovered: the replay (everything after `since`, up to `reply.position`) follows the
+    // reply and moves the position push by push. Keeping `since` until then means a socket
+    // lost mid-replay asks for the rest again instead of skipping it.
+    const position = since && reply.recovered === true ? since : reply.position;
+    sub.position = position ? { offset: Number(position.offset), epoch: position.epoch } : undefined;
     sub.recovered = reply.recovered;
     if (since && reply.recovered === false) {
       for (const listener of [...this._recoveryListeners]) {

@@ -337,10 +337,26 @@ test('history channels: keeps offset and epoch, resubscribes with since, reports
   latest().push({ type: 'subscribed', id: req.id, position: { offset: 7, epoch: 'e1' }, recovered: true });
   await until(() => h.recovered('news.live') === true);
   assert.deepEqual(failed, []);
+  // The replay follows the reply; the position moves with it, not ahead of it.
+  assert.deepEqual(h.position('news.live'), { offset: 5, epoch: 'e1' });
+  latest().push({ type: 'push', channel: 'news.live', event: 'story', data: 1, offset: 6 });
+
+  // Lost mid-replay: the next resubscribe asks from the last offset received.
+  latest().drop(1006);
+  await until(() => FakeSocket.all.length === 3);
+  latest().accept();
+  latest().welcome();
+  req = latest().last('subscribe');
+  assert.deepEqual(req.since, { offset: 6, epoch: 'e1' });
+  latest().push({ type: 'subscribed', id: req.id, position: { offset: 7, epoch: 'e1' }, recovered: true });
+  await sleep(0); // the reply settles in a microtask, before the next frame (as in a browser)
+  latest().push({ type: 'push', channel: 'news.live', event: 'story', data: 1, offset: 7 });
+  assert.deepEqual(offsets, [5, 6, 7]);
+  assert.deepEqual(h.position('news.live'), { offset: 7, epoch: 'e1' });
 
   // Reconnect again: the stream was lost (new epoch).
   latest().drop(1012);
-  await until(() => FakeSocket.all.length === 3);
+  await until(() => FakeSocket.all.length === 4);
   latest().accept();
   latest().welcome();
   req = latest().last('subscribe');
