@@ -115,6 +115,15 @@ herald.onStateChange((state, info) => {
 
 herald.onError((err) => log(`error ${err.code}: ${err.reason}`, 'err'));
 
+// Channels with history (a namespace with `history_size`, e.g. tracking.* on a Redis-engine
+// hub): after a reconnect herald.js resubscribes from the last offset and the hub replays
+// what was missed. When it cannot, the missed updates are gone: say so.
+herald.onRecoveryFailed(({ channel, since, position }) => {
+  log(`${channel}: updates after offset ${since.offset} could not be recovered (now at ${position?.offset ?? '?'}); reload for the current state`, 'err');
+  hint(`Some ${channel} updates were missed while disconnected; reload the page for the current state.`);
+});
+herald.onGap(({ channel, from, to }) => log(`${channel}: gap notice${from != null ? ` (offsets ${from}–${to})` : ''}`, 'err'));
+
 $('#toggle').addEventListener('click', () => {
   if (herald.state === 'disconnected' && $('#toggle').textContent === 'Connect') {
     herald.connect();
@@ -231,6 +240,7 @@ herald.on(TRACKING_CHANNEL, 'shipment_update', (data, meta) => {
   time.textContent = clock(at);
   li.append(ship, status, place, time);
   li.dataset.shipment = ship.textContent;
+  if (meta.offset != null) li.dataset.offset = String(meta.offset);
   const list = $('#tracking');
   list.prepend(li);
   while (list.children.length > MAX_TRACKING_ROWS) list.lastElementChild.remove();

@@ -30,144 +30,43 @@
 //   ARTIFACTS_DIR    default artifacts/browser (relative to the repository root)
 //   TEST_TIMEOUT_MS  hard limit for the whole run (default 120000)
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import {
+  ARTIFACTS,
+  demoPageUrl,
+  freePort,
+  heraldBin,
+  hubEnv,
+  launchChromium,
+  logTail,
+  publish,
+  root,
+  run,
+  sleep,
+  startProcess,
+  step,
+  waitDown,
+  waitHealthy,
+} from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
 const env = process.env;
-
-const API_KEY = env.DEMO_API_KEY || env.HERALD_SERVER__API_KEY || 'herald-insecure-development-api-key';
-const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 const FORMAT = env.DEMO_FORMAT || 'json';
-const ARTIFACTS = path.resolve(root, env.ARTIFACTS_DIR || 'artifacts/browser');
 const TOTAL_TIMEOUT_MS = Number(env.TEST_TIMEOUT_MS || 120000);
 const HUB_LOG = path.join(ARTIFACTS, 'herald.log');
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-function heraldBin() {
-  if (env.HERALD_BIN) return path.resolve(root, env.HERALD_BIN);
-  for (const candidate of ['target/release/herald', 'target/debug/herald']) {
-    const p = path.join(root, candidate);
-    if (fs.existsSync(p)) return p;
-  }
-  throw new Error('no herald binary: build one (cargo build --release) or set HERALD_BIN');
-}
-
-/** The environment for herald: HERALD_* variables that are not configuration are dropped. */
-function hubEnv() {
-  return Object.fromEntries(
-    Object.entries(env).filter(([k]) => !k.startsWith('HERALD_') || k === 'HERALD_CONFIG' || k.slice(7).includes('__')),
-  );
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// ------------------------------------------------------------------ hub processes
-
-const spawned = new Set(); // hubs this process started (killed on exit)
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function startHub(bin, port) {
-  const log = fs.openSync(HUB_LOG, 'a');
-  fs.writeSync(log, `\n--- demo.test.mjs: starting ${bin} --listen 127.0.0.1:${port} at ${new Date().toISOString()}\n`);
-  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`], { stdio: ['ignore', log, log], env: hubEnv() });
-  fs.closeSync(log);
-  child.exitInfo = null;
-  child.on('exit', (code, signal) => {
-    child.exitInfo = { code, signal };
-    spawned.delete(child);
-  });
-  spawned.add(child);
+  const child = startProcess(bin, ['--listen', `127.0.0.1:${port}`], { log: HUB_LOG, env: hubEnv() });
   if (env.DEMO_HUB_PID_FILE) fs.writeFileSync(env.DEMO_HUB_PID_FILE, `${child.pid}\n`);
   return child;
 }
 
-function hubLogTail(lines = 25) {
-  try {
-    return fs.readFileSync(HUB_LOG, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no hub log)';
-  }
-}
-
-async function healthy(port) {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
-    return res.ok;
-  } catch {
-    return false;
-  }
-}
-
-async function waitHealthy(port, child, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (child?.exitInfo) throw new Error(`hub exited (${JSON.stringify(child.exitInfo)}):\n${hubLogTail()}`);
-    if (await healthy(port)) return;
-    await sleep(100);
-  }
-  throw new Error(`hub on port ${port} not healthy within ${ms} ms:\n${hubLogTail()}`);
-}
-
-async function waitDown(port, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!(await healthy(port))) return;
-    await sleep(50);
-  }
-  throw new Error(`hub on port ${port} still answering ${ms} ms after SIGKILL`);
-}
-
-function killSpawned() {
-  for (const child of spawned) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-}
+const hubLogTail = () => logTail(HUB_LOG);
 
 // ------------------------------------------------------------------ HTTP API
-
-async function publish(port, body) {
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1/publish`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(3000),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`publish ${JSON.stringify(body)}: HTTP ${res.status} ${text}`);
-  return JSON.parse(text);
-}
 
 /** Publishes (a fresh message each time, from make()) until the hub reports a subscriber reached. */
 async function publishUntilDelivered(port, make, ms = 10000) {
@@ -193,58 +92,12 @@ function shipmentUpdate(shipment, status, location) {
   return { channel: 'tracking.demo', event: 'shipment_update', data: { shipment, status, location, ts: Date.now() } };
 }
 
-// ------------------------------------------------------------------ static server (DEMO_ORIGIN=local)
-
-function serveExamples() {
-  const dir = path.join(root, 'examples/browser');
-  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8' };
-  const server = http.createServer((req, res) => {
-    let p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    if (p.endsWith('/')) p += 'index.html';
-    const file = path.join(dir, path.normalize(p));
-    if (!file.startsWith(dir + path.sep) || !fs.existsSync(file)) {
-      res.writeHead(404).end('not found');
-      return;
-    }
-    res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
-    fs.createReadStream(file).pipe(res);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-// ------------------------------------------------------------------ steps
-
-let passed = 0;
-
-async function step(name, ms, fn) {
-  const started = Date.now();
-  let timer;
-  try {
-    const result = await Promise.race([
-      fn(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-      }),
-    ]);
-    passed += 1;
-    console.log(`ok   ${name} (${Date.now() - started} ms)`);
-    return result;
-  } catch (err) {
-    console.log(`FAIL ${name} (${Date.now() - started} ms)`);
-    err.step = name;
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 // ------------------------------------------------------------------ main
 
 async function main() {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   for (const stale of ['demo.png', 'failure.png']) fs.rmSync(path.join(ARTIFACTS, stale), { force: true });
   const bin = heraldBin();
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (run.sh does)`);
 
   let port = Number(env.DEMO_HUB_PORT || 0);
   let hubPid;
@@ -252,30 +105,18 @@ async function main() {
   if (port) {
     if (!env.DEMO_HUB_PID_FILE) throw new Error('DEMO_HUB_PORT needs DEMO_HUB_PID_FILE (the pid of that hub)');
     hubPid = Number(fs.readFileSync(env.DEMO_HUB_PID_FILE, 'utf8').trim());
-    await step('hub is healthy', 10000, () => waitHealthy(port, null, 10000));
+    await step('hub is healthy', 10000, () => waitHealthy(port, null, 10000, { log: HUB_LOG }));
   } else {
     port = await freePort();
     hub = startHub(bin, port);
     hubPid = hub.pid;
-    await step(`hub starts on port ${port}`, 10000, () => waitHealthy(port, hub, 10000));
+    await step(`hub starts on port ${port}`, 10000, () => waitHealthy(port, hub, 10000, { log: HUB_LOG }));
   }
   const token = env.DEMO_TOKEN || execFileSync(bin, ['token', '--user', 'demo'], { encoding: 'utf8', env: hubEnv() }).trim();
 
-  const query = new URLSearchParams({ token });
-  if (FORMAT !== 'json') query.set('format', FORMAT);
-  let pageUrl;
-  let staticServer = null;
-  if (!env.DEMO_ORIGIN) {
-    pageUrl = `http://127.0.0.1:${port}/demo?${query}`;
-  } else {
-    let origin = env.DEMO_ORIGIN;
-    if (origin === 'local') {
-      staticServer = await serveExamples();
-      origin = `http://127.0.0.1:${staticServer.address().port}`;
-    }
-    query.set('url', `ws://127.0.0.1:${port}/ws`);
-    pageUrl = `${new URL('index.html', origin.endsWith('/') ? origin : `${origin}/`)}?${query}`;
-  }
+  const query = { token };
+  if (FORMAT !== 'json') query.format = FORMAT;
+  const { url: pageUrl, server: staticServer } = await demoPageUrl(port, query);
   console.log(`page: ${pageUrl.replace(token, '<token>')}`);
 
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-chromium-'));
@@ -284,15 +125,7 @@ async function main() {
   let context;
   let page;
   try {
-    context = await step('launch chromium', 30000, () =>
-      chromium.launchPersistentContext(userDataDir, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        viewport: { width: 1280, height: 860 },
-        timeout: 25000,
-      }),
-    );
+    context = await step('launch chromium', 30000, () => launchChromium(userDataDir));
     page = context.pages()[0] ?? (await context.newPage());
     page.on('pageerror', (err) => pageErrors.push(err.stack || String(err)));
     page.on('console', (msg) => {
@@ -372,7 +205,7 @@ async function main() {
         hub = startHub(bin, port);
         hubPid = hub.pid;
         try {
-          await waitHealthy(port, hub, 10000);
+          await waitHealthy(port, hub, 10000, { log: HUB_LOG });
           return;
         } catch (err) {
           if (!hub.exitInfo || attempt >= 3) throw err; // exited early: port not yet free; retry
@@ -461,26 +294,8 @@ async function main() {
     await context?.close().catch(() => {});
     fs.rmSync(userDataDir, { recursive: true, force: true });
     staticServer?.close();
-    killSpawned();
   }
-}
-
-const hardLimit = setTimeout(() => {
-  console.error(`FAIL: the test did not finish within ${TOTAL_TIMEOUT_MS} ms`);
-  console.log(`${passed} passed, 1 failed`);
-  killSpawned();
-  process.exit(1);
-}, TOTAL_TIMEOUT_MS);
-hardLimit.unref();
-
-try {
-  await main();
-  console.log(`${passed} passed, 0 failed`);
   console.log(`screenshot: ${path.relative(root, path.join(ARTIFACTS, 'demo.png'))}`);
-  process.exit(0);
-} catch (err) {
-  console.error(`\nFAIL${err.step ? ` in step "${err.step}"` : ''}: ${err.message}`);
-  console.log(`${passed} passed, 1 failed`);
-  killSpawned();
-  process.exit(1);
 }
+
+await run(main, TOTAL_TIMEOUT_MS);

@@ -2,7 +2,9 @@
 # Browser end-to-end test of the /demo page (after the quick unit tests of herald.js in
 # client.test.mjs): installs what is missing (Chromium from
 # apt, playwright-core from npm — never a browser download), starts a herald hub on a
-# free port, mints a token and runs demo.test.mjs with node. The hub is always killed.
+# free port, mints a token and runs demo.test.mjs with node. Then recovery.test.mjs: its
+# own redis-server and two Redis-engine hubs on free ports, the demo's shipment feed across
+# a hub restart. Every process started is killed at the end.
 #
 #   tests/browser/run.sh
 #
@@ -13,7 +15,9 @@
 #                "local": serve examples/browser from the test (no rebuild needed);
 #                or an origin serving examples/browser, e.g. http://127.0.0.1:8000
 #   DEMO_FORMAT  json (default) or msgpack
-# Artifacts: artifacts/browser/demo.png (screenshot), herald.log, failure.png on failure.
+#   REDIS_SERVER redis-server binary for recovery.test.mjs (default: on PATH)
+# Artifacts: artifacts/browser/demo.png (screenshot), herald.log, failure.png on failure;
+# recovery.log, recovery-failure.png.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,19 +54,28 @@ log="$root/artifacts/browser/herald.log"
 workdir="$(mktemp -d)"
 pidfile="$workdir/herald.pid"
 export DEMO_HUB_PID_FILE="$pidfile"
+# The tests append the pid of every process they start (hubs, redis-server) here.
+export DEMO_PIDS_FILE="$workdir/pids"
+
+stop_pid() {
+  local pid="$1"
+  # Only a process of ours that is still alive (pids are reused).
+  if kill -0 "$pid" 2>/dev/null && grep -qaE 'herald|redis-server' "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
 
 cleanup() {
   # The test replaces the hub it kills and writes the new pid here; kill whichever is current.
-  if [[ -s "$pidfile" ]]; then
-    pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null && grep -qa herald "/proc/$pid/cmdline" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+  if [[ -s "$pidfile" ]]; then stop_pid "$(cat "$pidfile")"; fi
+  # Whatever the tests started and did not stop (they kill their own on a normal exit).
+  if [[ -s "$DEMO_PIDS_FILE" ]]; then
+    while read -r pid; do stop_pid "$pid"; done <"$DEMO_PIDS_FILE"
   fi
   rm -rf "$workdir"
 }
@@ -96,3 +109,6 @@ node --test "$here/client.test.mjs"
 
 echo "run.sh: herald $("${hub_env[@]}" "$HERALD_BIN" --version 2>/dev/null | head -1) on 127.0.0.1:$port (pid $first_pid)"
 node "$here/demo.test.mjs"
+
+echo "run.sh: the demo's shipment feed across a hub restart (redis-server + 2 hubs, history on tracking.*)"
+node "$here/recovery.test.mjs"
