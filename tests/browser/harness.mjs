@@ -96,6 +96,16 @@ export function killSpawned() {
   }
 }
 
+/** Kills what is still running and waits (at most `ms`) until it has exited and is reaped. */
+export async function stopSpawned(ms = 5000) {
+  const running = [...spawned];
+  const exited = Promise.all(running.map((child) => new Promise((resolve) => (child.exitInfo ? resolve() : child.once('exit', resolve)))));
+  killSpawned();
+  let timer;
+  await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 export function logTail(log, lines = 25) {
   try {
     return fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -245,12 +255,12 @@ export async function run(main, totalMs) {
   try {
     await main();
     console.log(`${counts.passed} passed, 0 failed`);
-    killSpawned();
+    await stopSpawned();
     process.exit(0);
   } catch (err) {
     console.error(`\nFAIL${err.step ? ` in step "${err.step}"` : ''}: ${err.message}`);
     console.log(`${counts.passed} passed, 1 failed`);
-    killSpawned();
+    await stopSpawned();
     process.exit(1);
   }
 }

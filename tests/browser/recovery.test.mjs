@@ -32,6 +32,7 @@ import {
   sleep,
   startProcess,
   step,
+  stopSpawned,
   waitDown,
   waitHealthy,
 } from './harness.mjs';
@@ -304,7 +305,7 @@ async function main() {
       staticServer?.close();
     }
   } finally {
-    redis.kill('SIGKILL');
+    await stopSpawned(); // the hubs and redis-server, before its directory goes
     fs.rmSync(redis.dir, { recursive: true, force: true });
   }
 }
