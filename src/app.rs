@@ -197,6 +197,10 @@ impl App {
                     max_polling_sessions: config.socketio.max_polling_sessions,
                     max_buffered_bytes: config.socketio.max_buffered_bytes,
                     max_batch: config.limits.max_subscriptions,
+                    recovery_max_channels: config
+                        .socketio
+                        .connection_state_recovery
+                        .then_some(config.socketio.recovery_max_channels),
                     read_buffer_size: config.websocket.read_buffer_size,
                     write_buffer_size: config.websocket.write_buffer_size,
                     write_timeout: Duration::from_millis(config.websocket.write_timeout_ms),

@@ -230,6 +230,11 @@ pub struct SocketIoConfig {
     pub max_polling_sessions: usize,
     /// Most bytes queued for one polling session between two long-polls.
     pub max_buffered_bytes: usize,
+    /// Connection state recovery: `pid` in the `CONNECT` reply, an offset
+    /// as the last argument of each event, recovery on reconnection.
+    pub connection_state_recovery: bool,
+    /// Most subscribed channels a socket may have and still be recovered.
+    pub recovery_max_channels: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -240,6 +245,8 @@ impl Default for SocketIoConfig {
             msgpack_path: "/socket.io-msgpack/".into(),
             max_polling_sessions: 10_000,
             max_buffered_bytes: 1024 * 1024,
+            connection_state_recovery: false,
+            recovery_max_channels: 32,
         }
     }
 }
@@ -268,6 +275,9 @@ impl SocketIoConfig {
         }
         if self.max_polling_sessions == 0 {
             return invalid("socketio.max_polling_sessions", "must be at least 1");
+        }
+        if !(1..=256).contains(&self.recovery_max_channels) {
+            return invalid("socketio.recovery_max_channels", "must be 1 to 256");
         }
         if self.max_buffered_bytes < max_data_size + 1024 {
             return invalid(
@@ -694,6 +704,8 @@ mod tests {
             |c| c.socketio.msgpack_path = "/socket.io".into(),
             |c| c.socketio.max_polling_sessions = 0,
             |c| c.socketio.max_buffered_bytes = 1024,
+            |c| c.socketio.recovery_max_channels = 0,
+            |c| c.socketio.recovery_max_channels = 257,
         ] {
             let err = check(bad).expect("refused");
             assert!(err.contains("socketio."), "{err}");
