@@ -273,6 +273,8 @@ pub(super) struct Recovery {
     pending: Option<(String, bool)>,
     /// The snapshot changed since the client was last given it.
     dirty: bool,
+    /// Whether the client asked to recover (it sent a `pid` and an offset).
+    asked: bool,
 }
 
 impl Recovery {
@@ -289,6 +291,7 @@ impl Recovery {
             connect: None,
             pending: None,
             dirty: false,
+            asked: false,
         }
     }
 
@@ -333,6 +336,7 @@ impl Recovery {
     /// The frames answering the welcome: the `CONNECT` reply at once, or
     /// nothing yet when a recovery starts.
     pub(super) fn welcome(&mut self, parser: Parser, sid: String, event: Frame) -> Vec<Frame> {
+        self.asked = self.resume.is_some();
         let channels = self.resume.take().and_then(|resume| {
             let channels = parse(&resume.offset, self.max_channels)?;
             valid_pid(&resume.pid).then_some((resume.pid, channels))
@@ -459,7 +463,12 @@ impl Recovery {
                 self.snapshot.encode(self.max_channels),
             ));
         }
-        tracing::debug!(recovered, "Socket.IO connection state recovery");
+        if std::mem::take(&mut self.asked) {
+            tracing::debug!(recovered, "Socket.IO connection state recovery");
+            let outcome = if recovered { "recovered" } else { "failed" };
+            metrics::counter!(crate::metrics::SOCKETIO_RECOVERIES, "outcome" => outcome)
+                .increment(1);
+        }
         frames
     }
 }

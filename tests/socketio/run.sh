@@ -134,7 +134,8 @@ for node in a b; do
   node_port_var="node_${node}_port"
   start_hub "$root/artifacts/socketio/herald-$node.log" "${!node_port_var}" \
     HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL="redis://127.0.0.1:$redis_port" \
-    HERALD_SERVER__NODE_ID="node-$node" HERALD_SOCKETIO__CONNECTION_STATE_RECOVERY=true
+    HERALD_SERVER__NODE_ID="node-$node" HERALD_SOCKETIO__CONNECTION_STATE_RECOVERY=true \
+    HERALD_SOCKETIO__REDIS_EMITTER=true
 done
 export SIO_NODE_A_URL="http://127.0.0.1:$node_a_port"
 export SIO_NODE_B_URL="http://127.0.0.1:$node_b_port"

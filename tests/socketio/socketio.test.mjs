@@ -27,7 +27,10 @@
 
 import net from 'node:net';
 
+import { Emitter } from '@socket.io/redis-emitter';
+import { createClient } from 'redis';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 import msgpackParser from 'socket.io-msgpack-parser';
 
 const env = process.env;
@@ -398,6 +401,67 @@ async function recovery(name, options) {
   console.log(`ok recovery (${name}): recovered on another node, exactly once, in order per channel; all or nothing`);
 }
 
+/**
+ * A Node backend publishing with @socket.io/redis-emitter into the Redis of
+ * nodes a and b: `io.to(room).emit` reaches that channel's Socket.IO clients
+ * on both nodes (and a native client), `io.emit` reaches everyone, and what
+ * herald cannot honour (`except`) is refused, not delivered.
+ */
+async function redisEmitter() {
+  const step = (what) => `redis emitter: ${what}`;
+  const [a, b] = [env.SIO_NODE_A_URL, env.SIO_NODE_B_URL];
+  const redis = createClient({ url: `redis://127.0.0.1:${env.SIO_REDIS_PORT}` });
+  await redis.connect();
+  const emitter = new Emitter(redis);
+  const opts = { transports: ['websocket'], reconnection: false };
+  const onA = io(a, { ...opts, auth: { token: TOKENS.alice } });
+  const onB = io(b, { ...opts, auth: { token: TOKENS.bob } });
+  const outsider = io(b, { ...opts, auth: { token: TOKENS.bob } });
+  for (const socket of [onA, onB, outsider]) {
+    open.add(socket);
+    if (!socket.connected) await within(10000, 'connect', once(socket, 'connect'));
+  }
+  for (const socket of [onA, onB]) {
+    const ack = await socket.emitWithAck('subscribe', ['emitter.room']);
+    check(step('subscribe'), ack.ok === true, JSON.stringify(ack));
+  }
+  const native = new WebSocket(`${a.replace('http', 'ws')}/ws`);
+  const nativeFrames = [];
+  native.onmessage = (m) => nativeFrames.push(JSON.parse(String(m.data)));
+  await within(10000, 'the native client', new Promise((resolve, reject) => { native.onopen = resolve; native.onerror = reject; }));
+  native.send(JSON.stringify({ type: 'auth', token: TOKENS.alice }));
+  native.send(JSON.stringify({ type: 'subscribe', id: 1, channel: 'emitter.room' }));
+  await within(10000, 'the native subscribe', new Promise((resolve) => {
+    const poll = setInterval(() => { if (nativeFrames.some((f) => f.id === 1)) { clearInterval(poll); resolve(); } }, 10);
+  }));
+  const strays = [];
+  outsider.on('room_event', (data) => strays.push(data));
+  const roomEvents = [onA, onB].map((s) => collect(s, 'room_event', 1));
+  // Refused (counted), so it must never arrive; the next one must.
+  emitter.except('x').to('emitter.room').emit('room_event', { n: 0 });
+  emitter.to('emitter.room').emit('room_event', { n: 1 });
+  const got = await within(10000, 'io.to(room).emit on both nodes', Promise.all(roomEvents.map((r) => r.finished)));
+  for (const [[{ data, meta }]] of got.map((g) => [g])) {
+    check(step('io.to(room).emit'), data.n === 1 && meta.channel === 'emitter.room', JSON.stringify({ data, meta }));
+  }
+  await within(10000, 'the native push', new Promise((resolve) => {
+    const poll = setInterval(() => { if (nativeFrames.some((f) => f.type === 'push')) { clearInterval(poll); resolve(); } }, 10);
+  }));
+  const push = nativeFrames.find((f) => f.type === 'push');
+  check(step('a native client gets it too'), push.channel === 'emitter.room' && push.data.n === 1, JSON.stringify(push));
+  const everyone = [onA, onB, outsider].map((s) => collect(s, 'announcement', 1));
+  emitter.emit('announcement', { all: true });
+  const all = await within(10000, 'io.emit to everyone', Promise.all(everyone.map((e) => e.finished)));
+  check(step('io.emit reaches everyone'), all.every(([{ data }]) => data.all === true), JSON.stringify(all));
+  check(step('a room event reaches only its room'), strays.length === 0, JSON.stringify(strays));
+  const room = [onA, onB].map((s) => s.listeners('room_event').length);
+  check(step('the refused message was not delivered'), got.every(([{ data }]) => data.n === 1) && room.length === 2, '');
+  native.close();
+  for (const socket of [onA, onB, outsider]) close(socket);
+  await redis.quit();
+  console.log('ok redis emitter (io.to(room).emit and io.emit on two nodes, native clients too, except refused)');
+}
+
 /** A close code in 4000–4499 (here 4006, rate limited) lets socket.io-client reconnect by itself. */
 async function reconnects(mode) {
   const step = (what) => `${mode.name}: ${what}`;
@@ -450,6 +514,7 @@ for (const mode of modes) {
 }
 try {
   await severalNodes();
+  await redisEmitter();
   await recovery('websocket', { transports: ['websocket'] });
   await recovery('polling then upgrade', {});
   await recovery('msgpack', { parser: msgpackParser, path: '/socket.io-msgpack/' });
