@@ -309,9 +309,9 @@ mod tests {
         let huge = vec![0x90; 64 * 1024];
         assert_eq!(decode(&huge, &LIMITS).map(|_| ()), Err(Refusal::Malformed));
         // ["uid", {type: 2, nsp: "/", data: ["e", <bin 00 ff>]}, {}]: binary
-        // data is refused, as binary data from any client is.
+        // data is not JSON, so the message does not read (as from any client).
         let mut bin = vec![0x93, 0xa3, b'u', b'i', b'd', 0x83, 0xa4];
         bin.extend(b"type\x02\xa3nsp\xa1/\xa4data\x92\xa1e\xc4\x02\x00\xff\x80");
-        assert_eq!(decode(&bin, &LIMITS).map(|_| ()), Err(Refusal::Data));
+        assert_eq!(decode(&bin, &LIMITS).map(|_| ()), Err(Refusal::Malformed));
     }
 }
