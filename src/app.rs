@@ -15,7 +15,12 @@ use crate::{
     core::{
         ClientContext, ClientSettings, Hub, HubConfig, PublicationLimits, RateLimits, Registry,
     },
-    engine::{Engine, SharedDispatcher, memory::MemoryEngine, redis::RedisEngine},
+    engine::{
+        Engine, SharedDispatcher,
+        emitter::EmitterLimits,
+        memory::MemoryEngine,
+        redis::{RedisEngine, listen_to_emitter},
+    },
     http::{
         self, AppState,
         serve::{Server, Shutdown},
@@ -90,6 +95,16 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let engine_config = config.engine.clone();
         let max_data_size = config.limits.max_data_size;
+        let emitter = config.socketio.redis_emitter.then(|| {
+            (
+                config.socketio.redis_emitter_key.clone(),
+                EmitterLimits {
+                    max_channel_length: config.limits.max_channel_length,
+                    max_data_size,
+                    max_rooms: config.socketio.redis_emitter_max_rooms,
+                },
+            )
+        });
         let mut failure = None;
         let app = Self::build_with_engine(config, |dispatcher| -> Arc<dyn Engine> {
             match engine_config.kind {
@@ -99,8 +114,19 @@ impl App {
                     ))
                 }
                 EngineKind::Redis => {
-                    match RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher))
-                    {
+                    let started =
+                        RedisEngine::start(&engine_config, max_data_size, Arc::clone(&dispatcher))
+                            .and_then(|engine| match &emitter {
+                                Some((key, limits)) => listen_to_emitter(
+                                    &engine_config,
+                                    key,
+                                    *limits,
+                                    Arc::clone(&dispatcher),
+                                )
+                                .map(|()| engine),
+                                None => Ok(engine),
+                            });
+                    match started {
                         Ok(engine) => Arc::new(engine),
                         Err(err) => {
                             failure = Some(err);
@@ -197,6 +223,10 @@ impl App {
                     max_polling_sessions: config.socketio.max_polling_sessions,
                     max_buffered_bytes: config.socketio.max_buffered_bytes,
                     max_batch: config.limits.max_subscriptions,
+                    recovery_max_channels: config
+                        .socketio
+                        .connection_state_recovery
+                        .then_some(config.socketio.recovery_max_channels),
                     read_buffer_size: config.websocket.read_buffer_size,
                     write_buffer_size: config.websocket.write_buffer_size,
                     write_timeout: Duration::from_millis(config.websocket.write_timeout_ms),

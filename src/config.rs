@@ -230,6 +230,17 @@ pub struct SocketIoConfig {
     pub max_polling_sessions: usize,
     /// Most bytes queued for one polling session between two long-polls.
     pub max_buffered_bytes: usize,
+    /// Connection state recovery: `pid` in the `CONNECT` reply, an offset
+    /// as the last argument of each event, recovery on reconnection.
+    pub connection_state_recovery: bool,
+    /// Most subscribed channels a socket may have and still be recovered.
+    pub recovery_max_channels: usize,
+    /// Deliver what `@socket.io/redis-emitter` publishes (Redis engine).
+    pub redis_emitter: bool,
+    /// The emitter's `key` option: messages arrive on `<key>#/#…`.
+    pub redis_emitter_key: String,
+    /// Most rooms one emitter message may name.
+    pub redis_emitter_max_rooms: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -240,6 +251,11 @@ impl Default for SocketIoConfig {
             msgpack_path: "/socket.io-msgpack/".into(),
             max_polling_sessions: 10_000,
             max_buffered_bytes: 1024 * 1024,
+            connection_state_recovery: false,
+            recovery_max_channels: 32,
+            redis_emitter: false,
+            redis_emitter_key: "socket.io".into(),
+            redis_emitter_max_rooms: 64,
         }
     }
 }
@@ -268,6 +284,19 @@ impl SocketIoConfig {
         }
         if self.max_polling_sessions == 0 {
             return invalid("socketio.max_polling_sessions", "must be at least 1");
+        }
+        let key = &self.redis_emitter_key;
+        if key.is_empty() || key.len() > 64 || key.chars().any(|c| c.is_whitespace() || c == '#') {
+            return invalid(
+                "socketio.redis_emitter_key",
+                "must be 1 to 64 characters, without whitespace or `#`",
+            );
+        }
+        if !(1..=1024).contains(&self.redis_emitter_max_rooms) {
+            return invalid("socketio.redis_emitter_max_rooms", "must be 1 to 1024");
+        }
+        if !(1..=256).contains(&self.recovery_max_channels) {
+            return invalid("socketio.recovery_max_channels", "must be 1 to 256");
         }
         if self.max_buffered_bytes < max_data_size + 1024 {
             return invalid(
@@ -480,6 +509,15 @@ impl Config {
         }
         crate::auth::TokenVerifier::new(&self.auth)?;
         self.socketio.validate(self.limits.max_data_size)?;
+        if self.socketio.redis_emitter
+            && (self.engine.kind != crate::engine::EngineKind::Redis
+                || !self.engine.cluster_urls.is_empty())
+        {
+            return invalid(
+                "socketio.redis_emitter",
+                "needs engine.kind = \"redis\" on one Redis server (engine.url, not cluster_urls)",
+            );
+        }
         self.channels.validate()?;
         // A recovery replay is queued at once: one that cannot fit the
         // outbox would close the very client it serves.
@@ -694,6 +732,14 @@ mod tests {
             |c| c.socketio.msgpack_path = "/socket.io".into(),
             |c| c.socketio.max_polling_sessions = 0,
             |c| c.socketio.max_buffered_bytes = 1024,
+            |c| c.socketio.recovery_max_channels = 0,
+            |c| c.socketio.redis_emitter_key = String::new(),
+            |c| c.socketio.redis_emitter_max_rooms = 0,
+            |c| {
+                c.socketio.redis_emitter = true;
+                c.engine.kind = crate::engine::EngineKind::Memory;
+            },
+            |c| c.socketio.recovery_max_channels = 257,
         ] {
             let err = check(bad).expect("refused");
             assert!(err.contains("socketio."), "{err}");

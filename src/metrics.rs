@@ -93,6 +93,22 @@ pub const DROP_ENCODE_ERROR: &str = "encode_error";
 pub const DROP_RESERVED_EVENT: &str = "reserved_event";
 /// Socket.IO long-polling sessions open on this node (gauge).
 pub const SOCKETIO_POLLING_SESSIONS: &str = "herald_socketio_polling_sessions";
+/// `@socket.io/redis-emitter` messages read, by `outcome`: `delivered` or
+/// why it was refused (counter).
+pub const SOCKETIO_EMITTER_MESSAGES: &str = "herald_socketio_emitter_messages_total";
+/// Every `outcome` label of [`SOCKETIO_EMITTER_MESSAGES`].
+pub const EMITTER_OUTCOMES: [&str; 8] = [
+    "delivered",
+    "malformed",
+    "packet_type",
+    "namespace",
+    "unsupported",
+    "arguments",
+    "name",
+    "data",
+];
+/// Socket.IO connection state recoveries, by `outcome` (counter).
+pub const SOCKETIO_RECOVERIES: &str = "herald_socketio_recoveries_total";
 
 /// Every `reason` label of [`MESSAGES_DROPPED`].
 pub const DROP_REASONS: [&str; 6] = [
@@ -195,6 +211,14 @@ fn describe() {
     describe_gauge!(
         SOCKETIO_POLLING_SESSIONS,
         "Socket.IO long-polling sessions open on this node."
+    );
+    describe_counter!(
+        SOCKETIO_EMITTER_MESSAGES,
+        "@socket.io/redis-emitter messages read, by outcome (delivered, or why refused)."
+    );
+    describe_counter!(
+        SOCKETIO_RECOVERIES,
+        "Socket.IO connection state recoveries asked for, by outcome (recovered, failed)."
     );
     describe_counter!(MESSAGES_PUBLISHED, "Publications accepted on this node.");
     describe_counter!(MESSAGES_DELIVERED, "Messages queued to local connections.");
@@ -322,6 +346,12 @@ fn register() {
         HISTORY_DUPLICATES_DROPPED,
     ] {
         counter!(name).increment(0);
+    }
+    for outcome in ["recovered", "failed"] {
+        counter!(SOCKETIO_RECOVERIES, "outcome" => outcome).increment(0);
+    }
+    for outcome in EMITTER_OUTCOMES {
+        counter!(SOCKETIO_EMITTER_MESSAGES, "outcome" => outcome).increment(0);
     }
     for outcome in ["recovered", "failed"] {
         counter!(RECOVERIES, "outcome" => outcome).increment(0);

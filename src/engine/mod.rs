@@ -10,6 +10,7 @@
 //! This module knows only [`crate::protocol`]: no hub internals, no transport.
 
 mod config;
+pub mod emitter;
 pub mod envelope;
 pub mod memory;
 pub mod redis;

@@ -92,6 +92,11 @@ impl Acks {
         self.next().unwrap_or(Inbound::Control)
     }
 
+    /// Whether a list is being handed to the core.
+    pub(super) fn in_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
     /// The next request of the list in flight.
     pub(super) fn next(&mut self) -> Option<Inbound> {
         let batch = self.batch.as_mut()?;

@@ -51,11 +51,7 @@ fn with_attachment(p: &Publication, bytes: &Bytes) -> Option<JsonEvent> {
             _placeholder: true,
             num: 0,
         },
-        Meta {
-            channel: &p.channel,
-            ts: p.ts,
-            offset: p.position.as_ref().map(|position| position.offset),
-        },
+        meta(p),
     );
     match Parser::binary_event(&args) {
         Ok(text) => Some(JsonEvent {
@@ -105,15 +101,7 @@ fn encode_delivery(parser: Parser, payload: &Payload) -> Option<Frame> {
             );
             return None;
         }
-        Payload::Publication(p) => parser.event(&(
-            &p.event,
-            &p.data,
-            Meta {
-                channel: &p.channel,
-                ts: p.ts,
-                offset: p.position.as_ref().map(|position| position.offset),
-            },
-        )),
+        Payload::Publication(p) => parser.event(&(&p.event, &p.data, meta(p))),
         Payload::Gap { channel, .. } => parser.event(&("herald:gap", Gap { channel })),
         Payload::TokenExpiring { expires_in_ms } => parser.event(&(
             "herald:token_expiring",
@@ -165,6 +153,70 @@ pub(super) fn delivery(parser: Parser, delivery: &Delivery, out: &mut Vec<Frame>
     true
 }
 
+/// As [`delivery`], for a socket with connection state recovery: a
+/// publication gets `offset` as its last argument (socket.io-client keeps
+/// the last argument of each event that is a string). The shared encoding
+/// is spliced for the default parser; msgpack packets are encoded again.
+pub(super) fn delivery_with_offset(
+    parser: Parser,
+    delivery: &Delivery,
+    offset: &str,
+    out: &mut Vec<Frame>,
+) -> bool {
+    let Payload::Publication(p) = delivery.payload() else {
+        return self::delivery(parser, delivery, out);
+    };
+    match parser {
+        Parser::Json => {
+            let Some(event) = delivery.encoded(&JSON) else {
+                return false;
+            };
+            let Some(open) = event.text.as_str().strip_suffix(']') else {
+                return false;
+            };
+            // The offset is made of characters JSON needs no escape for.
+            let text = format!("{open},\"{offset}\"]");
+            out.push(Frame::Text(Utf8Bytes::from(text)));
+            out.extend(event.attachment.clone().map(Frame::Binary));
+            true
+        }
+        Parser::MsgPack => {
+            if reserved(p.event.as_str()) {
+                return false;
+            }
+            let args = (&p.event, &p.data, meta(p), offset);
+            match parser.event(&args) {
+                Ok(frame) => {
+                    out.push(frame);
+                    true
+                }
+                Err(err) => {
+                    tracing::error!(%err, "encoding a Socket.IO delivery failed");
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// The `herald:offset` event: no data, only the offset, so that the
+/// client's offset follows a change of subscriptions (a subscribe is
+/// answered by an ack, whose arguments socket.io-client does not keep).
+pub(super) fn offset_event(parser: Parser, offset: &str) -> Option<Frame> {
+    parser
+        .event(&("herald:offset", offset))
+        .map_err(|err| tracing::error!(%err, "encoding a Socket.IO event failed"))
+        .ok()
+}
+
+fn meta(p: &Publication) -> Meta<'_> {
+    Meta {
+        channel: &p.channel,
+        ts: p.ts,
+        offset: p.position.as_ref().map(|position| position.offset),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +266,42 @@ mod tests {
             delivery.encoded(&JSON).unwrap().text.as_str(),
             r#"42["price_update",{"p":1},{"channel":"prices","ts":5,"offset":42}]"#
         );
+    }
+
+    #[test]
+    fn with_recovery_the_offset_is_the_last_argument() {
+        let delivery = publication("price_update");
+        let mut frames = Vec::new();
+        assert!(delivery_with_offset(
+            Parser::Json,
+            &delivery,
+            "1~prices*e*5",
+            &mut frames
+        ));
+        assert_eq!(
+            frames,
+            vec![Frame::Text(Utf8Bytes::from_static(
+                r#"42["price_update",{"p":1},{"channel":"prices","ts":5},"1~prices*e*5"]"#
+            ))]
+        );
+        frames.clear();
+        assert!(delivery_with_offset(
+            Parser::MsgPack,
+            &delivery,
+            "1",
+            &mut frames
+        ));
+        let [Frame::Binary(packed)] = &frames[..] else {
+            panic!("one binary frame");
+        };
+        let value: serde_json::Value = rmp_serde::from_slice(packed).unwrap();
+        assert_eq!(value["data"][3], "1");
+        assert!(!delivery_with_offset(
+            Parser::MsgPack,
+            &publication("connect"),
+            "1",
+            &mut frames
+        ));
     }
 
     #[test]

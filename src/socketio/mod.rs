@@ -15,6 +15,7 @@ mod engine;
 mod events;
 mod packet;
 mod polling;
+mod recovery;
 mod session;
 mod transport;
 mod websocket;
@@ -68,6 +69,8 @@ pub struct SocketIoSettings {
     pub max_buffered_bytes: usize,
     /// Most channels in one `subscribe`/`unsubscribe` list.
     pub max_batch: usize,
+    /// Connection state recovery: `Some(most channels recovered)` when on.
+    pub recovery_max_channels: Option<usize>,
     /// WebSocket read buffer, bytes.
     pub read_buffer_size: usize,
     /// WebSocket write buffer, bytes.

@@ -50,6 +50,8 @@ pub(crate) enum Packet {
         /// `auth.token`; an unreadable auth payload gives an empty token,
         /// which the core refuses as invalid.
         token: Option<String>,
+        /// `auth.pid` and `auth.offset` of a client resuming its session.
+        resume: Option<Resume>,
     },
     /// Leave a namespace.
     Disconnect {
@@ -72,6 +74,18 @@ pub(crate) enum Packet {
         /// The id the client waits for an ack under.
         ack: Option<u64>,
     },
+}
+
+/// What a reconnecting socket.io-client sends to recover its session
+/// (connection state recovery): the `pid` herald gave it and the last
+/// event's `offset`. Both are only read as strings; anything else is no
+/// resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// The private session id of the previous connection.
+    pub(crate) pid: String,
+    /// The offset of the last event the client handled.
+    pub(crate) offset: String,
 }
 
 /// The events herald handles.
@@ -152,14 +166,14 @@ impl Parser {
         };
         let nsp = nsp.to_owned();
         match kind {
-            CONNECT => Ok(Packet::Connect {
-                nsp,
-                token: if payload.is_empty() {
-                    None
+            CONNECT => {
+                let (token, resume) = if payload.is_empty() {
+                    (None, None)
                 } else {
-                    token(serde_json::from_str(payload))
-                },
-            }),
+                    connect_auth(serde_json::from_str(payload))
+                };
+                Ok(Packet::Connect { nsp, token, resume })
+            }
             DISCONNECT => Ok(Packet::Disconnect { nsp }),
             EVENT => serde_json::from_str(payload)
                 .map(|event| Packet::Event { nsp, ack, event })
@@ -184,11 +198,14 @@ impl Parser {
         let ack = head.id;
         match head.kind {
             CONNECT => {
-                let token = match rmp_serde::from_slice::<ConnectBody>(bytes) {
-                    Ok(body) => body.data.0,
-                    Err(_) => Some(String::new()),
+                let (token, resume) = match rmp_serde::from_slice::<ConnectBody>(bytes) {
+                    Ok(body) => match body.data.0 {
+                        Some(auth) => connect_auth(Ok::<_, serde_json::Error>(auth)),
+                        None => (None, None),
+                    },
+                    Err(_) => (Some(String::new()), None),
                 };
-                Ok(Packet::Connect { nsp, token })
+                Ok(Packet::Connect { nsp, token, resume })
             }
             DISCONNECT => Ok(Packet::Disconnect { nsp }),
             EVENT => rmp_serde::from_slice::<EventBody>(bytes)
@@ -248,13 +265,17 @@ impl Parser {
         }
     }
 
-    /// `CONNECT {sid}`: the namespace is joined.
-    pub(crate) fn connect(self, sid: &str) -> Result<Frame, EncodeError> {
+    /// `CONNECT {sid, pid?}`: the namespace is joined; `pid` (connection
+    /// state recovery) is the session id the client resumes with later, and
+    /// socket.io-client sets `socket.recovered` when it equals its own.
+    pub(crate) fn connect(self, sid: &str, pid: Option<&str>) -> Result<Frame, EncodeError> {
         #[derive(Serialize)]
         struct Sid<'a> {
             sid: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pid: Option<&'a str>,
         }
-        self.encode(CONNECT, DEFAULT_NSP, None, Some(&Sid { sid }))
+        self.encode(CONNECT, DEFAULT_NSP, None, Some(&Sid { sid, pid }))
     }
 
     /// `CONNECT_ERROR {message, data: {code}}`.
@@ -337,7 +358,7 @@ struct ConnectBody {
 /// without `auth` sends `data: undefined`, which its MessagePack encoder
 /// (notepack.io) writes as an extension value: that too is no token.
 #[derive(Default)]
-struct PackedAuth(Option<String>);
+struct PackedAuth(Option<Auth>);
 
 impl<'de> Deserialize<'de> for PackedAuth {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -356,7 +377,7 @@ impl<'de> Visitor<'de> for PackedAuthVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PackedAuth, A::Error> {
         let auth = Auth::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        Ok(PackedAuth(auth.token))
+        Ok(PackedAuth(Some(auth)))
     }
 
     fn visit_unit<E>(self) -> Result<PackedAuth, E> {
@@ -378,18 +399,47 @@ struct EventBody {
     data: Event,
 }
 
-/// The `auth` payload of a `CONNECT`: only `token` is read.
+/// The `auth` payload of a `CONNECT`: `token`, and `pid` and `offset`
+/// (connection state recovery), which are read only when they are strings.
 #[derive(Deserialize)]
 struct Auth {
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    pid: Option<Loose>,
+    #[serde(default)]
+    offset: Option<Loose>,
 }
 
-/// The token of a parsed auth payload; unreadable auth is an empty token.
-fn token(auth: Result<Auth, serde_json::Error>) -> Option<String> {
+/// A value that is used only when it is a string (`offset: undefined`
+/// arrives as `null`, or as an extension value from msgpack).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Text(String),
+    Other(IgnoredAny),
+}
+
+impl Loose {
+    fn text(value: Option<Self>) -> Option<String> {
+        match value {
+            Some(Self::Text(text)) => Some(text),
+            Some(Self::Other(_)) | None => None,
+        }
+    }
+}
+
+/// The token and the resume of a parsed auth payload; unreadable auth is
+/// an empty token.
+fn connect_auth(auth: Result<Auth, serde_json::Error>) -> (Option<String>, Option<Resume>) {
     match auth {
-        Ok(auth) => auth.token,
-        Err(_) => Some(String::new()),
+        Ok(auth) => {
+            let resume = Loose::text(auth.pid)
+                .zip(Loose::text(auth.offset))
+                .map(|(pid, offset)| Resume { pid, offset });
+            (auth.token, resume)
+        }
+        Err(_) => (Some(String::new()), None),
     }
 }
 
@@ -529,30 +579,60 @@ mod tests {
             Parser::decode_text(r#"0{"token":"abc"}"#).unwrap(),
             Packet::Connect {
                 nsp: "/".into(),
-                token: Some("abc".into())
+                token: Some("abc".into()),
+                resume: None,
             }
         );
         assert_eq!(
             Parser::decode_text("0").unwrap(),
             Packet::Connect {
                 nsp: "/".into(),
-                token: None
+                token: None,
+                resume: None,
             }
         );
         assert_eq!(
             Parser::decode_text(r#"0/admin,{"token":"x"}"#).unwrap(),
             Packet::Connect {
                 nsp: "/admin".into(),
-                token: Some("x".into())
+                token: Some("x".into()),
+                resume: None,
             }
         );
         assert_eq!(
             Parser::decode_text(r#"0{"token":5}"#).unwrap(),
             Packet::Connect {
                 nsp: "/".into(),
-                token: Some(String::new())
+                token: Some(String::new()),
+                resume: None,
             }
         );
+    }
+
+    #[test]
+    fn connect_reads_a_resume_only_from_string_pid_and_offset() {
+        let resume = |text: &str| match Parser::decode_text(text).unwrap() {
+            Packet::Connect { resume, .. } => resume,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            resume(r#"0{"token":"t","pid":"p1","offset":"1~a*e*3"}"#),
+            Some(Resume {
+                pid: "p1".into(),
+                offset: "1~a*e*3".into()
+            })
+        );
+        assert_eq!(resume(r#"0{"token":"t","pid":"p1"}"#), None);
+        assert_eq!(resume(r#"0{"pid":{"x":1},"offset":"o"}"#), None);
+        assert_eq!(resume(r#"0{"pid":"p","offset":null}"#), None);
+        let packed = rmp_serde::to_vec_named(&serde_json::json!({
+            "type": 0, "nsp": "/", "data": {"token": "t", "pid": "p", "offset": "o"}
+        }))
+        .unwrap();
+        assert!(matches!(
+            Parser::decode_binary(&packed).unwrap(),
+            Packet::Connect { resume: Some(Resume { pid, offset }), .. } if pid == "p" && offset == "o"
+        ));
     }
 
     #[test]
@@ -600,7 +680,11 @@ mod tests {
     #[test]
     fn json_encodings_match_the_socket_io_wire() {
         let p = Parser::Json;
-        assert_eq!(text(p.connect("s1").unwrap()), r#"40{"sid":"s1"}"#);
+        assert_eq!(text(p.connect("s1", None).unwrap()), r#"40{"sid":"s1"}"#);
+        assert_eq!(
+            text(p.connect("s1", Some("p1")).unwrap()),
+            r#"40{"sid":"s1","pid":"p1"}"#
+        );
         assert_eq!(
             text(p.connect_error("/", "invalid token", Some(4500)).unwrap()),
             r#"44{"message":"invalid token","data":{"code":4500}}"#
@@ -667,7 +751,8 @@ mod tests {
             Parser::decode_binary(&connect).unwrap(),
             Packet::Connect {
                 nsp: "/".into(),
-                token: Some("t".into())
+                token: Some("t".into()),
+                resume: None,
             }
         );
         // {"type":0,"nsp":"/","data":undefined} as notepack.io writes it.
@@ -682,7 +767,8 @@ mod tests {
             Parser::decode_binary(&undefined).unwrap(),
             Packet::Connect {
                 nsp: "/".into(),
-                token: None
+                token: None,
+                resume: None,
             }
         );
         let disconnect = binary(Parser::MsgPack.disconnect().unwrap());

@@ -43,6 +43,10 @@ pub(super) fn open(endpoint: &Endpoint, parts: &Parts) -> Response {
             .into_response();
     }
     let transport = SocketIoTransport::polling(Arc::clone(&session), ends, settings.max_batch);
+    let transport = match settings.recovery_max_channels {
+        Some(max) => transport.with_recovery(max, settings.max_buffered_bytes),
+        None => transport,
+    };
     let task_state = Arc::clone(state);
     state.tracker.spawn(async move {
         task_state.clients.serve(transport, None).await;

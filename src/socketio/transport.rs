@@ -27,6 +27,7 @@ use super::{
     engine::{self, Data, Frame, Incoming},
     events,
     packet::{DEFAULT_NSP, Event, Packet, Parser},
+    recovery::Recovery,
     session::{Session, SessionEnds},
 };
 use crate::{
@@ -68,6 +69,8 @@ pub(crate) struct SocketIoTransport {
     /// A `CONNECT` to another namespace, answered by the next error reply.
     bad_nsp: Option<String>,
     acks: Acks,
+    /// Connection state recovery, where `[socketio]` turns it on.
+    recovery: Option<Recovery>,
 }
 
 impl std::fmt::Debug for SocketIoTransport {
@@ -89,7 +92,23 @@ impl SocketIoTransport {
             welcomed: false,
             bad_nsp: None,
             acks: Acks::new(max_batch),
+            recovery: None,
         }
+    }
+
+    /// Turns connection state recovery on: at most `max_channels` channels
+    /// are recovered, and at most `max_held` bytes held while they are.
+    pub(crate) fn with_recovery(mut self, max_channels: usize, max_held: usize) -> Self {
+        self.recovery = Some(Recovery::new(max_channels, max_held));
+        self
+    }
+
+    /// Notes a client's request for the recovery snapshot.
+    fn track(&mut self, inbound: Inbound) -> Inbound {
+        if let Some(recovery) = &mut self.recovery {
+            recovery.track(&inbound);
+        }
+        inbound
     }
 
     /// A client that polls through `session` (and may upgrade).
@@ -264,10 +283,15 @@ impl SocketIoTransport {
             }
         };
         Ok(match packet {
-            Packet::Connect { nsp, token } if nsp == DEFAULT_NSP => Some(Inbound::Request {
-                id: None,
-                request: Request::Auth { token },
-            }),
+            Packet::Connect { nsp, token, resume } if nsp == DEFAULT_NSP => {
+                if let Some(recovery) = &mut self.recovery {
+                    recovery.connecting(resume);
+                }
+                Some(Inbound::Request {
+                    id: None,
+                    request: Request::Auth { token },
+                })
+            }
             Packet::Connect { nsp, .. } => {
                 self.bad_nsp = Some(nsp);
                 Some(invalid(None, ErrorCode::BadRequest, "Invalid namespace"))
@@ -339,11 +363,18 @@ impl SocketIoTransport {
             node_id: &welcome.node_id,
             channels: &welcome.channels,
         };
+        let event = self
+            .parser
+            .event(&("herald:welcome", info))
+            .map_err(internal)?;
+        if let Some(recovery) = &mut self.recovery {
+            return Ok(recovery.welcome(self.parser, welcome.conn_id.clone(), event));
+        }
         Ok(vec![
-            self.parser.connect(&welcome.conn_id).map_err(internal)?,
             self.parser
-                .event(&("herald:welcome", info))
+                .connect(&welcome.conn_id, None)
                 .map_err(internal)?,
+            event,
         ])
     }
 
@@ -384,18 +415,33 @@ impl Transport for SocketIoTransport {
     /// from channels and the WebSocket's own buffer.
     async fn recv(&mut self) -> Result<Inbound, Ended> {
         loop {
-            if let Some(inbound) = self.acks.next() {
+            // A recovery's requests come first: the client is not connected
+            // (it has no `CONNECT` reply) until they are answered.
+            if let Some(inbound) = self.recovery.as_mut().and_then(Recovery::next_request) {
                 return Ok(inbound);
+            }
+            if let Some(inbound) = self.acks.next() {
+                return Ok(self.track(inbound));
             }
             let incoming = self.read().await?;
             if let Some(inbound) = self.inbound(incoming)? {
-                return Ok(inbound);
+                return Ok(self.track(inbound));
             }
         }
     }
 
     async fn reply(&mut self, reply: Reply<'_>) -> Result<(), Ended> {
-        let frames = match reply {
+        if let Some(recovery) = &mut self.recovery {
+            if recovery.restoring() {
+                let frames = recovery.restore_reply(self.parser, &reply);
+                if frames.is_empty() {
+                    return Ok(());
+                }
+                return self.write(frames).await;
+            }
+            recovery.reply(&reply);
+        }
+        let mut frames = match reply {
             Reply::Welcome(welcome) => self.welcome(welcome)?,
             Reply::Pong { .. } => vec![Frame::pong()],
             // A history channel's subscription is a success like any other:
@@ -424,6 +470,14 @@ impl Transport for SocketIoTransport {
                 None => self.answer(id, Some((code, reason)))?.into_iter().collect(),
             },
         };
+        // The client's offset follows its subscriptions once a request
+        // (or a list) is answered.
+        if let Some(recovery) = &mut self.recovery
+            && !self.acks.in_batch()
+            && let Some(offset) = recovery.offset_event(self.parser)
+        {
+            frames.insert(0, offset);
+        }
         if frames.is_empty() {
             return Ok(());
         }
@@ -433,7 +487,11 @@ impl Transport for SocketIoTransport {
     async fn deliver(&mut self, batch: &[Arc<Delivery>], ping: bool) -> Result<(), Ended> {
         let mut frames = Vec::with_capacity(batch.len() + 1);
         for delivery in batch {
-            if !events::delivery(self.parser, delivery, &mut frames) {
+            let delivered = match &mut self.recovery {
+                Some(recovery) => recovery.encode(self.parser, delivery, &mut frames),
+                None => events::delivery(self.parser, delivery, &mut frames),
+            };
+            if !delivered {
                 let reason = match delivery.payload() {
                     Payload::Publication(p) if events::reserved(p.event.as_str()) => {
                         crate::metrics::DROP_RESERVED_EVENT
@@ -443,6 +501,9 @@ impl Transport for SocketIoTransport {
                 metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason)
                     .increment(1);
             }
+        }
+        if let Some(recovery) = &mut self.recovery {
+            frames = recovery.hold(self.parser, frames);
         }
         if ping {
             frames.push(Frame::ping());

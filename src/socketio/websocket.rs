@@ -93,6 +93,10 @@ async fn connect(state: Arc<SocketIoState>, on_upgrade: OnUpgrade, parser: Parse
         return;
     }
     let transport = SocketIoTransport::websocket(ws, parser, settings.max_batch);
+    let transport = match settings.recovery_max_channels {
+        Some(max) => transport.with_recovery(max, settings.max_buffered_bytes),
+        None => transport,
+    };
     state.clients.serve(transport, None).await;
     drop(slot);
 }

@@ -104,6 +104,12 @@ client_publish = true
 interval_ms = 1000
 timeout_ms = 1000
 
+# Channels with history: Socket.IO connection state recovery (on nodes a and b).
+[[channels.namespaces]]
+pattern = "hist.*"
+access = "authenticated"
+history_size = 100
+
 [shutdown]
 drain_ms = 100
 grace_ms = 500
@@ -128,7 +134,8 @@ for node in a b; do
   node_port_var="node_${node}_port"
   start_hub "$root/artifacts/socketio/herald-$node.log" "${!node_port_var}" \
     HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL="redis://127.0.0.1:$redis_port" \
-    HERALD_SERVER__NODE_ID="node-$node"
+    HERALD_SERVER__NODE_ID="node-$node" HERALD_SOCKETIO__CONNECTION_STATE_RECOVERY=true \
+    HERALD_SOCKETIO__REDIS_EMITTER=true
 done
 export SIO_NODE_A_URL="http://127.0.0.1:$node_a_port"
 export SIO_NODE_B_URL="http://127.0.0.1:$node_b_port"

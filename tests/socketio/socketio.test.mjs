@@ -27,7 +27,10 @@
 
 import net from 'node:net';
 
+import { Emitter } from '@socket.io/redis-emitter';
+import { createClient } from 'redis';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 import msgpackParser from 'socket.io-msgpack-parser';
 
 const env = process.env;
@@ -290,6 +293,175 @@ async function severalNodes() {
   console.log('ok several nodes (publication across nodes, binary data from Redis with both parsers)');
 }
 
+/**
+ * A TCP proxy standing in for a load balancer: `to(url)` picks the node new
+ * connections go to (`null`: refuse them), `cut()` drops every open one.
+ */
+async function balancer() {
+  let target = null;
+  const live = new Set();
+  const server = net.createServer((client) => {
+    if (!target) { client.destroy(); return; }
+    const upstream = net.connect(Number(new globalThis.URL(target).port), '127.0.0.1');
+    live.add(client); live.add(upstream);
+    client.pipe(upstream); upstream.pipe(client);
+    const drop = () => { client.destroy(); upstream.destroy(); live.delete(client); live.delete(upstream); };
+    client.on('error', drop); upstream.on('error', drop); client.on('close', drop); upstream.on('close', drop);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    to(url) { target = url; },
+    cut() { for (const s of live) s.destroy(); live.clear(); },
+    close() { this.cut(); server.close(); },
+  };
+}
+
+/**
+ * Connection state recovery on two nodes sharing Redis: a client of node a
+ * loses its connection, publications are made meanwhile, and it reconnects by
+ * itself through the balancer to node b: `socket.recovered`, and every event
+ * exactly once, in order. Then a channel without history makes the next
+ * recovery fail as a whole: `recovered` is false and nothing missed is replayed.
+ */
+async function recovery(name, options) {
+  const step = (what) => `recovery (${name}): ${what}`;
+  const [a, b] = [env.SIO_NODE_A_URL, env.SIO_NODE_B_URL];
+  const lb = await balancer();
+  lb.to(a);
+  const tag = name.replace(/\W+/g, '');
+  const channels = [`hist.${tag}.x`, `hist.${tag}.y`];
+  const socket = io(lb.url, {
+    ...options, auth: { token: TOKENS.alice }, reconnectionDelay: 100, reconnectionDelayMax: 200,
+  });
+  open.add(socket);
+  const seen = [];
+  socket.on('tick', (data, meta, offset) => seen.push({ n: data.n, channel: meta.channel, offset }));
+  await within(10000, 'connect', once(socket, 'connect'));
+  check(step('a first connection is not recovered'), socket.recovered === false, String(socket.recovered));
+  const ack = await within(5000, 'subscribe', socket.emitWithAck('subscribe', channels));
+  check(step('subscribe'), ack.ok === true, JSON.stringify(ack));
+  let n = 0;
+  const tick = (base) => {
+    n += 1;
+    return api('/api/v1/publish', { channel: channels[n % 2], event: 'tick', data: { n } }, base);
+  };
+  const until = (count, what) => within(10000, what, new Promise((resolve) => {
+    const poll = setInterval(() => { if (seen.length >= count) { clearInterval(poll); resolve(); } }, 10);
+  }));
+  for (let i = 0; i < 4; i++) await tick(a);
+  await until(4, 'the first publications');
+  check(step('events carry the offset last'), seen.every((e) => typeof e.offset === 'string' && e.offset.startsWith('1~')),
+    JSON.stringify(seen));
+
+  // The connection drops; while the client cannot reach any node, more is published.
+  lb.to(null);
+  const gone = once(socket, 'disconnect');
+  lb.cut();
+  await within(10000, 'the disconnect', gone);
+  for (let i = 0; i < 6; i++) await tick(b);
+  const back = once(socket, 'connect');
+  lb.to(b);
+  await within(15000, 'the reconnection to node b', back);
+  check(step('recovered on another node'), socket.recovered === true, String(socket.recovered));
+  await tick(b);
+  await until(11, 'the missed and the live publications');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // Herald orders publications per channel; a recovery replays channel by channel.
+  const order = seen.map((e) => e.n);
+  const sorted = [...order].sort((x, y) => x - y);
+  check(step('every event exactly once'),
+    JSON.stringify(sorted) === JSON.stringify([...Array(11).keys()].map((i) => i + 1)), JSON.stringify(order));
+  for (const channel of channels) {
+    const mine = seen.filter((e) => e.channel === channel).map((e) => e.n);
+    check(step(`in order on ${channel}`), mine.every((v, i) => i === 0 || mine[i - 1] < v), JSON.stringify(mine));
+  }
+
+  // All or nothing: with a channel that keeps no history, nothing is recovered.
+  const plain = await within(5000, 'subscribe', socket.emitWithAck('subscribe', `plain.${tag}`));
+  check(step('subscribe to a channel without history'), plain.ok === true, JSON.stringify(plain));
+  lb.to(null);
+  const gone2 = once(socket, 'disconnect');
+  lb.cut();
+  await within(10000, 'the second disconnect', gone2);
+  await tick(a);
+  const back2 = once(socket, 'connect');
+  lb.to(a);
+  await within(15000, 'the second reconnection', back2);
+  check(step('not recovered with a channel without history'), socket.recovered === false, String(socket.recovered));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  check(step('nothing missed is replayed after a failed recovery'), seen.length === 11, JSON.stringify(seen.map((e) => e.n)));
+  // The app subscribes again, as after any fresh connection.
+  const again = await within(5000, 'subscribe again', socket.emitWithAck('subscribe', channels));
+  check(step('subscribe again'), again.ok === true, JSON.stringify(again));
+  await tick(b);
+  await until(12, 'a publication after subscribing again');
+  close(socket);
+  lb.close();
+  console.log(`ok recovery (${name}): recovered on another node, exactly once, in order per channel; all or nothing`);
+}
+
+/**
+ * A Node backend publishing with @socket.io/redis-emitter into the Redis of
+ * nodes a and b: `io.to(room).emit` reaches that channel's Socket.IO clients
+ * on both nodes (and a native client), `io.emit` reaches everyone, and what
+ * herald cannot honour (`except`) is refused, not delivered.
+ */
+async function redisEmitter() {
+  const step = (what) => `redis emitter: ${what}`;
+  const [a, b] = [env.SIO_NODE_A_URL, env.SIO_NODE_B_URL];
+  const redis = createClient({ url: `redis://127.0.0.1:${env.SIO_REDIS_PORT}` });
+  await redis.connect();
+  const emitter = new Emitter(redis);
+  const opts = { transports: ['websocket'], reconnection: false };
+  const onA = io(a, { ...opts, auth: { token: TOKENS.alice } });
+  const onB = io(b, { ...opts, auth: { token: TOKENS.bob } });
+  const outsider = io(b, { ...opts, auth: { token: TOKENS.bob } });
+  for (const socket of [onA, onB, outsider]) {
+    open.add(socket);
+    if (!socket.connected) await within(10000, 'connect', once(socket, 'connect'));
+  }
+  for (const socket of [onA, onB]) {
+    const ack = await socket.emitWithAck('subscribe', ['emitter.room']);
+    check(step('subscribe'), ack.ok === true, JSON.stringify(ack));
+  }
+  const native = new WebSocket(`${a.replace('http', 'ws')}/ws`);
+  const nativeFrames = [];
+  native.onmessage = (m) => nativeFrames.push(JSON.parse(String(m.data)));
+  await within(10000, 'the native client', new Promise((resolve, reject) => { native.onopen = resolve; native.onerror = reject; }));
+  native.send(JSON.stringify({ type: 'auth', token: TOKENS.alice }));
+  native.send(JSON.stringify({ type: 'subscribe', id: 1, channel: 'emitter.room' }));
+  await within(10000, 'the native subscribe', new Promise((resolve) => {
+    const poll = setInterval(() => { if (nativeFrames.some((f) => f.id === 1)) { clearInterval(poll); resolve(); } }, 10);
+  }));
+  const strays = [];
+  outsider.on('room_event', (data) => strays.push(data));
+  const roomEvents = [onA, onB].map((s) => collect(s, 'room_event', 1));
+  // Refused (counted), so it must never arrive; the next one must.
+  emitter.except('x').to('emitter.room').emit('room_event', { n: 0 });
+  emitter.to('emitter.room').emit('room_event', { n: 1 });
+  const got = await within(10000, 'io.to(room).emit on both nodes', Promise.all(roomEvents.map((r) => r.finished)));
+  for (const [[{ data, meta }]] of got.map((g) => [g])) {
+    check(step('io.to(room).emit'), data.n === 1 && meta.channel === 'emitter.room', JSON.stringify({ data, meta }));
+  }
+  await within(10000, 'the native push', new Promise((resolve) => {
+    const poll = setInterval(() => { if (nativeFrames.some((f) => f.type === 'push')) { clearInterval(poll); resolve(); } }, 10);
+  }));
+  const push = nativeFrames.find((f) => f.type === 'push');
+  check(step('a native client gets it too'), push.channel === 'emitter.room' && push.data.n === 1, JSON.stringify(push));
+  const everyone = [onA, onB, outsider].map((s) => collect(s, 'announcement', 1));
+  emitter.emit('announcement', { all: true });
+  const all = await within(10000, 'io.emit to everyone', Promise.all(everyone.map((e) => e.finished)));
+  check(step('io.emit reaches everyone'), all.every(([{ data }]) => data.all === true), JSON.stringify(all));
+  check(step('a room event reaches only its room'), strays.length === 0, JSON.stringify(strays));
+  const room = [onA, onB].map((s) => s.listeners('room_event').length);
+  check(step('the refused message was not delivered'), got.every(([{ data }]) => data.n === 1) && room.length === 2, '');
+  native.close();
+  for (const socket of [onA, onB, outsider]) close(socket);
+  await redis.quit();
+  console.log('ok redis emitter (io.to(room).emit and io.emit on two nodes, native clients too, except refused)');
+}
+
 /** A close code in 4000–4499 (here 4006, rate limited) lets socket.io-client reconnect by itself. */
 async function reconnects(mode) {
   const step = (what) => `${mode.name}: ${what}`;
@@ -342,6 +514,10 @@ for (const mode of modes) {
 }
 try {
   await severalNodes();
+  await redisEmitter();
+  await recovery('websocket', { transports: ['websocket'] });
+  await recovery('polling then upgrade', {});
+  await recovery('msgpack', { parser: msgpackParser, path: '/socket.io-msgpack/' });
 } catch (err) {
   fail('several nodes', err.stack || err);
 }

@@ -19,12 +19,14 @@
 //!   fast for channels whose reader is down.
 
 mod backend;
+mod emitter;
 mod readers;
 mod resp;
 mod shard;
 mod stream;
 mod topology;
 
+pub use self::emitter::listen_to_emitter;
 pub use crate::redis_conn::{CommandError, RedisHandle};
 use crate::redis_conn::{cluster_builder, single_client};
 
