@@ -520,7 +520,8 @@ async fn open_herald(
     let mut pending = channels.len();
     while pending > 0 {
         match next_kind(&mut ws).await?.as_deref() {
-            Some("ok") => pending -= 1,
+            // `subscribed` answers a subscribe on a channel with history.
+            Some("ok" | "subscribed") => pending -= 1,
             Some("error") => return Err("subscribe refused".into()),
             _ => {}
         }
