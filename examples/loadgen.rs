@@ -567,7 +567,11 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
     if args.target != Protocol::Herald && args.format == WireFormat::Msgpack {
         return Err("--format msgpack is for --target herald only".into());
     }
-    if args.target == Protocol::Uws && args.via == Via::Http && args.api_urls.is_empty() {
+    if args.target == Protocol::Uws
+        && args.via == Via::Http
+        && args.api_urls.is_empty()
+        && !args.plan().is_empty()
+    {
         return Err("--target uws has no HTTP publish API: use --via redis".into());
     }
     let own = args.channel_mode == ChannelMode::Own;

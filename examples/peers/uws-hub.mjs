@@ -2,7 +2,7 @@
 // `PUBLISH herald:<channel> <message>` reaches every WebSocket subscribed to
 // <channel>, as is. Clients connect to ws://HOST:PORT/?channel=<name> (and
 // may send {"subscribe":"<name>"} frames for more); there is no auth.
-//   node uws-hub.mjs [port] [redis-url]      (or PORT, REDIS_URL, HOST, PREFIX)
+//   node uws-hub.mjs [port] [redis-url]   (or PORT, REDIS_URL; also HOST, PREFIX, IDLE_TIMEOUT)
 import uWS from "uwebsockets";
 import { createClient } from "redis";
 
@@ -12,7 +12,7 @@ const host = process.env.HOST ?? "127.0.0.1";
 const prefix = process.env.PREFIX ?? "herald:";
 
 const app = uWS.App().ws("/*", {
-  idleTimeout: 120, // seconds; uWS pings idle sockets by itself
+  idleTimeout: Number(process.env.IDLE_TIMEOUT ?? 120), // seconds; uWS pings idle sockets by itself
   maxBackpressure: 1 << 20,
   upgrade: (res, req, context) => {
     const channel = new URLSearchParams(req.getQuery() ?? "").get("channel");
