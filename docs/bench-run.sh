@@ -47,8 +47,10 @@ RPORT=${REDIS_PORT:-39379}
 REDIS_URL=redis://127.0.0.1:$RPORT
 PIDS=()
 R=
+LG=
 TMPDIR_BENCH=$(mktemp -d)
 cleanup() {
+  [ -n "$LG" ] && kill "$LG" 2>/dev/null # timeout passes it on to the loadgen
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   [ -n "$R" ] && kill "$R" 2>/dev/null
   rm -rf "$TMPDIR_BENCH"
@@ -56,14 +58,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-stop() { kill "$1" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null; sleep 1; }
+# wait_port PORT LOG: until something listens on PORT (ss, not a connect: a
+# connect to a closed port can pick that port as its source and connect to itself).
+wait_port() { for _ in $(seq 1 300); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+  echo "port $1 never opened; the end of $2:" >&2; tail -5 "$2" >&2; return 1; }
+stop() { [ -n "$1" ] || return 0; kill "$1" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null; sleep 1; }
 # hub PORT [ENV=…] [-- herald args]: starts herald, sets P.
 hub() { local port=$1; shift; local envs=(); while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done; [ $# -gt 0 ] && shift
-  env "${envs[@]}" $H --listen 127.0.0.1:"$port" "$@" >artifacts/bench/hub-"$port".log 2>&1 & P=$!; PIDS+=("$P"); wait_port "$port"; }
+  env "${envs[@]}" $H --listen 127.0.0.1:"$port" "$@" >>artifacts/bench/hub-"$port".log 2>&1 & P=$!; PIDS+=("$P"); wait_port "$port" artifacts/bench/hub-"$port".log; }
 # peer PORT FILE: starts a node peer, sets P (the node process itself).
-peer() { node examples/peers/"$2" "$1" "$REDIS_URL" >artifacts/bench/peer-"$1".log 2>&1 & P=$!; PIDS+=("$P"); wait_port "$1"; }
-start_redis() { redis-server --port $RPORT --save '' --appendonly no --daemonize no >/dev/null 2>&1 & R=$!; wait_port $RPORT; }
+peer() { node examples/peers/"$2" "$1" "$REDIS_URL" >>artifacts/bench/peer-"$1".log 2>&1 & P=$!; PIDS+=("$P"); wait_port "$1" artifacts/bench/peer-"$1".log; }
+start_redis() { redis-server --port $RPORT --save '' --appendonly no --daemonize no >artifacts/bench/redis.log 2>&1 & R=$!; wait_port $RPORT artifacts/bench/redis.log; }
 ticks() { [ -r "/proc/$1/stat" ] && awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" || echo 0; }
 
 # run SCENARIO TARGET ROUND loadgen-args…: one loadgen run, its JSON line
@@ -73,7 +78,10 @@ run() {
   echo "== $scenario $target round $round" >&2
   local r0 r1 line rc
   r0=$(ticks "$R")
-  line=$(timeout "${RUN_TIMEOUT:-300}" "$L" "$@" 2>>$ERR); rc=$?
+  # In the background and waited for, so that a signal reaches the trap at once.
+  timeout "${RUN_TIMEOUT:-300}" "$L" "$@" >"$TMPDIR_BENCH/line" 2>>$ERR & LG=$!
+  wait $LG; rc=$?; LG=
+  line=$(cat "$TMPDIR_BENCH/line")
   r1=$(ticks "$R")
   local redis_cpu
   redis_cpu=$(awk -v a="$r0" -v b="$r1" 'BEGIN{printf "%.2f", (b-a)/100}')
@@ -158,13 +166,15 @@ procs() { if [ "$1" -gt 9000 ]; then echo 2; else echo 1; fi; }
 # (the loadgen arguments that select its protocol and publish path).
 start() {
   local t=$1 port=$2 engine=(HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL=$REDIS_URL)
+  P=
+  if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is taken by another process" >&2; return 1; fi
   case $t in
-    herald) hub "$port" "${engine[@]}"; TARGET_ARGS=(--target herald --via redis) ;;
-    herald-sio) hub "$port" "${engine[@]}"; TARGET_ARGS=(--target socketio --via redis) ;;
-    herald-http) hub "$port" "${engine[@]}"; TARGET_ARGS=(--target herald --via http) ;;
-    herald-hist) hub "$port" "${engine[@]}" -- --config "$HISTORY_CONFIG"; TARGET_ARGS=(--target herald --via http) ;;
-    uws) peer "$port" uws-hub.mjs; TARGET_ARGS=(--target uws --via redis) ;;
-    socketio) peer "$port" socketio-hub.mjs; TARGET_ARGS=(--target socketio --via redis) ;;
+    herald) TARGET_ARGS=(--target herald --via redis); hub "$port" "${engine[@]}" ;;
+    herald-sio) TARGET_ARGS=(--target socketio --via redis); hub "$port" "${engine[@]}" ;;
+    herald-http) TARGET_ARGS=(--target herald --via http); hub "$port" "${engine[@]}" ;;
+    herald-hist) TARGET_ARGS=(--target herald --via http); hub "$port" "${engine[@]}" -- --config "$HISTORY_CONFIG" ;;
+    uws) TARGET_ARGS=(--target uws --via redis); peer "$port" uws-hub.mjs ;;
+    socketio) TARGET_ARGS=(--target socketio --via redis); peer "$port" socketio-hub.mjs ;;
   esac
 }
 
@@ -176,7 +186,12 @@ for round in $(seq 1 "${ROUNDS:-1}"); do
       if [[ $t == herald-h* ]] && [[ $s == idle || $s == connect ]]; then
         echo "== $s $t: skipped (the history targets differ only when publishing)" >&2; continue
       fi
-      PORT=$((39700 + i)); start "$t" $PORT || { stop "$P"; continue; }
+      PORT=$((39700 + i))
+      if ! start "$t" $PORT; then
+        stop "$P"
+        jq -nc --arg s "$s" --arg t "$t" --argjson r "$round" '{scenario:$s, target:$t, round:$r, error:"the server did not start"}' | tee -a "$OUT"
+        continue
+      fi
       U=(--url ws://127.0.0.1:$PORT --redis-url "$REDIS_URL" --server-pid "$P" --label "$s-$t-$round" "${TARGET_ARGS[@]}")
       case $s in
         # idle: connections with one subscription each, heartbeats on, held; memory per connection

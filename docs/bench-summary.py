@@ -4,7 +4,7 @@
 
     python3 docs/bench-summary.py [artifacts/bench/peers.jsonl]
 
-Columns: connections opened, server RSS per connection (KiB, after connecting
+Columns: connections opened, connect rate, server RSS per connection (KiB, after connecting
 and holding), server CPU per delivery and per publication (µs, publish phase,
 drain included), Redis CPU per publication (µs, whole run), deliveries/s,
 latency p50/p99/p99.9 (ms, publication → receipt), lost and duplicated.
@@ -32,7 +32,14 @@ def rows(run):
     rss = (run.get("server") or {}).get("rss_per_conn_kib")
     redis = run.get("redis_cpu_secs")
     published = run.get("published") or 0
-    base = [run.get("scenario", "?"), run.get("target", "?"), str(run.get("round", "")), opened, fmt(rss, 2)]
+    base = [
+        run.get("scenario", "?"),
+        run.get("target", "?"),
+        str(run.get("round", "")),
+        opened,
+        fmt(conns.get("connect_rate"), 0),
+        fmt(rss, 2),
+    ]
     steps = run.get("steps")
     if not steps:
         lat = run.get("latency_ms") or {}
@@ -42,7 +49,7 @@ def rows(run):
             fmt(run.get("server_cpu_us_per_delivery"), 2),
             fmt(per(cpu, published), 1),
             fmt(per(redis, published), 1),
-            fmt(run.get("deliveries_per_sec"), 0),
+            fmt(run.get("deliveries_per_sec"), 0) if published else "–",
             fmt(lat.get("p50"), 2),
             fmt(lat.get("p99"), 2),
             fmt(lat.get("p999"), 2),
@@ -71,7 +78,7 @@ def rows(run):
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "artifacts/bench/peers.jsonl"
     header = [
-        "scenario", "target", "round", "connections", "RSS/conn KiB", "step",
+        "scenario", "target", "round", "connections", "connect/s", "RSS/conn KiB", "step",
         "server µs/delivery", "server µs/publication", "Redis µs/publication",
         "deliveries/s", "p50 ms", "p99 ms", "p99.9 ms", "lost", "dup",
     ]
