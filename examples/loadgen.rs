@@ -567,6 +567,12 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
     if args.target != Protocol::Herald && args.format == WireFormat::Msgpack {
         return Err("--format msgpack is for --target herald only".into());
     }
+    if args.target == Protocol::Uws && args.extra_channel.is_some() {
+        return Err(
+            "--target uws frames name no channel: one channel per connection (no --extra-channel)"
+                .into(),
+        );
+    }
     if args.target == Protocol::Uws
         && args.via == Via::Http
         && args.api_urls.is_empty()
