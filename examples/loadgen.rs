@@ -137,6 +137,41 @@ pub(crate) enum Via {
     Redis,
 }
 
+/// Which server, and so which client protocol, the connections speak to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Protocol {
+    /// herald's native protocol on `/ws`: `?token=<JWT>`, `welcome`, `subscribe`/`ok`.
+    Herald,
+    /// Engine.IO v4 + Socket.IO v5 over the WebSocket transport on
+    /// `/socket.io/`: CONNECT with `{"token"}`, `subscribe` event with an
+    /// ack, publications as event packets. herald's Socket.IO front door or
+    /// a Socket.IO server (examples/peers/socketio-hub.mjs).
+    Socketio,
+    /// Plain WebSocket on `/` with `?channel=<name>` (further channels as
+    /// `{"subscribe":"<name>"}` frames, no ack), no auth; frames are the raw
+    /// published envelope `{"event":…,"data":…}` (examples/peers/uws-hub.mjs).
+    Uws,
+}
+
+impl Protocol {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Herald => "herald",
+            Self::Socketio => "socketio",
+            Self::Uws => "uws",
+        }
+    }
+
+    /// The WebSocket path used when `--url` names none.
+    pub(crate) fn default_path(self) -> &'static str {
+        match self {
+            Self::Herald => "/ws",
+            Self::Socketio => "/socket.io/",
+            Self::Uws => "/",
+        }
+    }
+}
+
 /// WebSocket frame format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum WireFormat {
@@ -150,9 +185,14 @@ pub(crate) enum WireFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen")]
 pub(crate) struct Args {
-    /// Hub WebSocket URL (path defaults to /ws); repeat for several nodes.
+    /// Hub WebSocket URL (path defaults to /ws, /socket.io/ or / by
+    /// --target); repeat for several nodes.
     #[arg(long = "url", default_value = "ws://127.0.0.1:8080")]
     urls: Vec<String>,
+    /// Client protocol: herald's native one, Socket.IO, or plain WebSocket
+    /// with the channel in the URL (uWebSockets.js peer).
+    #[arg(long, value_enum, default_value_t = Protocol::Herald)]
+    target: Protocol,
     /// HTTP API base URL for publishing, e.g. http://127.0.0.1:8080; repeatable
     /// (requests go round robin). Default: derived from each --url.
     #[arg(long = "api-url")]
@@ -522,8 +562,24 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
     let targets = args
         .urls
         .iter()
-        .map(|u| parse_target(u))
+        .map(|u| parse_target(u, args.target.default_path()))
         .collect::<Res<Vec<_>>>()?;
+    if args.target != Protocol::Herald && args.format == WireFormat::Msgpack {
+        return Err("--format msgpack is for --target herald only".into());
+    }
+    if args.target == Protocol::Uws && args.extra_channel.is_some() {
+        return Err(
+            "--target uws frames name no channel: one channel per connection (no --extra-channel)"
+                .into(),
+        );
+    }
+    if args.target == Protocol::Uws
+        && args.via == Via::Http
+        && args.api_urls.is_empty()
+        && !args.plan().is_empty()
+    {
+        return Err("--target uws has no HTTP publish API: use --via redis".into());
+    }
     let own = args.channel_mode == ChannelMode::Own;
     let plan = args.plan();
     let n_steps = args.steps.len().max(1);
@@ -736,6 +792,7 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
 
     let mut out = json!({
         "label": args.label,
+        "target": args.target.name(),
         "connections": {
             "requested": args.connections,
             "opened": opened,

@@ -197,12 +197,14 @@ pub(crate) struct Target {
     pub(crate) addr: std::net::SocketAddr,
     /// `host:port` as given, for the Host header and the HTTP API.
     pub(crate) authority: String,
-    /// WebSocket path, `/ws` unless the URL names one.
+    /// WebSocket path: the URL's, or `default_path` when it names none.
     pub(crate) path: String,
 }
 
-/// Parses `ws://host:port[/path]` (or `http://…`) and resolves it once.
-pub(crate) fn parse_target(url: &str) -> Res<Target> {
+/// Parses `ws://host:port[/path]` (or `http://…`) and resolves it once;
+/// `default_path` stands for a missing or `/` path (`/ws` for herald's
+/// native protocol).
+pub(crate) fn parse_target(url: &str, default_path: &str) -> Res<Target> {
     use std::net::ToSocketAddrs as _;
     let rest = url
         .strip_prefix("ws://")
@@ -213,7 +215,7 @@ pub(crate) fn parse_target(url: &str) -> Res<Target> {
         None => (rest, ""),
     };
     let path = if path.is_empty() || path == "/" {
-        "/ws"
+        default_path
     } else {
         path
     };

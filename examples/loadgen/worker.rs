@@ -30,7 +30,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    Args, ChannelMode, WireFormat,
+    Args, ChannelMode, Protocol, WireFormat,
     common::{
         Drain, Ready, Res, StepResult, Target, WorkerLine, WorkerResult, channel_slots,
         count_error, hist_pairs, new_hist, parse_target, proc_cpu_secs, proc_rss_kib, unix_us,
@@ -102,6 +102,7 @@ struct Ctx {
     channel: String,
     own: bool,
     extra: Option<String>,
+    protocol: Protocol,
     format: WireFormat,
     ws_config: WebSocketConfig,
     connect_timeout: Duration,
@@ -174,7 +175,7 @@ async fn worker_main(args: Args, index: usize) -> Res<()> {
     let targets = args
         .urls
         .iter()
-        .map(|u| parse_target(u))
+        .map(|u| parse_target(u, args.target.default_path()))
         .collect::<Res<Vec<_>>>()?;
     let loopback = targets
         .iter()
@@ -210,6 +211,7 @@ async fn worker_main(args: Args, index: usize) -> Res<()> {
         channel: args.channel.clone(),
         own,
         extra: args.extra_channel.clone(),
+        protocol: args.target,
         format: args.format,
         ws_config: WebSocketConfig::default()
             .read_buffer_size(args.read_buffer)
@@ -462,23 +464,40 @@ async fn open(ctx: &Ctx, local: usize, channels: &[(usize, String)]) -> Res<Ws> 
     }
     let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
+    let base = format!("ws://{}{}", target.authority, target.path);
+    match ctx.protocol {
+        Protocol::Herald => open_herald(ctx, global, &base, stream, channels).await,
+        Protocol::Socketio => open_socketio(ctx, global, &base, stream, channels).await,
+        Protocol::Uws => open_uws(ctx, &base, stream, channels).await,
+    }
+}
+
+fn token(ctx: &Ctx, global: usize) -> Res<String> {
     let user = format!("{}{global}", ctx.user_prefix);
-    let token = jsonwebtoken::encode(
+    Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &Claims {
             sub: &user,
             exp: ctx.exp,
         },
         &ctx.key,
-    )?;
+    )?)
+}
+
+/// herald's native protocol: token in the URL, `welcome`, one `subscribe` per channel, `ok` each.
+async fn open_herald(
+    ctx: &Ctx,
+    global: usize,
+    base: &str,
+    stream: TcpStream,
+    channels: &[(usize, String)],
+) -> Res<Ws> {
+    let token = token(ctx, global)?;
     let format = match ctx.format {
         WireFormat::Json => "",
         WireFormat::Msgpack => "&format=msgpack",
     };
-    let url = format!(
-        "ws://{}{}?token={token}{format}",
-        target.authority, target.path
-    );
+    let url = format!("{base}?token={token}{format}");
     let (mut ws, _) = client_async_with_config(url, stream, Some(ctx.ws_config)).await?;
 
     match next_kind(&mut ws).await?.as_deref() {
@@ -501,12 +520,105 @@ async fn open(ctx: &Ctx, local: usize, channels: &[(usize, String)]) -> Res<Ws> 
     let mut pending = channels.len();
     while pending > 0 {
         match next_kind(&mut ws).await?.as_deref() {
-            Some("ok") => pending -= 1,
+            // `subscribed` answers a subscribe on a channel with history.
+            Some("ok" | "subscribed") => pending -= 1,
             Some("error") => return Err("subscribe refused".into()),
             _ => {}
         }
     }
     Ok(ws)
+}
+
+/// Engine.IO v4 / Socket.IO v5 on the WebSocket transport: open packet `0{…}`,
+/// CONNECT `40{"token":…}` answered by `40{…}`, then one `subscribe` event
+/// with all channels and ack id 1, answered by `431[…]`.
+async fn open_socketio(
+    ctx: &Ctx,
+    global: usize,
+    base: &str,
+    stream: TcpStream,
+    channels: &[(usize, String)],
+) -> Res<Ws> {
+    let url = format!("{base}?EIO=4&transport=websocket");
+    let (mut ws, _) = client_async_with_config(url, stream, Some(ctx.ws_config)).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(format!("expected the Engine.IO open packet, got {}", short(&open)).into());
+    }
+    let connect = serde_json::to_string(&serde_json::json!({ "token": token(ctx, global)? }))?;
+    ws.send(Message::Text(format!("40{connect}").into()))
+        .await?;
+    loop {
+        let packet = next_text(&mut ws).await?;
+        if packet.starts_with("40") {
+            break;
+        }
+        if packet.starts_with("44") {
+            return Err(format!("connect_error {}", short(&packet)).into());
+        }
+        if packet == "2" {
+            ws.send(Message::Text("3".into())).await?;
+        }
+    }
+    let names: Vec<&str> = channels.iter().map(|(_, c)| c.as_str()).collect();
+    let subscribe = serde_json::to_string(&("subscribe", names))?;
+    ws.send(Message::Text(format!("421{subscribe}").into()))
+        .await?;
+    loop {
+        let packet = next_text(&mut ws).await?;
+        if let Some(ack) = packet.strip_prefix("431") {
+            if ack.contains(r#""ok":false"#) {
+                return Err(format!("subscribe refused: {}", short(ack)).into());
+            }
+            return Ok(ws);
+        }
+        if packet.starts_with("44") || packet.starts_with("41") || packet == "1" {
+            return Err(format!("disconnected during setup: {}", short(&packet)).into());
+        }
+        if packet == "2" {
+            ws.send(Message::Text("3".into())).await?;
+        }
+    }
+}
+
+/// Plain WebSocket (the uWebSockets.js peer): the first channel in the URL,
+/// any further ones as `{"subscribe":"<name>"}` frames, which get no answer.
+async fn open_uws(
+    ctx: &Ctx,
+    base: &str,
+    stream: TcpStream,
+    channels: &[(usize, String)],
+) -> Res<Ws> {
+    let (_, first) = channels.first().ok_or("no channel to subscribe to")?;
+    let url = format!("{base}?channel={first}");
+    let (mut ws, _) = client_async_with_config(url, stream, Some(ctx.ws_config)).await?;
+    for (_, channel) in channels.iter().skip(1) {
+        let frame = serde_json::to_string(&serde_json::json!({ "subscribe": channel }))?;
+        ws.send(Message::Text(frame.into())).await?;
+    }
+    Ok(ws)
+}
+
+/// The next text message during setup.
+async fn next_text(ws: &mut Ws) -> Res<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    loop {
+        match ws.next().await.ok_or("closed during setup")?? {
+            Message::Text(t) => return Ok(t),
+            Message::Close(frame) => {
+                return Err(match frame {
+                    Some(f) => format!("closed during setup: {} {}", u16::from(f.code), f.reason),
+                    None => "closed during setup".to_owned(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// At most 100 characters of a packet, for error messages.
+fn short(s: &str) -> String {
+    s.chars().take(100).collect()
 }
 
 /// Binds to the worker's source address with an explicit port. Asking the
@@ -563,8 +675,22 @@ async fn receive(ctx: &Ctx, mut ws: Ws, subs: &mut [Sub]) {
             break "stream ended".to_owned();
         };
         match msg {
-            Ok(Message::Text(t)) => ctx.on_frame(parse_json(t.as_bytes()), subs),
-            Ok(Message::Binary(b)) => ctx.on_frame(parse_msgpack(&b), subs),
+            Ok(Message::Text(t)) => match ctx.protocol {
+                Protocol::Herald => ctx.on_frame(parse_json(t.as_bytes()), subs),
+                Protocol::Uws => ctx.on_frame(parse_envelope(t.as_bytes()), subs),
+                Protocol::Socketio if t.as_bytes() == b"2" => {
+                    // Engine.IO ping: the server closes the connection
+                    // unless the pong arrives within pingTimeout.
+                    if let Err(e) = ws.send(Message::Text("3".into())).await {
+                        break e.to_string();
+                    }
+                }
+                Protocol::Socketio => ctx.on_frame(parse_socketio(t.as_bytes()), subs),
+            },
+            Ok(Message::Binary(b)) if ctx.protocol == Protocol::Herald => {
+                ctx.on_frame(parse_msgpack(&b), subs);
+            }
+            Ok(Message::Binary(_)) => ctx.on_frame(Frame::Other, subs),
             Ok(Message::Close(frame)) => {
                 break match frame {
                     Some(f) => format!("close {} {}", u16::from(f.code), f.reason),
@@ -607,7 +733,15 @@ impl Ctx {
             s.parse_errors += 1;
             return;
         }
-        let Some(sub) = subs.iter_mut().find(|sub| *sub.name == *push.channel) else {
+        // A frame without a channel (the uWebSockets.js peer's raw envelope,
+        // a Socket.IO server's plain `emit(event, data)`) belongs to the
+        // connection's only subscription.
+        let found = if push.channel.is_empty() && subs.len() == 1 {
+            subs.first_mut()
+        } else {
+            subs.iter_mut().find(|sub| *sub.name == *push.channel)
+        };
+        let Some(sub) = found else {
             s.other += 1;
             return;
         };
@@ -726,6 +860,93 @@ fn parse_json_slow(b: &[u8]) -> Frame<'_> {
     }
 }
 
+/// `seq`, `sent_us` and `step` at the start of a publication's data, the
+/// layout this publisher writes: `{"seq":N,"sent_us":T,"step":K…`; any
+/// other layout is looked up key by key. Returns the numbers and what
+/// follows the step (the whole input on the slow path).
+fn data_numbers(b: &[u8]) -> Option<(u64, u64, usize, &[u8])> {
+    let fast = || {
+        let rest = b.strip_prefix(br#"{"seq":"#)?;
+        let (seq, rest) = leading_number(rest)?;
+        let (sent_us, rest) = leading_number(rest.strip_prefix(br#","sent_us":"#)?)?;
+        let (step, rest) = leading_number(rest.strip_prefix(br#","step":"#)?)?;
+        Some((seq, sent_us, step as usize, rest))
+    };
+    fast().or_else(|| {
+        Some((
+            number_after(b, b"\"seq\":")?,
+            number_after(b, b"\"sent_us\":")?,
+            number_after(b, b"\"step\":").unwrap_or(0) as usize,
+            b,
+        ))
+    })
+}
+
+/// The string value of `"channel":"…"` in `b`, if any.
+fn channel_in(b: &[u8]) -> Option<&[u8]> {
+    let key = b"\"channel\":\"";
+    let rest = b.get(find(b, key)? + key.len()..)?;
+    let end = rest.iter().position(|&c| c == b'"')?;
+    rest.get(..end)
+}
+
+/// A raw published envelope `{"event":"E","data":{…}}` (the uWebSockets.js
+/// peer forwards what was published to Redis as is). It names no channel.
+fn parse_envelope(b: &[u8]) -> Frame<'_> {
+    let data = b
+        .strip_prefix(br#"{"event":""#)
+        .and_then(|rest| {
+            let end = rest.iter().position(|&c| c == b'"')?;
+            rest.get(end..)?.strip_prefix(br#"","data":"#)
+        })
+        .or_else(|| find(b, b"\"data\":").and_then(|i| b.get(i + 7..)));
+    let Some(data) = data else {
+        return Frame::Other;
+    };
+    match data_numbers(data) {
+        Some((seq, sent_us, step, _)) => Frame::Push(Push {
+            channel: b"",
+            seq,
+            sent_us,
+            step,
+        }),
+        None => Frame::Bad,
+    }
+}
+
+/// A Socket.IO event packet `42["E",{data},{"channel":"C",…}]` (herald adds
+/// the meta argument with the channel; a Socket.IO server's
+/// `io.to(room).emit(event, data)` has none). Any other packet is `Other`,
+/// `herald:gap` is a gap.
+fn parse_socketio(b: &[u8]) -> Frame<'_> {
+    let Some(rest) = b.strip_prefix(br#"42[""#) else {
+        return Frame::Other;
+    };
+    let Some(end) = rest.iter().position(|&c| c == b'"') else {
+        return Frame::Bad;
+    };
+    let (event, rest) = rest.split_at(end);
+    if event.starts_with(b"herald:") {
+        return if event == b"herald:gap" {
+            Frame::Gap
+        } else {
+            Frame::Other
+        };
+    }
+    let Some(data) = rest.strip_prefix(br#"","#) else {
+        return Frame::Bad;
+    };
+    match data_numbers(data) {
+        Some((seq, sent_us, step, after)) => Frame::Push(Push {
+            channel: channel_in(after).unwrap_or(b""),
+            seq,
+            sent_us,
+            step,
+        }),
+        None => Frame::Bad,
+    }
+}
+
 /// MessagePack frames: decoded into a small struct (unknown keys skipped).
 fn parse_msgpack(b: &[u8]) -> Frame<'_> {
     let Ok(msg) = rmp_serde::from_slice::<MpMsg<'_>>(b) else {
@@ -787,6 +1008,41 @@ mod tests {
             parse_json(br#"{"type":"push","channel":"bench","event":"tick","data":{}}"#),
             Frame::Bad
         ));
+    }
+
+    #[test]
+    fn parses_socketio_events() {
+        let herald = br#"42["tick",{"seq":4,"sent_us":99,"step":1},{"channel":"bench.3","ts":5}]"#;
+        assert_eq!(
+            push(parse_socketio(herald)),
+            ("bench.3".to_owned(), 4, 99, 1)
+        );
+        let peer = br#"42["tick",{"seq":7,"sent_us":8,"step":0,"pad":"xx"}]"#;
+        assert_eq!(push(parse_socketio(peer)), (String::new(), 7, 8, 0));
+        let reordered = br#"42["tick",{"sent_us":8,"seq":7},{"ts":1,"channel":"c"}]"#;
+        assert_eq!(push(parse_socketio(reordered)), ("c".to_owned(), 7, 8, 0));
+        assert!(matches!(
+            parse_socketio(br#"42["herald:gap",{"channel":"c"}]"#),
+            Frame::Gap
+        ));
+        assert!(matches!(
+            parse_socketio(br#"42["herald:welcome",{"conn_id":"x"}]"#),
+            Frame::Other
+        ));
+        assert!(matches!(parse_socketio(b"3"), Frame::Other));
+        assert!(matches!(
+            parse_socketio(br#"42["tick",{"x":1}]"#),
+            Frame::Bad
+        ));
+    }
+
+    #[test]
+    fn parses_raw_envelopes() {
+        let b = br#"{"event":"tick","data":{"seq":2,"sent_us":3,"step":4}}"#;
+        assert_eq!(push(parse_envelope(b)), (String::new(), 2, 3, 4));
+        let other = br#"{"data":{"step":1,"sent_us":3,"seq":2},"event":"tick"}"#;
+        assert_eq!(push(parse_envelope(other)), (String::new(), 2, 3, 1));
+        assert!(matches!(parse_envelope(b"{}"), Frame::Other));
     }
 
     #[test]
