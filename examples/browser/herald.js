@@ -43,7 +43,15 @@
  * - Subscriptions are remembered: `subscribe()` before `connect()` (or while
  *   reconnecting) is sent once the connection is up, and every channel is
  *   subscribed again after each reconnect. A channel the server refuses
- *   (`error` reply) is forgotten and its promise rejects. The automatic
+ *   with a permanent error (forbidden, invalid channel, limit…) is forgotten,
+ *   its promise rejects and `onSubscriptionDropped()` listeners are told. A
+ *   transient error (`TRANSIENT_ERROR_CODES`: 111 rate limited, 112 engine
+ *   unavailable, 116 session store unavailable, 117 outcome unknown, 100
+ *   internal) keeps the channel and retries it on the same connection with
+ *   backoff (`resubscribe` option: delay min(maxMs, baseMs · 2^(n-1)) with
+ *   equal jitter, at most `maxAttempts` tries in a row); the promise stays
+ *   pending meanwhile. After `maxAttempts` the channel is dropped as well
+ *   (`transient: true`). The automatic
  *   channels `user:<id>` and `broadcast` need no `subscribe()`: just `on()`.
  * - Reconnect: exponential backoff with full jitter,
  *   delay = random(0, min(maxMs, baseMs · 2^attempt)); the attempt counter
@@ -114,6 +122,23 @@ export const ErrorCodes = Object.freeze({
   OUTCOME_UNKNOWN: 117,
   NO_HISTORY: 118,
 });
+
+/**
+ * Error codes that say "not now" rather than "never": a subscribe refused with one of these
+ * is retried with backoff instead of being forgotten.
+ */
+export const TRANSIENT_ERROR_CODES = Object.freeze([
+  ErrorCodes.INTERNAL,
+  111, // rate_limited
+  ErrorCodes.ENGINE_UNAVAILABLE,
+  ErrorCodes.SESSION_STORE_UNAVAILABLE,
+  ErrorCodes.OUTCOME_UNKNOWN,
+]);
+
+/** Whether an `error` reply with `code` may succeed when retried later. */
+export function isTransientError(code) {
+  return TRANSIENT_ERROR_CODES.includes(code);
+}
 
 /** WebSocket close codes herald sends. */
 export const CloseCodes = Object.freeze({
@@ -205,6 +230,8 @@ export class Herald {
    * @param {{baseMs?: number, maxMs?: number, stableMs?: number}} [options.reconnect] Backoff:
    *   base 500 ms, cap 15 s; the attempt count resets after a connection lived `stableMs` (10 s).
    *   Pass `reconnect: false` to never reconnect.
+   * @param {{baseMs?: number, maxMs?: number, maxAttempts?: number}} [options.resubscribe] Retries of a
+   *   subscribe refused with a transient error code: base 1 s, cap 15 s, 8 attempts in a row.
    * @param {'message'|'subprotocol'|'query'} [options.auth='message'] How the token travels.
    * @param {number} [options.requestTimeoutMs=10000] Timeout of subscribe/publish/ping/refresh and of the pong.
    * @param {number} [options.connectTimeoutMs=10000] From socket creation to `welcome`.
@@ -225,6 +252,12 @@ export class Herald {
       baseMs: rc.baseMs ?? 500,
       maxMs: rc.maxMs ?? 15000,
       stableMs: rc.stableMs ?? 10000,
+    };
+    const rs = options.resubscribe ?? {};
+    this.resubscribeOptions = {
+      baseMs: rs.baseMs ?? 1000,
+      maxMs: rs.maxMs ?? 15000,
+      maxAttempts: rs.maxAttempts ?? 8,
     };
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
@@ -257,6 +290,7 @@ export class Herald {
     this._stateListeners = new Set();
     this._errorListeners = new Set();
     this._recoveryListeners = new Set();
+    this._droppedListeners = new Set();
     this._gapListeners = new Set();
     this._readyWaiters = [];
     this._retryTimer = null;
@@ -348,6 +382,19 @@ export class Herald {
   }
 
   /**
+   * Listens for channels the client stopped subscribing to because the server refused them:
+   * a permanent error (`transient: false`, e.g. 103 invalid channel, 104 permission denied) or
+   * a transient one still failing after `resubscribe.maxAttempts` tries (`transient: true`).
+   * `attempts` counts the subscribes sent in a row. The channel is gone from `channels`.
+   * @param {(info: {channel: string, code: number, reason: string, transient: boolean, attempts: number}) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  onSubscriptionDropped(listener) {
+    this._droppedListeners.add(listener);
+    return () => this._droppedListeners.delete(listener);
+  }
+
+  /**
    * Listens for `gap` notices: publications on a channel may have been missed
    * (`{channel, from?, to?, epoch?}`, positions on channels with history).
    * @param {(gap: {channel: string, from?: number, to?: number, epoch?: string}) => void} listener
@@ -393,7 +440,7 @@ export class Herald {
     let sub = this._subs.get(channel);
     if (sub?.confirmed) return Promise.resolve();
     if (!sub) {
-      sub = { confirmed: false, inflight: false, waiters: [] };
+      sub = { confirmed: false, inflight: false, waiters: [], failures: 0, retryTimer: null };
       this._subs.set(channel, sub);
     }
     const promise = new Promise((resolve, reject) => sub.waiters.push({ resolve, reject }));
@@ -410,6 +457,7 @@ export class Herald {
   unsubscribe(channel) {
     const sub = this._subs.get(channel);
     this._subs.delete(channel);
+    if (sub) this._cancelRetry(sub);
     if (sub && !sub.inflight) this._settleWaiters(sub, new HeraldError('closed', 'unsubscribed before the subscription completed'));
     if (this.state !== 'connected') return Promise.resolve();
     return this._request({ type: 'unsubscribe', channel }).then(() => undefined);
@@ -633,6 +681,7 @@ export class Herald {
     for (const sub of this._subs.values()) {
       sub.confirmed = false;
       sub.inflight = false;
+      this._cancelRetry(sub); // every channel is subscribed again on the next welcome
     }
 
     if (code === CloseCodes.TOKEN_EXPIRED) this._token = null; // getToken() before the next attempt
@@ -794,12 +843,55 @@ export class Herald {
     }
   }
 
+  _cancelRetry(sub) {
+    if (sub.retryTimer !== null && sub.retryTimer !== undefined) clearTimeout(sub.retryTimer);
+    sub.retryTimer = null;
+  }
+
+  /** A subscribe refused with a transient code: try again later, or give up after maxAttempts. */
+  _retrySubscribe(channel, sub, err) {
+    const { baseMs, maxMs, maxAttempts } = this.resubscribeOptions;
+    if (sub.failures >= maxAttempts) {
+      this._dropSubscription(channel, sub, err, true);
+      return;
+    }
+    const cap = Math.min(maxMs, baseMs * 2 ** Math.min(sub.failures - 1, 30));
+    const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    this._cancelRetry(sub);
+    sub.retryTimer = setTimeout(() => {
+      sub.retryTimer = null;
+      if (this.state === 'connected' && this._subs.get(channel) === sub && !sub.inflight && !sub.confirmed) {
+        this._sendSubscribe(channel, sub);
+      }
+    }, delayMs);
+  }
+
+  /** The server refused `channel` for good: forget it, or every reconnect would fail the same way. */
+  _dropSubscription(channel, sub, err, transient) {
+    this._cancelRetry(sub);
+    const attempts = sub.failures;
+    sub.failures = 0;
+    if (this._subs.get(channel) === sub) this._subs.delete(channel);
+    this._emitError(new HeraldError(err.code, `subscribe ${channel}: ${err.reason}`));
+    const info = { channel, code: err.code, reason: err.reason, transient, attempts };
+    for (const listener of [...this._droppedListeners]) {
+      try {
+        listener(info);
+      } catch (e) {
+        reportError(e);
+      }
+    }
+    this._settleWaiters(sub, err);
+  }
+
   _sendSubscribe(channel, sub) {
+    this._cancelRetry(sub);
     sub.inflight = true;
     const since = sub.position ? { ...sub.position } : undefined;
     this._request(since ? { type: 'subscribe', channel, since } : { type: 'subscribe', channel }).then(
       (reply) => {
         sub.inflight = false;
+        sub.failures = 0;
         if (this._subs.get(channel) === sub) sub.confirmed = true;
         if (reply?.type === 'subscribed') this._onSubscribed(channel, sub, since, reply);
         this._settleWaiters(sub, null);
@@ -810,10 +902,10 @@ export class Herald {
           if (this._subs.get(channel) === sub) sub.confirmed = true;
           this._settleWaiters(sub, null);
         } else if (typeof err.code === 'number') {
-          // The server refused the channel: forget it, or every reconnect would fail the same way.
-          if (this._subs.get(channel) === sub) this._subs.delete(channel);
-          this._emitError(new HeraldError(err.code, `subscribe ${channel}: ${err.reason}`));
-          this._settleWaiters(sub, err);
+          sub.failures = (sub.failures ?? 0) + 1;
+          if (this._subs.get(channel) !== sub) this._settleWaiters(sub, err); // unsubscribed meanwhile
+          else if (isTransientError(err.code)) this._retrySubscribe(channel, sub, err);
+          else this._dropSubscription(channel, sub, err, false);
         } else if (err.code === 'timeout') {
           this._settleWaiters(sub, err); // stays wanted: retried on the next connection
         } else if (this._subs.get(channel) !== sub) {

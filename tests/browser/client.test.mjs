@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 
-import { Herald, HeraldError, decodeMsgpack, encodeMsgpack, shouldReconnect } from '../../examples/browser/herald.js';
+import { Herald, HeraldError, TRANSIENT_ERROR_CODES, decodeMsgpack, encodeMsgpack, isTransientError, shouldReconnect } from '../../examples/browser/herald.js';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -369,4 +369,84 @@ test('history channels: keeps offset and epoch, resubscribes with since, reports
   latest().push({ type: 'gap', channel: 'news.live', from: 1, to: 2, epoch: 'e3' });
   assert.deepEqual(gaps, [{ channel: 'news.live', from: 1, to: 2, epoch: 'e3' }]);
   assert.deepEqual(h.position('news.live'), { offset: 2, epoch: 'e3' }, 'a new epoch voids the old position');
+});
+
+test('a transient refusal of a resubscribe is retried with capped backoff; a permanent one drops the channel', async () => {
+  assert.deepEqual([...TRANSIENT_ERROR_CODES].sort(), [100, 111, 112, 116, 117]);
+  assert.equal(isTransientError(104), false);
+  const random = Math.random;
+  Math.random = () => 0.999999; // the longest delay of each step: min(maxMs, baseMs · 2^(n-1))
+  try {
+    const h = client({ token: 't', resubscribe: { baseMs: 5, maxMs: 20, maxAttempts: 4 } });
+    const dropped = [];
+    const errors = [];
+    h.onSubscriptionDropped((info) => dropped.push(info));
+    h.onError((e) => errors.push(e.code));
+    const subscribes = (ch) => latest().sent.filter((m) => m.type === 'subscribe' && m.channel === ch);
+    const refuse = (ch, code) => {
+      const req = subscribes(ch).at(-1);
+      latest().push({ type: 'error', id: req.id, code, reason: `refused ${code}` });
+    };
+    h.subscribe('prices.BTC');
+    h.subscribe('secret.x');
+    h.subscribe('flaky.y');
+    h.connect();
+    latest().accept();
+    latest().welcome();
+    latest().reply('subscribe'); // the last sent: flaky.y
+    for (const m of latest().sent.filter((x) => x.type === 'subscribe' && x.channel !== 'flaky.y')) latest().push({ type: 'ok', id: m.id });
+    await until(() => h.channels.length === 3 && h.state === 'connected');
+
+    // A reconnect: the hub's engine is not back yet (112), then it is.
+    latest().drop(1006);
+    await until(() => FakeSocket.all.length === 2);
+    latest().accept();
+    latest().welcome();
+    const first = subscribes('prices.BTC').length;
+    assert.equal(first, 1);
+    const t0 = Date.now();
+    refuse('prices.BTC', 112);
+    await until(() => subscribes('prices.BTC').length === 2);
+    refuse('prices.BTC', 116);
+    await until(() => subscribes('prices.BTC').length === 3);
+    refuse('prices.BTC', 117);
+    await until(() => subscribes('prices.BTC').length === 4);
+    assert.ok(Date.now() - t0 >= 5 + 10 + 20 - 3, 'backoff 5, 10, 20 ms (capped) between tries');
+    latest().push({ type: 'ok', id: subscribes('prices.BTC').at(-1).id });
+    await sleep(0);
+    assert.ok(h.channels.includes('prices.BTC'), 'kept through transient errors');
+
+    // Permanent: dropped at once, reported, never retried.
+    refuse('secret.x', 104);
+    await until(() => dropped.length === 1);
+    assert.deepEqual(dropped[0], { channel: 'secret.x', code: 104, reason: 'refused 104', transient: false, attempts: 1 });
+    assert.ok(!h.channels.includes('secret.x'));
+
+    // Transient for too long: bounded, then dropped with transient: true; the promise rejects.
+    const waiting = h.subscribe('flaky.y'); // confirmed before the reconnect: pending until it settles
+    for (let i = 1; i <= 4; i++) {
+      await until(() => subscribes('flaky.y').length === i);
+      refuse('flaky.y', 112);
+    }
+    await until(() => dropped.length === 2);
+    assert.deepEqual(dropped[1], { channel: 'flaky.y', code: 112, reason: 'refused 112', transient: true, attempts: 4 });
+    await assert.rejects(waiting, (e) => e.code === 112);
+    assert.deepEqual(h.channels, ['prices.BTC']);
+    assert.deepEqual(errors, [104, 112], 'only the drops reach onError');
+    await sleep(50);
+    assert.equal(subscribes('flaky.y').length, 4, 'no retry after giving up');
+    assert.equal(subscribes('secret.x').length, 1, 'a permanent refusal is not retried');
+
+    // A retry pending when the connection drops is replaced by the resubscribe after the reconnect.
+    h.subscribe('later.z');
+    refuse('later.z', 112);
+    latest().drop(1006);
+    await until(() => FakeSocket.all.length === 3);
+    latest().accept();
+    latest().welcome();
+    await sleep(40);
+    assert.equal(subscribes('later.z').length, 1, 'exactly one subscribe for later.z on the new connection');
+  } finally {
+    Math.random = random;
+  }
 });

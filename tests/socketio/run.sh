@@ -4,8 +4,9 @@
 # committed package-lock.json; python-socketio with pip into target/socketio-pylib),
 # starts a herald hub on a free port with a small config (a namespace that allows
 # client publishing, 1 s heartbeats), plus a redis-server and two herald nodes on it, mints
-# tokens and runs socketio.test.mjs, browser.test.mjs (headless Chromium, the system's)
-# and python_client.py. Every process it started
+# tokens and runs socketio.test.mjs, seed.test.mjs (the seed app's socketService),
+# browser.test.mjs and restart.test.mjs (headless Chromium, the system's; the latter
+# kills and restarts hubs of its own) and python_client.py. Every process it started
 # is stopped; the run is bounded in time.
 #
 #   tests/socketio/run.sh
@@ -15,7 +16,8 @@
 #   SIO_SKIP_PYTHON  1: skip the python-socketio check
 #   SIO_SKIP_BROWSER 1: skip the headless Chromium check
 #   CHROMIUM         browser binary (default /usr/bin/chromium)
-# Artifacts: artifacts/socketio/herald.log, herald-a.log, herald-b.log, redis.log
+# Artifacts: artifacts/socketio/herald.log, herald-a.log, herald-b.log, redis.log,
+# restart-memory.log, restart-node-c.log
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -145,11 +147,19 @@ export SIO_URL="http://127.0.0.1:$port"
 export SIO_API_KEY="${HERALD_SERVER__API_KEY:-herald-insecure-development-api-key}"
 SIO_TOKEN_ALICE="$("${hub_env[@]}" "$HERALD_BIN" --config "$workdir/herald.toml" token --user alice)"
 SIO_TOKEN_BOB="$("${hub_env[@]}" "$HERALD_BIN" --config "$workdir/herald.toml" token --user bob)"
-export SIO_TOKEN_ALICE SIO_TOKEN_BOB
+SIO_TOKEN_CAROL="$("${hub_env[@]}" "$HERALD_BIN" --config "$workdir/herald.toml" token --user carol)"
+export SIO_TOKEN_ALICE SIO_TOKEN_BOB SIO_TOKEN_CAROL
+export SIO_CONFIG="$workdir/herald.toml" SIO_ARTIFACTS="$root/artifacts/socketio"
 
 echo "run.sh: socket.io-client against herald on 127.0.0.1:$port, and nodes a and b on Redis :$redis_port"
 if ! timeout 180 node "$here/socketio.test.mjs"; then
   echo "run.sh: failed; the hub's log is $log" >&2
+  exit 1
+fi
+
+echo "run.sh: the seed app's socketService (connect, subscribe, on) and its backend's three pushes"
+if ! timeout 90 node "$here/seed.test.mjs"; then
+  echo "run.sh: seed app test failed; the hub's log is $log" >&2
   exit 1
 fi
 
@@ -161,6 +171,11 @@ if [[ "${SIO_SKIP_BROWSER:-}" != 1 ]]; then
   echo "run.sh: socket.io-client's browser bundles in headless Chromium"
   if ! timeout 120 node "$here/browser.test.mjs"; then
     echo "run.sh: browser test failed; the hub's log is $log" >&2
+    exit 1
+  fi
+  echo "run.sh: the browser bundle reconnects by itself after its hub is killed and restarted"
+  if ! timeout 150 node "$here/restart.test.mjs"; then
+    echo "run.sh: restart test failed; logs: artifacts/socketio/restart-*.log" >&2
     exit 1
   fi
 fi
