@@ -24,8 +24,8 @@ use tokio::time::timeout;
 use tracing::Instrument;
 
 use super::{
-    ChannelPattern, Conn, Delivery, DisconnectReason, Hub, HubError, Identity, PublicationLimits,
-    RateLimits, Recovery, Subscribed, Subscriptions, Verdict,
+    ChannelPattern, Conn, Delivery, DirectWrite, DisconnectReason, Hub, HubError, Identity,
+    PublicationLimits, RateLimits, Recovery, Subscribed, Subscriptions, Verdict,
 };
 use crate::{
     engine::{EngineError, HistoryPage},
@@ -203,6 +203,13 @@ pub trait Transport: Send {
     /// Sends the close (with `reason`'s code) and lets the peer answer, within
     /// a short bound of its own.
     fn close(&mut self, reason: &DisconnectReason) -> impl Future<Output = ()> + Send;
+
+    /// A way to write deliveries into the socket from the publishing thread
+    /// while this connection's task is idle (see [`super::DirectWrite`]);
+    /// `None` (the default) when the transport cannot.
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
 }
 
 /// A token, as the authenticator vouches for it.
@@ -584,12 +591,19 @@ impl<T: Transport> Client<T> {
             channels,
         };
         self.reply(Reply::Welcome(&welcome)).await?;
+        // Direct writes start after the welcome: nothing may precede it.
+        if let Some(direct) = self.transport.direct() {
+            conn.outbox().attach(direct);
+        }
         tracing::debug!("connected");
         Ok(())
     }
 
     /// Unregisters from the hub and returns the per-user slot.
     fn finish(&self, mut live: Live, end: &Ended) {
+        // From here on only this task writes (the close frame, say), and
+        // the socket is not kept open by the outbox.
+        live.conn.outbox().detach();
         self.ctx.hub.disconnect(&live.conn, &mut live.subs);
         self.release_user(live.conn.user());
         live.span.in_scope(|| match end {
@@ -623,6 +637,7 @@ impl<T: Transport> Client<T> {
                     if let Some(reason) = signals.close {
                         return Err(reason.into());
                     }
+                    conn.outbox().release();
                 }
                 inbound = self.transport.recv() => {
                     self.ctx.hub.touch(conn);
@@ -634,16 +649,23 @@ impl<T: Transport> Client<T> {
                     match limiter.check() {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
+                            conn.outbox().hold();
                             self.reply_error(id, ErrorCode::RateLimited, "rate limit exceeded; slow down")
                                 .await?;
+                            conn.outbox().release();
                             continue;
                         }
                         Verdict::Close => return Err(DisconnectReason::RateLimited.into()),
                     }
+                    // Replies and pushes keep their order: no direct write
+                    // while this task answers (a push of a channel must not
+                    // overtake the reply that subscribed to it).
+                    conn.outbox().hold();
                     match request {
                         Ok(request) => Box::pin(self.handle(conn, subs, id, request)).await?,
                         Err((code, reason)) => Box::pin(self.reply_error(id, code, &reason)).await?,
                     }
+                    conn.outbox().release();
                 }
             }
         }

@@ -26,7 +26,7 @@ pub use conn::{Conn, ConnId, Identity, Subscriptions};
 pub use delivery::{Delivery, Missed, Payload, WIRE_SLOTS, WireFormat, slots};
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, MembershipObserver};
-pub use outbox::{Outbox, OutboxLimits, Pushed, Signals};
+pub use outbox::{DirectWrite, Outbox, OutboxLimits, Pushed, Signals, Written};
 pub use policy::{
     Access, ChannelHistory, ChannelPattern, ChannelRules, Namespace, PolicyError, Requester,
 };

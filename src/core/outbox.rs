@@ -4,6 +4,18 @@
 //! marks the connection a slow consumer instead of slowing the publisher.
 //! The connection's writer waits on [`Outbox::ready`] and takes everything
 //! queued in one [`Outbox::take`], so it can write the lot and flush once.
+//!
+//! **Direct writes.** A transport that can write to its socket without
+//! waiting attaches a [`DirectWrite`]. While the connection's task is idle
+//! (parked, nothing of its own in flight), the fan-out offers deliveries with
+//! [`Outbox::offer`] and then writes them from its own thread with
+//! [`Outbox::flush_direct`], straight into the socket: no task wake-up, no
+//! copy into a write buffer, no second pass. What the socket does not take
+//! at once stays queued, and the task takes over as before. Order holds
+//! because every write, direct or by the task, takes from the front of this
+//! one queue under its lock, and the task marks itself busy (see
+//! [`Outbox::take`], [`Outbox::hold`], [`Outbox::release`]) whenever it
+//! writes on its own.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -41,6 +53,9 @@ impl Default for OutboxLimits {
 pub enum Pushed {
     /// Queued for delivery.
     Queued,
+    /// Queued, and nobody was woken for it: the caller must call
+    /// [`Outbox::flush_direct`] (see [`Outbox::offer`]).
+    Deferred,
     /// Replaced an older pending message of the same latest-value channel.
     Conflated,
     /// Did not fit: the connection is now closing as a slow consumer.
@@ -56,6 +71,29 @@ pub struct Signals {
     pub ping: bool,
     /// Close the connection after writing what was taken.
     pub close: Option<DisconnectReason>,
+}
+
+/// What a [`DirectWrite`] did with the deliveries it was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// How many of the offered deliveries (from the front) are done with:
+    /// in the socket, or partly in it with the rest kept by the transport,
+    /// which sends that rest before anything else.
+    pub done: usize,
+    /// The socket did not take everything: the connection's task must take
+    /// over (it will send the transport's kept rest first).
+    pub blocked: bool,
+}
+
+/// A transport's way to write deliveries into its socket from any thread,
+/// without waiting: what fits now is written, the rest is left.
+///
+/// Called with the outbox lock held, so calls never overlap each other or
+/// the task's takes; the transport still must not interleave these bytes
+/// with a frame it is itself in the middle of writing.
+pub trait DirectWrite: Send + Sync {
+    /// Writes as many of `batch`, in order, as the socket takes at once.
+    fn write_now(&self, batch: &mut dyn Iterator<Item = &Arc<Delivery>>) -> Written;
 }
 
 enum Item {
@@ -75,6 +113,10 @@ struct State {
     bytes: usize,
     ping: bool,
     close: Option<DisconnectReason>,
+    /// The transport's direct path, while the connection is open.
+    direct: Option<Arc<dyn DirectWrite>>,
+    /// The connection's task is writing (or about to): no direct writes.
+    busy: bool,
 }
 
 /// The outbound queue of one connection.
@@ -105,9 +147,29 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `message` without waiting. With `conflate`, a pending message of
-    /// the same channel is replaced in place instead of queuing another.
+    /// Queues `message` without waiting and wakes the writer for it. With
+    /// `conflate`, a pending message of the same channel is replaced in
+    /// place instead of queuing another.
     pub fn push(&self, message: &Arc<Delivery>, conflate: bool, limits: OutboxLimits) -> Pushed {
+        self.enqueue(message, conflate, limits, false)
+    }
+
+    /// Like [`Self::push`], but when the connection's task is idle and a
+    /// direct path is attached, nobody is woken: the answer is
+    /// [`Pushed::Deferred`] and the caller must then call
+    /// [`Self::flush_direct`] (after offering the same message to every
+    /// other recipient, so that one slow socket delays no other).
+    pub fn offer(&self, message: &Arc<Delivery>, conflate: bool, limits: OutboxLimits) -> Pushed {
+        self.enqueue(message, conflate, limits, true)
+    }
+
+    fn enqueue(
+        &self,
+        message: &Arc<Delivery>,
+        conflate: bool,
+        limits: OutboxLimits,
+        defer: bool,
+    ) -> Pushed {
         let size = message.size_hint();
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -138,13 +200,93 @@ impl Outbox {
             state.queue.push_back(Item::Message(Arc::clone(message)));
         }
         state.bytes += size;
+        // Whoever takes the queue next takes this message with the rest:
+        // only the empty → non-empty edge needs someone to act.
+        if !was_empty {
+            return Pushed::Queued;
+        }
+        if defer && !state.busy && state.direct.is_some() {
+            return Pushed::Deferred;
+        }
         drop(guard);
-        // Wake the writer only on the empty → non-empty edge; while it has
-        // work pending it will take this message with the rest.
-        if was_empty {
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// Writes what is queued straight into the socket, from the caller's
+    /// thread, if the connection's task is idle and a direct path is
+    /// attached; whatever the socket does not take at once is left for the
+    /// task, which is woken for it. Never waits.
+    pub fn flush_direct(&self) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        loop {
+            if state.busy || state.close.is_some() || state.ping || state.queue.is_empty() {
+                return;
+            }
+            let Some(direct) = &state.direct else {
+                return;
+            };
+            let latest = state.latest.as_deref();
+            let mut pending = state.queue.iter().filter_map(|item| match item {
+                Item::Message(message) => Some(message),
+                Item::Latest(channel) => latest.and_then(|l| l.get(channel)),
+            });
+            let written = direct.write_now(&mut pending);
+            for _ in 0..written.done {
+                match state.queue.pop_front() {
+                    Some(Item::Message(message)) => state.bytes -= message.size_hint(),
+                    Some(Item::Latest(channel)) => {
+                        if let Some(message) =
+                            state.latest.as_mut().and_then(|l| l.remove(&channel))
+                        {
+                            state.bytes -= message.size_hint();
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if written.blocked {
+                state.busy = true;
+                drop(guard);
+                self.ready.notify_one();
+                return;
+            }
+            if written.done == 0 {
+                // Nothing taken and not blocked: nothing left that can be written.
+                return;
+            }
+        }
+    }
+
+    /// Attaches the transport's direct path, with the connection's task
+    /// idle (as after [`Self::release`]).
+    pub fn attach(&self, direct: Arc<dyn DirectWrite>) {
+        self.lock().direct = Some(direct);
+        self.release();
+    }
+
+    /// Detaches the direct path: from here on only the task writes.
+    pub fn detach(&self) {
+        self.lock().direct = None;
+    }
+
+    /// The connection's task is about to write on its own (a reply): no
+    /// direct writes until [`Self::release`].
+    pub fn hold(&self) {
+        self.lock().busy = true;
+    }
+
+    /// The connection's task has written all it took and is going idle.
+    /// If more was queued meanwhile it stays busy and is woken to take it.
+    pub fn release(&self) {
+        let mut state = self.lock();
+        if state.queue.is_empty() && !state.ping && state.close.is_none() {
+            state.busy = false;
+        } else {
+            drop(state);
             self.ready.notify_one();
         }
-        Pushed::Queued
     }
 
     /// Ends the connection as a slow consumer. Frees the backlog now (the
@@ -195,7 +337,9 @@ impl Outbox {
         self.ready.notified().await;
     }
 
-    /// Moves every queued message into `into`, in order, and returns the signals.
+    /// Moves every queued message into `into`, in order, and returns the
+    /// signals. The connection's task is busy from here until its next
+    /// [`Self::release`].
     pub fn take(&self, into: &mut Vec<Arc<Delivery>>) -> Signals {
         let mut state = self.lock();
         let State {
@@ -204,7 +348,10 @@ impl Outbox {
             bytes,
             ping,
             close,
+            busy,
+            direct: _,
         } = &mut *state;
+        *busy = true;
         into.reserve(queue.len());
         for item in queue.drain(..) {
             match item {
@@ -387,5 +534,129 @@ mod tests {
         let signals = outbox.take(&mut batch);
         assert_eq!(batch.len(), 1);
         assert_eq!(signals.close, Some(DisconnectReason::Shutdown));
+    }
+
+    /// A direct path that takes up to `room` deliveries, recording them.
+    #[derive(Default)]
+    struct Socket {
+        room: Mutex<usize>,
+        taken: Mutex<Vec<String>>,
+    }
+
+    impl DirectWrite for Socket {
+        fn write_now(&self, batch: &mut dyn Iterator<Item = &Arc<Delivery>>) -> Written {
+            let mut room = self.room.lock().unwrap();
+            let mut done = 0;
+            for delivery in batch {
+                if *room == 0 {
+                    return Written {
+                        done,
+                        blocked: true,
+                    };
+                }
+                *room -= 1;
+                done += 1;
+                self.taken
+                    .lock()
+                    .unwrap()
+                    .extend(data(&[Arc::clone(delivery)]));
+            }
+            Written {
+                done,
+                blocked: false,
+            }
+        }
+    }
+
+    fn attached(room: usize) -> (Outbox, Arc<Socket>) {
+        let outbox = Outbox::default();
+        let socket = Arc::new(Socket {
+            room: Mutex::new(room),
+            ..Socket::default()
+        });
+        outbox.attach(Arc::clone(&socket) as Arc<dyn DirectWrite>);
+        (outbox, socket)
+    }
+
+    #[test]
+    fn an_idle_connection_is_written_directly_without_waking_its_task() {
+        let (outbox, socket) = attached(10);
+        let limits = OutboxLimits::default();
+        assert_eq!(outbox.offer(&msg("a", 1), false, limits), Pushed::Deferred);
+        // Offered again before the flush: queued behind, not deferred twice.
+        assert_eq!(outbox.offer(&msg("a", 2), false, limits), Pushed::Queued);
+        outbox.flush_direct();
+        assert_eq!(*socket.taken.lock().unwrap(), ["a=1", "a=2"]);
+        assert!(outbox.is_empty());
+        assert!(
+            outbox.ready().now_or_never().is_none(),
+            "the task was woken"
+        );
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_stays_queued_in_order_for_the_task() {
+        let (outbox, socket) = attached(1);
+        let limits = OutboxLimits::default();
+        outbox.offer(&msg("a", 1), false, limits);
+        outbox.offer(&msg("a", 2), false, limits);
+        outbox.flush_direct();
+        assert_eq!(*socket.taken.lock().unwrap(), ["a=1"]);
+        assert!(
+            outbox.ready().now_or_never().is_some(),
+            "the task must take over"
+        );
+        // The task is busy now: later offers wait for it, not for a flush.
+        *socket.room.lock().unwrap() = 10;
+        assert_eq!(outbox.offer(&msg("a", 3), false, limits), Pushed::Queued);
+        outbox.flush_direct();
+        assert_eq!(socket.taken.lock().unwrap().len(), 1);
+        let mut batch = Vec::new();
+        outbox.take(&mut batch);
+        assert_eq!(data(&batch), ["a=2", "a=3"]);
+        outbox.release();
+        assert_eq!(outbox.offer(&msg("a", 4), false, limits), Pushed::Deferred);
+    }
+
+    #[test]
+    fn a_busy_task_keeps_what_arrives_and_is_woken_again_on_release() {
+        let (outbox, socket) = attached(10);
+        let limits = OutboxLimits::default();
+        outbox.hold();
+        assert_eq!(outbox.offer(&msg("a", 1), false, limits), Pushed::Queued);
+        assert!(outbox.ready().now_or_never().is_some());
+        outbox.flush_direct();
+        assert!(
+            socket.taken.lock().unwrap().is_empty(),
+            "written during a reply"
+        );
+        outbox.release();
+        assert!(
+            outbox.ready().now_or_never().is_some(),
+            "release must wake for the backlog"
+        );
+        let mut batch = Vec::new();
+        outbox.take(&mut batch);
+        assert_eq!(data(&batch), ["a=1"]);
+    }
+
+    #[test]
+    fn conflated_and_closing_connections_on_the_direct_path() {
+        let (outbox, socket) = attached(10);
+        let limits = OutboxLimits::default();
+        assert_eq!(outbox.offer(&msg("p", 1), true, limits), Pushed::Deferred);
+        assert_eq!(outbox.offer(&msg("p", 2), true, limits), Pushed::Conflated);
+        outbox.flush_direct();
+        assert_eq!(*socket.taken.lock().unwrap(), ["p=2"]);
+        outbox.offer(&msg("a", 1), false, limits);
+        outbox.request_close(DisconnectReason::Shutdown);
+        outbox.flush_direct();
+        assert_eq!(
+            socket.taken.lock().unwrap().len(),
+            1,
+            "written after the close"
+        );
+        outbox.detach();
+        assert_eq!(outbox.offer(&msg("a", 2), false, limits), Pushed::Closed);
     }
 }

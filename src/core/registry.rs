@@ -388,16 +388,28 @@ impl Registry {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
-        for conn in channel.recipients(message, self.limits).iter() {
+        // The span of recipients whose task is idle: they get the message
+        // written from here, after everyone has it queued.
+        let (mut first, mut end) = (usize::MAX, 0);
+        let recipients = channel.recipients(message, self.limits);
+        for (i, conn) in recipients.iter().enumerate() {
             match conn
                 .outbox()
-                .push(message, channel.latest_value, self.limits)
+                .offer(message, channel.latest_value, self.limits)
             {
                 Pushed::Queued => queued += 1,
+                Pushed::Deferred => {
+                    queued += 1;
+                    first = first.min(i);
+                    end = i + 1;
+                }
                 Pushed::Conflated => conflated += 1,
                 Pushed::Overflow => overflowed += 1,
                 Pushed::Closed => {}
             }
+        }
+        if first < end {
+            write_direct(&recipients, first..end);
         }
         // One counter update per publication, not per recipient: shared
         // atomics touched per delivery would bounce between cores.
@@ -410,6 +422,34 @@ impl Registry {
             tracing::debug!(overflowed, "slow consumers disconnected");
         }
         usize::try_from(queued + conflated).unwrap_or(usize::MAX)
+    }
+}
+
+/// Recipients whose direct writes one thread makes in a row. A larger
+/// fan-out hands the rest to the runtime's other workers in chunks of this
+/// size, so that it runs on every core and does not hold up the channels
+/// dispatched after it on the same task.
+const DIRECT_CHUNK: usize = 512;
+
+/// Writes what was offered to `recipients[range]` into their sockets.
+fn write_direct(recipients: &Snapshot, range: std::ops::Range<usize>) {
+    let mut own = range.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        own.end = range.end.min(range.start + DIRECT_CHUNK);
+        let mut start = own.end;
+        while start < range.end {
+            let end = range.end.min(start + DIRECT_CHUNK);
+            let chunk = Arc::clone(recipients);
+            runtime.spawn(async move {
+                for conn in chunk.get(start..end).unwrap_or_default() {
+                    conn.outbox().flush_direct();
+                }
+            });
+            start = end;
+        }
+    }
+    for conn in recipients.get(own).unwrap_or_default() {
+        conn.outbox().flush_direct();
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`ClientContext::serve`]. docs/PROTOCOL.md is the contract.
 
 mod transport;
+mod wire;
 
 use std::sync::Arc;
 
@@ -20,10 +21,12 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
 use tokio_util::task::TaskTracker;
 
 pub use transport::NativeTransport;
+use wire::{Wire, WireIo};
 
 use crate::{
     core::ClientContext,
@@ -159,10 +162,31 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+        // Our own listener's sockets are plain TCP: take the socket back from
+        // the HTTP server, so that deliveries can be written to it directly.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let wire = Arc::new(Wire::new(parts.io.into_inner(), format));
+                let ws = WebSocketStream::from_partially_read(
+                    WireIo(Arc::clone(&wire)),
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
                 .await;
-        clients.serve(NativeTransport::new(ws, format), token).await;
+                let transport = NativeTransport::over_wire(ws, format, wire);
+                clients.serve(transport, token).await;
+            }
+            Err(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                clients.serve(NativeTransport::new(ws, format), token).await;
+            }
+        }
         drop(slot);
     });
     response

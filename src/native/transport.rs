@@ -6,6 +6,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use super::wire::{Wire, WireIo};
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
@@ -22,8 +24,8 @@ use tokio_tungstenite::{
 
 use crate::{
     core::{
-        Delivery, DisconnectReason, Ended, Inbound, Payload, Reply, Request, Transport, WireFormat,
-        slots,
+        Delivery, DirectWrite, DisconnectReason, Ended, Inbound, Payload, Reply, Request,
+        Transport, WireFormat, slots,
     },
     protocol::{
         ClientMessage, DecodeError, Format, HistoryEntry, HistoryQuery, PROTOCOL_VERSION, PushRef,
@@ -34,15 +36,38 @@ use crate::{
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// JSON text frames: the payload is validated UTF-8 once per delivery.
-static JSON: WireFormat<Utf8Bytes> = WireFormat::new(slots::NATIVE_JSON, |payload| {
-    Utf8Bytes::try_from(encode_payload(payload, Format::Json)?).ok()
+/// A JSON delivery's encoding: validated UTF-8 once per delivery, kept both
+/// as a text frame's payload and as the raw bytes direct writes send.
+#[derive(Debug)]
+struct JsonFrame {
+    text: Utf8Bytes,
+    raw: Bytes,
+}
+
+/// JSON text frames.
+static JSON: WireFormat<JsonFrame> = WireFormat::new(slots::NATIVE_JSON, |payload| {
+    let raw = encode_payload(payload, Format::Json)?;
+    let text = Utf8Bytes::try_from(raw.clone()).ok()?;
+    Some(JsonFrame { text, raw })
 });
 
 /// MessagePack binary frames.
 static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_MSGPACK, |payload| {
     encode_payload(payload, Format::MsgPack)
 });
+
+/// A delivery's frame payload in `format`, encoded once for all its
+/// recipients; `None` (counted as dropped) if it cannot be encoded.
+pub(super) fn encoded(delivery: &Delivery, format: Format) -> Option<&Bytes> {
+    let bytes = match format {
+        Format::Json => delivery.encoded(&JSON).map(|frame| &frame.raw),
+        Format::MsgPack => delivery.encoded(&MSGPACK),
+    };
+    if bytes.is_none() {
+        metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+    }
+    bytes
+}
 
 fn encode_payload(payload: &Payload, format: Format) -> Option<Bytes> {
     let encoded = match payload {
@@ -77,12 +102,30 @@ fn encode_payload(payload: &Payload, format: Format) -> Option<Bytes> {
 pub struct NativeTransport<S> {
     ws: WebSocketStream<S>,
     format: Format,
+    /// The socket itself, for direct writes (over TCP only).
+    direct: Option<Arc<Wire>>,
 }
 
 impl<S> NativeTransport<S> {
     /// Wraps an upgraded WebSocket whose frames use `format`.
     pub fn new(ws: WebSocketStream<S>, format: Format) -> Self {
-        Self { ws, format }
+        Self {
+            ws,
+            format,
+            direct: None,
+        }
+    }
+}
+
+impl NativeTransport<WireIo> {
+    /// Wraps a WebSocket over a TCP socket that deliveries may also be
+    /// written to directly (see [`Wire`]).
+    pub(crate) fn over_wire(ws: WebSocketStream<WireIo>, format: Format, wire: Arc<Wire>) -> Self {
+        Self {
+            ws,
+            format,
+            direct: Some(wire),
+        }
     }
 }
 
@@ -185,7 +228,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
     async fn deliver(&mut self, batch: &[Arc<Delivery>], ping: bool) -> Result<(), Ended> {
         for delivery in batch {
             let frame = match self.format {
-                Format::Json => delivery.encoded(&JSON).cloned().map(Message::Text),
+                Format::Json => delivery
+                    .encoded(&JSON)
+                    .map(|frame| Message::Text(frame.text.clone())),
                 Format::MsgPack => delivery.encoded(&MSGPACK).cloned().map(Message::Binary),
             };
             let Some(frame) = frame else {
@@ -225,6 +270,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
             }
         };
         let _ = timeout(CLOSE_TIMEOUT, handshake).await;
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct
+            .as_ref()
+            .map(|wire| Arc::clone(wire) as Arc<dyn DirectWrite>)
     }
 }
 

@@ -20,16 +20,23 @@ async fn a_burst_past_the_queue_cap_closes_the_client_with_4001() {
     let hub = TestHub::with(|c| c.outbox.max_messages = 8).await;
     let mut client = hub.connect("burst").await;
     client.subscribe("firehose").await;
-    let publications: Vec<_> = (0..1000)
-        .map(|n| json!({"channel": "firehose", "event": "e", "data": n}))
-        .collect();
-    let (status, _) = hub
-        .api(
-            "/api/v1/publish/batch",
-            json!({"publications": publications}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    // The client reads nothing until the burst is over. What its socket
+    // takes is written at once; 32 MiB is more than the kernel buffers of a
+    // loopback connection hold, so the rest queues, and past 8 queued
+    // messages the client is a slow consumer.
+    let pad = "x".repeat(32 * 1024);
+    for chunk in 0..40 {
+        let publications: Vec<_> = (0..25)
+            .map(|n| json!({"channel": "firehose", "event": "e", "data": {"n": chunk * 25 + n, "pad": pad}}))
+            .collect();
+        let (status, _) = hub
+            .api(
+                "/api/v1/publish/batch",
+                json!({"publications": publications}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
     let (code, reason) = client.expect_close().await;
     assert_eq!(
         (code, reason.as_str()),

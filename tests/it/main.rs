@@ -17,6 +17,7 @@ mod auth;
 mod backpressure;
 mod cli;
 mod data;
+mod direct_writes;
 mod engine_conformance;
 mod history;
 mod history_kill;
