@@ -35,10 +35,13 @@ while IFS= read -r name; do
   case "$name" in HERALD_*__*) ;; *) hub_env+=(-u "$name") ;; esac
 done < <(compgen -e | grep '^HERALD_' || true)
 
-if [[ ! -d "$here/node_modules/socket.io-client" || ! -d "$here/node_modules/playwright-core" ]]; then
-  echo "run.sh: installing socket.io-client, socket.io-msgpack-parser, playwright-core (npm ci)"
+# Installed once per lock file: a copy of the lock it was installed from
+# marks node_modules, so a changed lock file reinstalls.
+if ! cmp -s "$here/package-lock.json" "$here/node_modules/.installed-lock.json"; then
+  echo "run.sh: installing the test's npm packages (npm ci)"
   # playwright-core never downloads browsers; the variable is a second guard.
   (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  cp "$here/package-lock.json" "$here/node_modules/.installed-lock.json"
 fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
