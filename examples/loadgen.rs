@@ -727,6 +727,7 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
 
     // Merge.
     let mut latency = new_hist()?;
+    let mut extra_latency = new_hist()?;
     let mut steps_out = Vec::new();
     let (mut deliveries, mut expected, mut distinct) = (0u64, 0u64, 0u64);
     for k in 0..n_steps {
@@ -735,6 +736,7 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
         for r in &results {
             if let Some(s) = r.steps.get(k) {
                 add_pairs(&mut hist, &s.latency_us);
+                add_pairs(&mut extra_latency, &s.extra_latency_us);
                 d += s.deliveries;
                 e += s.expected;
                 x += s.distinct;
@@ -818,6 +820,14 @@ async fn run_parent(args: &Args, workers: &mut Vec<Worker>) -> Res<Value> {
             "error_messages": publisher.as_ref().map(|p| p.error_messages.clone()),
         },
         "latency_ms": quantiles_ms(&latency),
+        // With --extra-channel: its pushes (a broadcast, say) and the main
+        // channels' apart, since one can stretch the other's tail.
+        "latency_ms_main": args.extra_channel.as_ref().and_then(|_| {
+            let mut main = latency.clone();
+            main.subtract(&extra_latency).ok()?;
+            quantiles_ms(&main)
+        }),
+        "latency_ms_extra": quantiles_ms(&extra_latency),
         "deliveries": deliveries,
         "deliveries_per_sec": if publish_wall > 0.0 { r3(deliveries as f64 / publish_wall) } else { 0.0 },
         "published": published,

@@ -150,6 +150,9 @@ pub(crate) struct Ready {
 pub(crate) struct StepResult {
     /// Latency histogram (µs) as `(value, count)` pairs.
     pub(crate) latency_us: Vec<(u64, u64)>,
+    /// The same, for the --extra-channel's pushes only (a subset of `latency_us`).
+    #[serde(default)]
+    pub(crate) extra_latency_us: Vec<(u64, u64)>,
     /// Push frames received, duplicates included.
     pub(crate) deliveries: u64,
     /// Distinct (connection, channel, seq) triples received.

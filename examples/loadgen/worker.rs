@@ -65,6 +65,8 @@ pub(crate) fn run(args: Args, index: usize) -> Res<()> {
 
 struct StepStats {
     hist: Histogram<u64>,
+    /// Latencies of the extra channel's pushes (also in `hist`).
+    extra_hist: Histogram<u64>,
     deliveries: u64,
     distinct: u64,
 }
@@ -191,6 +193,7 @@ async fn worker_main(args: Args, index: usize) -> Res<()> {
         .map(|_| {
             Ok(StepStats {
                 hist: new_hist()?,
+                extra_hist: new_hist()?,
                 deliveries: 0,
                 distinct: 0,
             })
@@ -362,6 +365,7 @@ async fn worker_main(args: Args, index: usize) -> Res<()> {
                 .enumerate()
                 .map(|(i, st)| StepResult {
                     latency_us: hist_pairs(&st.hist),
+                    extra_latency_us: hist_pairs(&st.extra_hist),
                     deliveries: st.deliveries,
                     distinct: st.distinct,
                     expected: expected.get(i).copied().unwrap_or(0),
@@ -745,10 +749,17 @@ impl Ctx {
             s.other += 1;
             return;
         };
+        let is_extra = self
+            .extra
+            .as_deref()
+            .is_some_and(|extra| *sub.name == *extra.as_bytes());
         let step = &mut s.steps[push.step];
         step.deliveries += 1;
-        step.hist
-            .saturating_record(now.saturating_sub(push.sent_us).max(1));
+        let latency = now.saturating_sub(push.sent_us).max(1);
+        step.hist.saturating_record(latency);
+        if is_extra {
+            step.extra_hist.saturating_record(latency);
+        }
         let word = (push.seq / 64) as usize;
         let bit = 1u64 << (push.seq % 64);
         if sub.seen.len() <= word {
