@@ -190,7 +190,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            read_buffer_size: 512,
+            read_buffer_size: 256,
             write_buffer_size: 16 * 1024,
             write_timeout_ms: 10_000,
         }

@@ -454,10 +454,8 @@ impl<T: Transport> Client<T> {
         let end = match Box::pin(self.open(token)).await {
             Ok(mut live) => {
                 let span = live.span.clone();
-                let result = self
-                    .serve(&live.conn, &mut live.subs)
-                    .instrument(span)
-                    .await;
+                let result =
+                    Box::pin(self.serve(&live.conn, &mut live.subs).instrument(span)).await;
                 let end = result.err().unwrap_or(Ended::Gone);
                 self.finish(live, &end);
                 end
@@ -631,8 +629,12 @@ impl<T: Transport> Client<T> {
                 biased;
                 () = conn.outbox().ready() => {
                     let signals = conn.outbox().take(&mut batch);
+                    // Boxed like every phase but the wait itself: an idle
+                    // connection's future then holds no write state (a
+                    // timer, the frames being fed), and with direct writes
+                    // this path runs for pings and for backlogs only.
                     let write = self.transport.deliver(&batch, signals.ping);
-                    within(self.ctx.settings.write_timeout, write).await?;
+                    Box::pin(within(self.ctx.settings.write_timeout, write)).await?;
                     batch.clear();
                     if let Some(reason) = signals.close {
                         return Err(reason.into());
@@ -650,7 +652,7 @@ impl<T: Transport> Client<T> {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
                             conn.outbox().hold();
-                            self.reply_error(id, ErrorCode::RateLimited, "rate limit exceeded; slow down")
+                            Box::pin(self.reply_error(id, ErrorCode::RateLimited, "rate limit exceeded; slow down"))
                                 .await?;
                             conn.outbox().release();
                             continue;

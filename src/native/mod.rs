@@ -166,10 +166,15 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
         // the HTTP server, so that deliveries can be written to it directly.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                // Copied, and the original dropped now: it is a slice of the
+                // HTTP server's read buffer (several KiB), which every idle
+                // connection would otherwise keep alive for its whole life.
+                let early = parts.read_buf.to_vec();
+                drop(parts.read_buf);
                 let wire = Arc::new(Wire::new(parts.io.into_inner(), format));
                 let ws = WebSocketStream::from_partially_read(
                     WireIo(Arc::clone(&wire)),
-                    parts.read_buf.to_vec(),
+                    early,
                     Role::Server,
                     Some(config),
                 )

@@ -159,7 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
             Message::Close(_) => {
                 // The WebSocket layer queued the answering close frame; send it,
                 // so the client sees a clean close instead of 1006.
-                let _ = timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                // Boxed: rare, and a timer inline would cost every idle
+                // connection's future its size.
+                let _ = Box::pin(timeout(CLOSE_TIMEOUT, self.ws.flush())).await;
                 return Err(Ended::Gone);
             }
         })
