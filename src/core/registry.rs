@@ -384,7 +384,7 @@ impl Registry {
         self.channels.get(name).map(|c| Arc::clone(c.value()))
     }
 
-    fn fan_out(&self, channel: &Channel, message: &Arc<Delivery>) -> usize {
+    fn fan_out(&self, channel: &Channel, message: &Arc<Delivery>, owed: &mut Owed) -> usize {
         let mut queued = 0;
         let mut conflated = 0;
         let mut overflowed = 0;
@@ -409,7 +409,7 @@ impl Registry {
             }
         }
         if first < end {
-            write_direct(&recipients, first..end);
+            owed.add(recipients, first..end);
         }
         // One counter update per publication, not per recipient: shared
         // atomics touched per delivery would bounce between cores.
@@ -430,6 +430,32 @@ impl Registry {
 /// size, so that it runs on every core and does not hold up the channels
 /// dispatched after it on the same task.
 const DIRECT_CHUNK: usize = 512;
+
+/// Direct writes owed to the recipients of one or more fan-outs, made
+/// together by [`Owed::write`]: a run of publications read at once from the
+/// engine then costs each socket one write, not one per publication.
+#[derive(Default)]
+struct Owed(Vec<(Snapshot, std::ops::Range<usize>)>);
+
+impl Owed {
+    fn add(&mut self, recipients: Snapshot, range: std::ops::Range<usize>) {
+        // Consecutive publications of one channel share its snapshot.
+        if let Some((last, owed)) = self.0.last_mut()
+            && Arc::ptr_eq(last, &recipients)
+        {
+            owed.start = owed.start.min(range.start);
+            owed.end = owed.end.max(range.end);
+            return;
+        }
+        self.0.push((recipients, range));
+    }
+
+    fn write(self) {
+        for (recipients, range) in self.0 {
+            write_direct(&recipients, range);
+        }
+    }
+}
 
 /// Writes what was offered to `recipients[range]` into their sockets.
 fn write_direct(recipients: &Snapshot, range: std::ops::Range<usize>) {
@@ -453,15 +479,15 @@ fn write_direct(recipients: &Snapshot, range: std::ops::Range<usize>) {
     }
 }
 
-impl Dispatcher for Registry {
-    fn dispatch(&self, publication: Publication) -> usize {
+impl Registry {
+    fn dispatch_into(&self, publication: Publication, owed: &mut Owed) -> usize {
         let started = Instant::now();
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
         let Some(position) = publication.position.clone() else {
             let message = Arc::new(Delivery::publication(publication));
-            let reached = self.fan_out(&channel, &message);
+            let reached = self.fan_out(&channel, &message, owed);
             self.metrics.duration.record(started.elapsed());
             return reached;
         };
@@ -488,9 +514,28 @@ impl Dispatcher for Registry {
         }
         *last = Some(position);
         let message = Arc::new(Delivery::publication(publication));
-        let reached = self.fan_out(&channel, &message);
+        let reached = self.fan_out(&channel, &message, owed);
         drop(last);
         self.metrics.duration.record(started.elapsed());
+        reached
+    }
+}
+
+impl Dispatcher for Registry {
+    fn dispatch(&self, publication: Publication) -> usize {
+        let mut owed = Owed::default();
+        let reached = self.dispatch_into(publication, &mut owed);
+        owed.write();
+        reached
+    }
+
+    fn dispatch_all(&self, publications: Vec<Publication>) -> usize {
+        let mut owed = Owed::default();
+        let reached = publications
+            .into_iter()
+            .map(|publication| self.dispatch_into(publication, &mut owed))
+            .sum();
+        owed.write();
         reached
     }
 
@@ -670,5 +715,52 @@ mod tests {
         assert_eq!(registry.dispatch(publication("x")), 1);
         assert_eq!(registry.dispatch(publication("nobody")), 0);
         assert_eq!((a.outbox().len(), b.outbox().len()), (2, 2));
+    }
+
+    /// Counts direct writes and the deliveries in each.
+    #[derive(Default)]
+    struct Socket(Mutex<Vec<usize>>);
+
+    impl crate::core::DirectWrite for Socket {
+        fn write_now(
+            &self,
+            batch: &mut dyn Iterator<Item = &Arc<Delivery>>,
+        ) -> crate::core::Written {
+            let done = batch.count();
+            self.0.lock().unwrap().push(done);
+            crate::core::Written {
+                done,
+                blocked: false,
+            }
+        }
+    }
+
+    #[test]
+    fn idle_members_are_written_directly_once_per_run_in_order() {
+        let registry = Registry::new(Arc::default(), OutboxLimits::default());
+        let conns: Vec<_> = (0..3)
+            .map(|id| {
+                let conn = Arc::new(Conn::new(id, Identity::default(), 0));
+                registry.join(&ch("c"), &conn);
+                let socket = Arc::new(Socket::default());
+                conn.outbox()
+                    .attach(Arc::clone(&socket) as Arc<dyn crate::core::DirectWrite>);
+                (conn, socket)
+            })
+            .collect();
+        // One publication: written at once, nothing left for the task.
+        assert_eq!(registry.dispatch(publication("c")), 3);
+        // A run of three: one write of three per socket.
+        let run = (0..3).map(|_| publication("c")).collect();
+        assert_eq!(registry.dispatch_all(run), 9);
+        for (conn, socket) in &conns {
+            assert_eq!(*socket.0.lock().unwrap(), [1, 3]);
+            assert!(conn.outbox().is_empty());
+        }
+        // A busy task (answering a request) gets them queued instead.
+        conns[0].0.outbox().hold();
+        registry.dispatch(publication("c"));
+        assert_eq!(conns[0].0.outbox().len(), 1);
+        assert_eq!(*conns[1].1.0.lock().unwrap(), [1, 3, 1]);
     }
 }

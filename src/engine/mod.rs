@@ -87,6 +87,13 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// Returns how many connections it was queued for.
     fn dispatch(&self, publication: Publication) -> usize;
 
+    /// Fans out a run of publications that arrived together, in order. The
+    /// same as dispatching each, except that each socket is written once
+    /// for the run (see the core's direct writes). Returns the sum.
+    fn dispatch_all(&self, publications: Vec<Publication>) -> usize {
+        publications.into_iter().map(|p| self.dispatch(p)).sum()
+    }
+
     /// Closes this node's subscribers of `channel`. Returns how many.
     fn disconnect(&self, channel: &str, kick: Kick) -> usize;
 

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::FutureExt as _;
 use metrics::{Counter, Histogram};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -300,12 +301,18 @@ impl<B: Backend> Shard<B> {
                     }
                 }
                 event = conn.next() => match event {
-                    Some(Event::Message { channel, payload }) => self.deliver(&channel, &payload).await,
-                    Some(Event::Dropped(channel)) => {
-                        if self.resubscribe_dropped(&mut conn, &channel).await.is_err() {
+                    Some(first) => match self.deliver_run(&mut conn, first).await {
+                        Some(Run::Done) => {}
+                        Some(Run::Dropped(channel)) => {
+                            if self.resubscribe_dropped(&mut conn, &channel).await.is_err() {
+                                return false;
+                            }
+                        }
+                        None => {
+                            tracing::warn!(shard = self.index, "redis pub/sub connection lost");
                             return false;
                         }
-                    }
+                    },
                     None => {
                         tracing::warn!(shard = self.index, "redis pub/sub connection lost");
                         return false;
@@ -549,7 +556,39 @@ impl<B: Backend> Shard<B> {
         }
     }
 
-    async fn deliver(&mut self, key: &str, payload: &[u8]) {
+    /// Delivers `first` with every further message already read (at most
+    /// [`RUN`]) as one run, so that each socket is written once for the run.
+    /// Returns what ended the run, or `None` when the connection was lost.
+    async fn deliver_run(&mut self, conn: &mut B::Conn, first: Event) -> Option<Run> {
+        let mut run = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        let stopped = loop {
+            match next {
+                Some(Event::Message { channel, payload }) => {
+                    self.deliver(&channel, &payload, &mut run).await;
+                    taken += 1;
+                }
+                Some(Event::Dropped(channel)) => break Some(Run::Dropped(channel)),
+                None => break None,
+            }
+            if taken == RUN {
+                break Some(Run::Done);
+            }
+            // Cancel safe (see `Conn::next`): nothing is lost when not ready.
+            match conn.next().now_or_never() {
+                Some(event) => next = event,
+                None => break Some(Run::Done),
+            }
+        };
+        self.dispatcher.dispatch_all(run);
+        stopped
+    }
+
+    /// Decodes one message into `run`. A publication with a stream position
+    /// is dispatched at once, after the run so far (it may wait on Redis to
+    /// fill a jump, and order per channel must hold); so is a disconnect.
+    async fn deliver(&mut self, key: &str, payload: &[u8], run: &mut Vec<Publication>) {
         let Some(channel) = self.channel_of(key) else {
             return;
         };
@@ -565,11 +604,15 @@ impl<B: Backend> Shard<B> {
                     self.metrics.lag.record(Duration::from_millis(lag_ms));
                 }
                 if publication.position.is_some() {
+                    self.dispatcher.dispatch_all(std::mem::take(run));
                     self.fill(&publication).await;
+                    self.dispatcher.dispatch(publication);
+                } else {
+                    run.push(publication);
                 }
-                self.dispatcher.dispatch(publication);
             }
             Decoded::Disconnect(kick) => {
+                self.dispatcher.dispatch_all(std::mem::take(run));
                 let channel = key.get(self.config.prefix.len()..).unwrap_or_default();
                 self.dispatcher.disconnect(channel, kick);
             }
@@ -590,6 +633,18 @@ impl<B: Backend> Shard<B> {
         let name = key.strip_prefix(&self.config.prefix)?;
         ChannelName::parse(name, usize::MAX).ok()
     }
+}
+
+/// Most messages one run delivers (see `Shard::deliver_run`) before the
+/// shard looks at its other work (commands, health checks).
+const RUN: usize = 256;
+
+/// How a run of messages ended.
+enum Run {
+    /// Nothing more was ready, or the run was long enough.
+    Done,
+    /// The server dropped a subscription (see `Shard::resubscribe_dropped`).
+    Dropped(String),
 }
 
 /// How a health-check PING ended.
