@@ -8,7 +8,6 @@
 //! [`ClientContext::serve`]. docs/PROTOCOL.md is the contract.
 
 mod transport;
-mod wire;
 
 use std::sync::Arc;
 
@@ -26,11 +25,14 @@ use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
 use tokio_util::task::TaskTracker;
 
 pub use transport::NativeTransport;
-use wire::{Wire, WireIo};
 
 use crate::{
     core::ClientContext,
-    net::{self, websocket::Handshake},
+    net::{
+        self,
+        websocket::Handshake,
+        wire::{Wire, WireIo},
+    },
     protocol::Format,
 };
 
@@ -171,7 +173,11 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
                 // connection would otherwise keep alive for its whole life.
                 let early = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                let wire = Arc::new(Wire::new(parts.io.into_inner(), format));
+                let framing = match format {
+                    Format::Json => transport::json_frame,
+                    Format::MsgPack => transport::msgpack_frame,
+                };
+                let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
                 let ws = WebSocketStream::from_partially_read(
                     WireIo(Arc::clone(&wire)),
                     early,

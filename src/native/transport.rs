@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::wire::{Wire, WireIo};
+use crate::net::wire::{Framed, Wire, WireIo};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -56,17 +56,26 @@ static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_MSGPACK, |payl
     encode_payload(payload, Format::MsgPack)
 });
 
-/// A delivery's frame payload in `format`, encoded once for all its
-/// recipients; `None` (counted as dropped) if it cannot be encoded.
-pub(super) fn encoded(delivery: &Delivery, format: Format) -> Option<&Bytes> {
-    let bytes = match format {
-        Format::Json => delivery.encoded(&JSON).map(|frame| &frame.raw),
-        Format::MsgPack => delivery.encoded(&MSGPACK),
-    };
-    if bytes.is_none() {
-        metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+/// Direct writes' framing of JSON deliveries: text frames.
+pub(super) fn json_frame(delivery: &Delivery) -> Framed<'_> {
+    framed(0x1, delivery.encoded(&JSON).map(|frame| &frame.raw))
+}
+
+/// Direct writes' framing of MessagePack deliveries: binary frames.
+pub(super) fn msgpack_frame(delivery: &Delivery) -> Framed<'_> {
+    framed(0x2, delivery.encoded(&MSGPACK))
+}
+
+/// A delivery encoded once for all its recipients, or skipped (counted as
+/// dropped) if it cannot be encoded.
+fn framed(opcode: u8, bytes: Option<&Bytes>) -> Framed<'_> {
+    match bytes {
+        Some(bytes) => Framed::Frame(opcode, bytes),
+        None => {
+            metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => crate::metrics::DROP_ENCODE_ERROR).increment(1);
+            Framed::Skip
+        }
     }
-    bytes
 }
 
 fn encode_payload(payload: &Payload, format: Format) -> Option<Bytes> {

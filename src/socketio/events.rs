@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::{engine::Frame, packet::Parser};
 use crate::{
     core::{Delivery, Payload, WireFormat, slots},
+    net::wire::Framed,
     protocol::{ChannelName, Publication},
 };
 
@@ -23,6 +24,7 @@ static JSON: WireFormat<JsonEvent> = WireFormat::new(slots::SOCKETIO_JSON, |payl
     }
     match encode_delivery(Parser::Json, payload)? {
         Frame::Text(text) => Some(JsonEvent {
+            raw: Bytes::from(text.clone()),
             text,
             attachment: None,
         }),
@@ -36,6 +38,8 @@ static JSON: WireFormat<JsonEvent> = WireFormat::new(slots::SOCKETIO_JSON, |payl
 #[derive(Debug)]
 pub(super) struct JsonEvent {
     text: Utf8Bytes,
+    /// `text`'s bytes (the same buffer), for direct writes.
+    raw: Bytes,
     attachment: Option<Bytes>,
 }
 
@@ -55,6 +59,7 @@ fn with_attachment(p: &Publication, bytes: &Bytes) -> Option<JsonEvent> {
     );
     match Parser::binary_event(&args) {
         Ok(text) => Some(JsonEvent {
+            raw: Bytes::from(text.clone()),
             text,
             attachment: Some(bytes.clone()),
         }),
@@ -151,6 +156,41 @@ pub(super) fn delivery(parser: Parser, delivery: &Delivery, out: &mut Vec<Frame>
         }
     }
     true
+}
+
+/// Direct writes' framing of default-parser deliveries: one text frame; an
+/// event with a binary attachment (two frames) is left for the task.
+pub(super) fn json_frame(delivery: &Delivery) -> Framed<'_> {
+    match delivery.encoded(&JSON) {
+        Some(event) if event.attachment.is_some() => Framed::Task,
+        Some(event) => Framed::Frame(0x1, &event.raw),
+        None => skipped(delivery),
+    }
+}
+
+/// Direct writes' framing of MessagePack-parser deliveries: binary frames.
+pub(super) fn msgpack_frame(delivery: &Delivery) -> Framed<'_> {
+    match delivery.encoded(&MSGPACK) {
+        Some(bytes) => Framed::Frame(0x2, bytes),
+        None => skipped(delivery),
+    }
+}
+
+/// Counts a delivery that cannot be sent, as the task's path does.
+fn skipped(delivery: &Delivery) -> Framed<'_> {
+    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => drop_reason(delivery))
+        .increment(1);
+    Framed::Skip
+}
+
+/// Why a delivery that could not be encoded was dropped.
+pub(super) fn drop_reason(delivery: &Delivery) -> &'static str {
+    match delivery.payload() {
+        Payload::Publication(p) if reserved(p.event.as_str()) => {
+            crate::metrics::DROP_RESERVED_EVENT
+        }
+        _ => crate::metrics::DROP_ENCODE_ERROR,
+    }
 }
 
 /// As [`delivery`], for a socket with connection state recovery: a

@@ -30,8 +30,6 @@ use axum::{
     routing::get,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
@@ -47,7 +45,7 @@ use crate::{
 };
 
 /// An upgraded Engine.IO WebSocket.
-pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Ws = WebSocketStream<crate::net::wire::WireIo>;
 
 /// Settings of the Socket.IO transport (from `[socketio]`, `[limits]`,
 /// `[heartbeat]`, `[websocket]` and `[server]`).

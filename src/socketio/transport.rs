@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     core::{
-        Delivery, DisconnectReason, Ended, Inbound, Payload, Reply, Request, Transport, Welcome,
+        Delivery, DirectWrite, DisconnectReason, Ended, Inbound, Reply, Request, Transport, Welcome,
     },
     protocol::{ChannelName, ErrorCode},
 };
@@ -492,13 +492,7 @@ impl Transport for SocketIoTransport {
                 None => events::delivery(self.parser, delivery, &mut frames),
             };
             if !delivered {
-                let reason = match delivery.payload() {
-                    Payload::Publication(p) if events::reserved(p.event.as_str()) => {
-                        crate::metrics::DROP_RESERVED_EVENT
-                    }
-                    _ => crate::metrics::DROP_ENCODE_ERROR,
-                };
-                metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason)
+                metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => events::drop_reason(delivery))
                     .increment(1);
             }
         }
@@ -509,6 +503,18 @@ impl Transport for SocketIoTransport {
             frames.push(Frame::ping());
         }
         self.write(frames).await
+    }
+
+    /// Direct writes on a socket that speaks WebSocket from its first packet,
+    /// without connection state recovery (whose offsets are per socket).
+    /// A polling session, even one that upgrades later, keeps the task's path.
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        match &self.link {
+            Link::WebSocket(ws) if self.recovery.is_none() && self.carry.is_empty() => {
+                Some(Arc::clone(&ws.get_ref().0) as Arc<dyn DirectWrite>)
+            }
+            _ => None,
+        }
     }
 
     /// Tells the client (see [`Self::farewell`]), then closes the Engine.IO
@@ -636,6 +642,7 @@ fn internal(err: crate::protocol::EncodeError) -> Ended {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Payload;
 
     fn polling() -> (Arc<Session>, SocketIoTransport) {
         let (session, ends) =

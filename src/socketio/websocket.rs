@@ -12,7 +12,7 @@ use axum::{
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::{sync::oneshot, time::timeout};
+use tokio::{net::TcpStream, sync::oneshot, time::timeout};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -22,10 +22,16 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    EioError, Endpoint, SocketIoSettings, SocketIoState, Ws, admit, new_sid, open_frame,
+    EioError, Endpoint, SocketIoSettings, SocketIoState, Ws, admit, events, new_sid, open_frame,
     packet::Parser, refuse, session::Session, transport, transport::SocketIoTransport, unknown_sid,
 };
-use crate::{core::IpSlot, net::websocket::Handshake};
+use crate::{
+    core::IpSlot,
+    net::{
+        websocket::Handshake,
+        wire::{Wire, WireIo},
+    },
+};
 
 /// `GET …?transport=websocket[&sid=…]`: the RFC 6455 handshake, then a new
 /// connection or an upgrade.
@@ -65,16 +71,38 @@ pub(super) fn websocket(endpoint: &Endpoint, parts: &mut Parts, sid: Option<Stri
 }
 
 /// The socket of a completed handshake.
-async fn accept(on_upgrade: OnUpgrade, settings: &SocketIoSettings) -> Option<Box<Ws>> {
+/// The upgraded socket, taken back from the HTTP server (herald's own
+/// listener serves plain TCP) so that deliveries can be written to it
+/// directly; see [`SocketIoTransport`]'s `direct`.
+async fn accept(
+    on_upgrade: OnUpgrade,
+    settings: &SocketIoSettings,
+    parser: Parser,
+) -> Option<Box<Ws>> {
     let upgraded = on_upgrade.await.ok()?;
     let config = WebSocketConfig::default()
         .read_buffer_size(settings.read_buffer_size)
         .write_buffer_size(settings.write_buffer_size)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
-    let io = TokioIo::new(upgraded);
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::warn!("a Socket.IO upgrade over something other than TCP; closing");
+            return None;
+        }
+    };
+    // Copied, and the original dropped now: it is a slice of the HTTP
+    // server's read buffer, which the connection would otherwise keep alive.
+    let early = parts.read_buf.to_vec();
+    drop(parts.read_buf);
+    let framing = match parser {
+        Parser::Json => events::json_frame,
+        Parser::MsgPack => events::msgpack_frame,
+    };
+    let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
     Some(Box::new(
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
+        WebSocketStream::from_partially_read(WireIo(wire), early, Role::Server, Some(config)).await,
     ))
 }
 
@@ -82,7 +110,7 @@ async fn accept(on_upgrade: OnUpgrade, settings: &SocketIoSettings) -> Option<Bo
 /// core serves it.
 async fn connect(state: Arc<SocketIoState>, on_upgrade: OnUpgrade, parser: Parser, slot: IpSlot) {
     let settings = &state.settings;
-    let Some(mut ws) = accept(on_upgrade, settings).await else {
+    let Some(mut ws) = accept(on_upgrade, settings, parser).await else {
         return;
     };
     let open = transport::message(open_frame(settings, &new_sid(), &[]));
@@ -110,7 +138,7 @@ async fn upgrade(
     hand_over: oneshot::Sender<Box<Ws>>,
 ) {
     let settings = &state.settings;
-    let Some(mut ws) = accept(on_upgrade, settings).await else {
+    let Some(mut ws) = accept(on_upgrade, settings, session.parser()).await else {
         return;
     };
     let limit = settings.ping_interval + settings.ping_timeout;

@@ -27,10 +27,24 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
-    core::{Delivery, DirectWrite, Written},
-    protocol::Format,
-};
+use crate::core::{Delivery, DirectWrite, Written};
+
+/// How a transport frames one delivery for a direct write.
+#[derive(Debug)]
+pub enum Framed<'a> {
+    /// One WebSocket data frame: its opcode (`0x1` text, `0x2` binary) and
+    /// the payload every recipient of the format shares.
+    Frame(u8, &'a Bytes),
+    /// Not deliverable (it cannot be encoded): counted by the transport and
+    /// skipped.
+    Skip,
+    /// Deliverable, but not by a direct write (it needs more than one frame):
+    /// left for the connection's task.
+    Task,
+}
+
+/// A transport's framing of deliveries for its format.
+pub type Framing = fn(&Delivery) -> Framed<'_>;
 
 /// Frames one vectored write carries at most.
 const MAX_FRAMES: usize = 16;
@@ -40,9 +54,9 @@ const MAX_HEAD: usize = 10;
 
 /// One connection's socket.
 #[derive(Debug)]
-pub(crate) struct Wire {
+pub struct Wire {
     tcp: TcpStream,
-    format: Format,
+    framing: Framing,
     state: Mutex<WireState>,
 }
 
@@ -86,10 +100,11 @@ impl Tail {
 }
 
 impl Wire {
-    pub(crate) fn new(tcp: TcpStream, format: Format) -> Self {
+    /// Wraps a socket whose deliveries `framing` frames.
+    pub fn new(tcp: TcpStream, framing: Framing) -> Self {
         Self {
             tcp,
-            format,
+            framing,
             state: Mutex::default(),
         }
     }
@@ -127,13 +142,10 @@ impl Wire {
     }
 }
 
-/// The frame header of a server-to-client frame of `len` bytes.
-fn head(format: Format, len: usize) -> ([u8; MAX_HEAD], usize) {
+/// The header of a final server-to-client frame of `len` bytes.
+fn head(opcode: u8, len: usize) -> ([u8; MAX_HEAD], usize) {
     let mut head = [0u8; MAX_HEAD];
-    head[0] = match format {
-        Format::Json => 0x81,    // FIN, text
-        Format::MsgPack => 0x82, // FIN, binary
-    };
+    head[0] = 0x80 | opcode;
     let n = if len < 126 {
         head[1] = len as u8;
         2
@@ -166,12 +178,21 @@ impl DirectWrite for Wire {
         let mut through = [0usize; MAX_FRAMES];
         let mut frames = 0;
         let mut consumed = 0;
+        let mut task = false;
         for delivery in &mut *batch {
-            consumed += 1;
-            let Some(payload) = super::transport::encoded(delivery, self.format) else {
-                continue;
+            let (opcode, payload) = match (self.framing)(delivery) {
+                Framed::Frame(opcode, payload) => (opcode, payload),
+                Framed::Skip => {
+                    consumed += 1;
+                    continue;
+                }
+                Framed::Task => {
+                    task = true;
+                    break;
+                }
             };
-            heads[frames] = head(self.format, payload.len());
+            consumed += 1;
+            heads[frames] = head(opcode, payload.len());
             payloads[frames] = payload;
             through[frames] = consumed;
             frames += 1;
@@ -182,7 +203,7 @@ impl DirectWrite for Wire {
         if frames == 0 {
             return Written {
                 done: consumed,
-                blocked: false,
+                blocked: task,
             };
         }
         let mut slices = [IoSlice::new(&[]); 2 * MAX_FRAMES];
@@ -225,10 +246,11 @@ impl DirectWrite for Wire {
             };
         }
         // All of it went out; if the batch had more than one write carries,
-        // the outbox calls again for the rest.
+        // the outbox calls again for the rest. A delivery for the task stops
+        // the run here: the task takes it and what follows, in order.
         Written {
             done: consumed,
-            blocked: false,
+            blocked: task,
         }
     }
 }
@@ -237,7 +259,7 @@ static EMPTY: Bytes = Bytes::new();
 
 /// The socket as tungstenite's byte stream.
 #[derive(Debug)]
-pub(crate) struct WireIo(pub(crate) Arc<Wire>);
+pub struct WireIo(pub Arc<Wire>);
 
 impl AsyncRead for WireIo {
     fn poll_read(
@@ -308,9 +330,21 @@ mod tests {
 
     use super::*;
     use crate::{
-        core::Delivery,
+        core::{Delivery, Payload, WireFormat, slots},
         protocol::{ChannelName, EventName, JsonData, Publication},
     };
+
+    /// Text frames of the publication's data, as JSON.
+    static DATA: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_JSON, |payload| match payload {
+        Payload::Publication(p) => Some(Bytes::from(p.data.as_json()?.to_owned())),
+        _ => None,
+    });
+
+    fn framing(delivery: &Delivery) -> Framed<'_> {
+        delivery
+            .encoded(&DATA)
+            .map_or(Framed::Skip, |bytes| Framed::Frame(0x1, bytes))
+    }
 
     async fn pair() -> (Arc<Wire>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -318,7 +352,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Arc::new(Wire::new(server, Format::Json)), client)
+        (Arc::new(Wire::new(server, framing)), client)
     }
 
     fn delivery(pad: usize) -> Arc<Delivery> {
@@ -397,10 +431,8 @@ mod tests {
                 break;
             }
         }
-        let payload = super::super::transport::encoded(&big, Format::Json)
-            .unwrap()
-            .clone();
-        let (head, len) = head(Format::Json, payload.len());
+        let payload = big.encoded(&DATA).unwrap().clone();
+        let (head, len) = head(0x1, payload.len());
         let mut expected = b"ok".to_vec();
         for _ in 0..frames {
             expected.extend_from_slice(&head[..len]);
