@@ -256,3 +256,71 @@ async fn a_close_racing_direct_writes_ends_cleanly_after_whole_frames() {
         }
     }
 }
+
+/// The same race on a Socket.IO socket opened on the WebSocket transport
+/// (which gets direct writes): publications arrive whole and in order while
+/// subscribe acks (the connection's own replies) and Engine.IO pings
+/// interleave with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_direct_writes_keep_order_beside_acks_and_pings() {
+    use futures_util::StreamExt;
+    let hub = hub().await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", hub.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    };
+    assert!(next_text(&mut ws).await.starts_with('0'), "no open packet");
+    let connect = format!("40{}", json!({"token": hub.token("sio-reader")}));
+    ws.send(Message::Text(connect.into())).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40"), "not connected");
+    ws.send(Message::Text(r#"420["subscribe","race"]"#.into()))
+        .await
+        .unwrap();
+    // (herald's own events, e.g. the welcome, may come first)
+    loop {
+        let text = next_text(&mut ws).await;
+        if text.starts_with("430") {
+            break;
+        }
+        assert!(text.starts_with("42[\"herald:"), "unexpected {text}");
+    }
+    let publisher = tokio::spawn(publish(hub.url(""), 0));
+    let (mut next, mut acks, mut asked) = (0u64, 0u64, 0u64);
+    while next < BATCHES * PER_BATCH {
+        let text = next_text(&mut ws).await;
+        if text == "2" {
+            ws.send(Message::Text("3".into())).await.unwrap();
+        } else if let Some(event) = text.strip_prefix("42") {
+            let event: serde_json::Value = serde_json::from_str(event).unwrap();
+            assert_eq!(event[0], "e", "{text}");
+            assert_eq!(event[1]["n"], next, "out of order");
+            assert_eq!(
+                event[1]["pad"].as_str().unwrap(),
+                pad(next),
+                "corrupt event {next}"
+            );
+            next += 1;
+            if next % 97 == 0 {
+                asked += 1;
+                let ask = format!(r#"42{asked}["subscribe","other.{asked}"]"#);
+                ws.send(Message::Text(ask.into())).await.unwrap();
+            }
+        } else if text.starts_with("43") {
+            acks += 1;
+        } else {
+            panic!("unexpected packet {text}");
+        }
+    }
+    publisher.await.unwrap();
+    while acks < asked {
+        let text = next_text(&mut ws).await;
+        if text.starts_with("43") {
+            acks += 1;
+        }
+    }
+}
