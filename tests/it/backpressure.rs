@@ -29,13 +29,7 @@ async fn a_burst_past_the_queue_cap_closes_the_client_with_4001() {
         let publications: Vec<_> = (0..25)
             .map(|n| json!({"channel": "firehose", "event": "e", "data": {"n": chunk * 25 + n, "pad": pad}}))
             .collect();
-        let (status, _) = hub
-            .api(
-                "/api/v1/publish/batch",
-                json!({"publications": publications}),
-            )
-            .await;
-        assert_eq!(status, 200);
+        hub.publish_batch(publications).await;
     }
     let (code, reason) = client.expect_close().await;
     assert_eq!(

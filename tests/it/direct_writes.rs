@@ -163,13 +163,7 @@ async fn a_large_fan_out_spread_over_workers_reaches_everyone_in_order() {
     let publications: Vec<_> = (0..COUNT)
         .map(|n| json!({"channel": "wide", "event": "e", "data": {"n": n}}))
         .collect();
-    let (status, _) = hub
-        .api(
-            "/api/v1/publish/batch",
-            json!({"publications": publications}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    hub.publish_batch(publications).await;
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut client| {

@@ -34,6 +34,74 @@ pub fn namespace(
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// The real herald binary running in its own process, with what it printed.
+pub struct HeraldProcess {
+    pub child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every line it printed so far, stdout and stderr.
+    pub logs: Arc<tokio::sync::Mutex<String>>,
+}
+
+impl HeraldProcess {
+    /// `Command` for the binary, without any `HERALD_*` variable of the
+    /// environment: only the settings the test gives it.
+    pub fn command() -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("HERALD_") {
+                command.env_remove(name);
+            }
+        }
+        command.args(["--listen", "127.0.0.1:0"]);
+        command
+    }
+
+    /// Starts `command` (from [`Self::command`]) and waits until it says
+    /// where it listens; it is killed when dropped.
+    pub async fn start(mut command: tokio::process::Command) -> Self {
+        use std::process::Stdio;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(tokio::sync::Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        collect_output(child.stdout.take().unwrap(), Arc::clone(&logs), tx.clone());
+        collect_output(child.stderr.take().unwrap(), Arc::clone(&logs), tx);
+        let Ok(Some(addr)) = tokio::time::timeout(WAIT * 2, rx.recv()).await else {
+            panic!("herald did not report its address:\n{}", logs.lock().await);
+        };
+        Self { child, addr, logs }
+    }
+}
+
+/// Appends every line of `stream` to `sink`; sends the first listening address seen.
+fn collect_output(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    sink: Arc<tokio::sync::Mutex<String>>,
+    addr: tokio::sync::mpsc::Sender<SocketAddr>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, rest)) = line.split_once("herald listening: ws://")
+                && let Some((at, _)) = rest.split_once("/ws")
+                && let Ok(at) = at.parse()
+            {
+                let _ = addr.send(at).await;
+            }
+            let mut sink = sink.lock().await;
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+}
+
 /// A running hub on an ephemeral port.
 pub struct TestHub {
     pub addr: SocketAddr,
@@ -189,6 +257,17 @@ impl TestHub {
     /// POSTs `body` to the API path with the dev API key.
     pub async fn api(&self, path: &str, body: Value) -> (u16, Value) {
         api_request(&self.url(path), Some(DEV_API_KEY), body).await
+    }
+
+    /// Publishes `publications` in one `POST /api/v1/publish/batch`; asserts it succeeded.
+    pub async fn publish_batch(&self, publications: Vec<Value>) {
+        let (status, body) = self
+            .api(
+                "/api/v1/publish/batch",
+                json!({"publications": publications}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
     }
 
     pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Value {

@@ -7,8 +7,6 @@
 //! and every wait is a deadline that only catches hangs.
 
 use std::{
-    net::SocketAddr,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -21,14 +19,10 @@ use herald::{
     config::DEV_API_KEY,
 };
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
-    process::{Child, Command},
-    sync::{Mutex, watch},
-};
+use tokio::sync::watch;
 
 use crate::{
-    helpers::{Client, WAIT},
+    helpers::{Client, HeraldProcess, WAIT},
     redis_server::RedisServer,
 };
 
@@ -48,43 +42,13 @@ const PHASE: Duration = Duration::from_secs(60);
 
 /// One herald process on `127.0.0.1:0` with the Redis engine and history on `hist.*`.
 struct Node {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<String>>,
-}
-
-/// Appends every line of `stream` to `sink`; sends the first listening address seen.
-fn collect(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    sink: Arc<Mutex<String>>,
-    addr: tokio::sync::mpsc::Sender<SocketAddr>,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((_, rest)) = line.split_once("herald listening: ws://")
-                && let Some((at, _)) = rest.split_once("/ws")
-                && let Ok(at) = at.parse()
-            {
-                let _ = addr.send(at).await;
-            }
-            let mut sink = sink.lock().await;
-            sink.push_str(&line);
-            sink.push('\n');
-        }
-    });
+    herald: HeraldProcess,
 }
 
 impl Node {
     async fn spawn(id: &str, redis: &RedisServer) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        // Only this test's settings: no HERALD_<SECTION>__<KEY> from outside.
-        for (name, _) in std::env::vars() {
-            if name.starts_with("HERALD_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
+        let mut command = HeraldProcess::command();
+        command
             .env("RUST_LOG", "info")
             .env("HERALD_ENGINE__KIND", "redis")
             .env("HERALD_ENGINE__URL", redis.url())
@@ -92,31 +56,16 @@ impl Node {
             .env(
                 "HERALD_CHANNELS__NAMESPACES",
                 r#"[{pattern="hist.*", history_size=1000, recover_max=1000}]"#,
-            )
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        collect(child.stdout.take().unwrap(), Arc::clone(&logs), tx.clone());
-        collect(child.stderr.take().unwrap(), Arc::clone(&logs), tx);
-        let Ok(Some(addr)) = tokio::time::timeout(WAIT * 2, rx.recv()).await else {
-            panic!(
-                "node {id} did not report its address:\n{}",
-                logs.lock().await
             );
+        let node = Self {
+            herald: HeraldProcess::start(command).await,
         };
-        let node = Self { child, addr, logs };
         node.wait_ready(id).await;
         node
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.herald.addr)
     }
 
     async fn wait_ready(&self, id: &str) {
@@ -129,7 +78,7 @@ impl Node {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "node {id} not ready in time:\n{}",
-                self.logs.lock().await
+                self.herald.logs.lock().await
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -140,7 +89,7 @@ impl Node {
             .unwrap()
             .mint(user, 600)
             .unwrap();
-        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let url = format!("ws://{}/ws?token={token}", self.herald.addr);
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("connect timed out")
@@ -301,7 +250,7 @@ async fn clients_of_a_node_killed_mid_stream_recover_everything_on_another() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    a.child.kill().await.unwrap();
+    a.herald.child.kill().await.unwrap();
     let at_kill = published.load(Ordering::SeqCst);
     killed_tx.send(true).unwrap();
 

@@ -2,41 +2,15 @@
 //! `RUST_LOG=trace`, a client authenticates and refreshes, and no token,
 //! refresh token, API key or secret shows up in what it printed.
 
-use std::{fmt::Write as _, process::Stdio, sync::Arc};
+use std::fmt::Write as _;
 
 use herald::auth::{AuthConfig, TokenIssuer};
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
-    process::Command,
-    sync::Mutex,
-};
 
-use crate::helpers::{Client, WAIT, api_request};
+use crate::helpers::{Client, HeraldProcess, WAIT, api_request};
 
 const API_KEY: &str = "logging-test-api-key-0123456789-abcdefghij";
 const SECRET: &str = "logging-test-hmac-secret-0123456789-abcdefghij";
-
-/// Appends every line of `stream` to `sink`; sends the first `ws://` address seen.
-fn collect(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    sink: Arc<Mutex<String>>,
-    addr: tokio::sync::mpsc::Sender<String>,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split_once("herald listening: ws://").map(|(_, r)| r)
-                && let Some((at, _)) = rest.split_once("/ws")
-            {
-                let _ = addr.send(at.to_owned()).await;
-            }
-            let mut sink = sink.lock().await;
-            sink.push_str(&line);
-            sink.push('\n');
-        }
-    });
-}
 
 fn hex(text: &str) -> String {
     text.bytes().fold(String::new(), |mut out, b| {
@@ -47,28 +21,19 @@ fn hex(text: &str) -> String {
 
 #[tokio::test]
 async fn at_trace_level_no_token_or_key_reaches_the_logs() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .env_remove("HERALD_CONFIG")
+    let mut command = HeraldProcess::command();
+    command
         .env(
             "RUST_LOG",
             "trace,tungstenite=trace,tokio_tungstenite::compat=trace",
         )
         .env("HERALD_SERVER__API_KEY", API_KEY)
-        .env("HERALD_AUTH__SECRET", SECRET)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    collect(child.stdout.take().unwrap(), Arc::clone(&logs), tx.clone());
-    collect(child.stderr.take().unwrap(), Arc::clone(&logs), tx);
-    let addr = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("herald did not report its address")
-        .unwrap();
+        .env("HERALD_AUTH__SECRET", SECRET);
+    let HeraldProcess {
+        mut child,
+        addr,
+        logs,
+    } = HeraldProcess::start(command).await;
 
     let issuer = TokenIssuer::new(&AuthConfig {
         secret: SECRET.into(),

@@ -105,13 +105,7 @@ async fn a_burst_arrives_complete_and_in_order() {
     let publications: Vec<_> = (0..500)
         .map(|n| json!({"channel": "orders", "event": "order", "data": n}))
         .collect();
-    let (status, _) = hub
-        .api(
-            "/api/v1/publish/batch",
-            json!({"publications": publications}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    hub.publish_batch(publications).await;
     for n in 0..500 {
         assert_eq!(client.recv_push().await["data"], n);
     }
