@@ -161,7 +161,8 @@ impl App {
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(random_node_id);
         let rules = Arc::new(config.channels.clone());
-        let registry = Arc::new(Registry::new(Arc::clone(&rules), config.outbox));
+        let registry =
+            Arc::new(Registry::new(Arc::clone(&rules), config.outbox).with_fanout(config.fanout));
         let engine = engine(Arc::clone(&registry) as SharedDispatcher);
         // Chosen by its own setting, not by the engine: `auto` follows the
         // engine only because that is what one Redis deployment wants.

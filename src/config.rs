@@ -22,7 +22,7 @@ use crate::{
         AuthConfig, KeyError,
         sessions::{Lifetime, SessionError},
     },
-    core::{ChannelRules, OutboxLimits, PolicyError, RateLimitConfig},
+    core::{ChannelRules, FanoutConfig, OutboxLimits, PolicyError, RateLimitConfig},
     protocol::NameError,
     telemetry::TelemetryError,
 };
@@ -57,6 +57,8 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// `[outbox]`: per-connection outbound queue caps.
     pub outbox: OutboxLimits,
+    /// `[fanout]`: how a large fan-out shares the workers with other traffic.
+    pub fanout: FanoutConfig,
     /// `[channels]`: permissions, client publishing and conflation by namespace.
     pub channels: ChannelRules,
     /// `[rate_limits]`: rates and concurrency caps per connection, IP, user and key.
@@ -506,6 +508,9 @@ impl Config {
                 "outbox.max_messages",
                 "must be ≥ 1 and outbox.max_bytes ≥ limits.max_data_size + 1024",
             );
+        }
+        if let Err(reason) = self.fanout.validate() {
+            return invalid("fanout.bulk_share_percent", reason);
         }
         crate::auth::TokenVerifier::new(&self.auth)?;
         self.socketio.validate(self.limits.max_data_size)?;

@@ -9,6 +9,7 @@
 mod client;
 mod conn;
 mod delivery;
+mod direct;
 mod disconnect;
 mod hub;
 mod outbox;
@@ -24,6 +25,7 @@ pub use client::{
 };
 pub use conn::{Conn, ConnId, Identity, Subscriptions};
 pub use delivery::{Delivery, Missed, Payload, WIRE_SLOTS, WireFormat, slots};
+pub use direct::FanoutConfig;
 pub use disconnect::DisconnectReason;
 pub use hub::{Hub, HubConfig, HubError, MembershipObserver};
 pub use outbox::{DirectWrite, Outbox, OutboxLimits, Pushed, Signals, Written};

@@ -200,13 +200,17 @@ impl Outbox {
             state.queue.push_back(Item::Message(Arc::clone(message)));
         }
         state.bytes += size;
+        // An idle task with a direct path: the caller writes. If an earlier
+        // offer's flush is still owed (a broadcast chunk not reached yet),
+        // the caller writes that too, in order, rather than this message
+        // waiting for the chunk; the chunk then finds nothing left.
+        if defer && !state.busy && state.direct.is_some() {
+            return Pushed::Deferred;
+        }
         // Whoever takes the queue next takes this message with the rest:
         // only the empty → non-empty edge needs someone to act.
         if !was_empty {
             return Pushed::Queued;
-        }
-        if defer && !state.busy && state.direct.is_some() {
-            return Pushed::Deferred;
         }
         drop(guard);
         self.ready.notify_one();
@@ -583,10 +587,12 @@ mod tests {
         let (outbox, socket) = attached(10);
         let limits = OutboxLimits::default();
         assert_eq!(outbox.offer(&msg("a", 1), false, limits), Pushed::Deferred);
-        // Offered again before the flush: queued behind, not deferred twice.
-        assert_eq!(outbox.offer(&msg("a", 2), false, limits), Pushed::Queued);
+        // Offered again before the flush: whoever flushes first writes both, in order.
+        assert_eq!(outbox.offer(&msg("a", 2), false, limits), Pushed::Deferred);
         outbox.flush_direct();
         assert_eq!(*socket.taken.lock().unwrap(), ["a=1", "a=2"]);
+        outbox.flush_direct();
+        assert_eq!(socket.taken.lock().unwrap().len(), 2, "written twice");
         assert!(outbox.is_empty());
         assert!(
             outbox.ready().now_or_never().is_none(),

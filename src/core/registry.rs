@@ -15,6 +15,7 @@ use std::{
 use dashmap::{DashMap, mapref::entry::Entry};
 use metrics::{Counter, Histogram};
 
+use super::direct::{FanoutConfig, Owed, Pacer, Snapshot};
 use super::{
     ChannelRules, Conn, ConnId, Delivery, DisconnectReason, Missed, OutboxLimits, Payload, Pushed,
 };
@@ -43,8 +44,6 @@ pub(crate) enum Left {
     /// It was not a member.
     NotMember,
 }
-
-type Snapshot = Arc<[Arc<Conn>]>;
 
 #[derive(Default)]
 struct Members {
@@ -221,6 +220,7 @@ pub struct Registry {
     rules: Arc<ChannelRules>,
     limits: OutboxLimits,
     metrics: FanoutMetrics,
+    pacer: Arc<Pacer>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -239,7 +239,14 @@ impl Registry {
             rules,
             limits,
             metrics: FanoutMetrics::new(),
+            pacer: Arc::new(Pacer::new(FanoutConfig::default())),
         }
+    }
+
+    /// The same, with large fan-outs paced by `fanout`.
+    pub fn with_fanout(mut self, fanout: FanoutConfig) -> Self {
+        self.pacer = Arc::new(Pacer::new(fanout));
+        self
     }
 
     pub(crate) fn join(&self, channel: &ChannelName, conn: &Arc<Conn>) -> Joined {
@@ -425,63 +432,10 @@ impl Registry {
     }
 }
 
-/// Recipients whose direct writes one thread makes in a row. A larger
-/// fan-out hands the rest to the runtime's other workers in chunks of this
-/// size, so that it runs on every core and does not hold up the channels
-/// dispatched after it on the same task.
-const DIRECT_CHUNK: usize = 512;
-
-/// Direct writes owed to the recipients of one or more fan-outs, made
-/// together by [`Owed::write`]: a run of publications read at once from the
-/// engine then costs each socket one write, not one per publication.
-#[derive(Default)]
-struct Owed(Vec<(Snapshot, std::ops::Range<usize>)>);
-
-impl Owed {
-    fn add(&mut self, recipients: Snapshot, range: std::ops::Range<usize>) {
-        // Consecutive publications of one channel share its snapshot.
-        if let Some((last, owed)) = self.0.last_mut()
-            && Arc::ptr_eq(last, &recipients)
-        {
-            owed.start = owed.start.min(range.start);
-            owed.end = owed.end.max(range.end);
-            return;
-        }
-        self.0.push((recipients, range));
-    }
-
-    fn write(self) {
-        for (recipients, range) in self.0 {
-            write_direct(&recipients, range);
-        }
-    }
-}
-
-/// Writes what was offered to `recipients[range]` into their sockets.
-fn write_direct(recipients: &Snapshot, range: std::ops::Range<usize>) {
-    let mut own = range.clone();
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        own.end = range.end.min(range.start + DIRECT_CHUNK);
-        let mut start = own.end;
-        while start < range.end {
-            let end = range.end.min(start + DIRECT_CHUNK);
-            let chunk = Arc::clone(recipients);
-            runtime.spawn(async move {
-                for conn in chunk.get(start..end).unwrap_or_default() {
-                    conn.outbox().flush_direct();
-                }
-            });
-            start = end;
-        }
-    }
-    for conn in recipients.get(own).unwrap_or_default() {
-        conn.outbox().flush_direct();
-    }
-}
-
 impl Registry {
     fn dispatch_into(&self, publication: Publication, owed: &mut Owed) -> usize {
         let started = Instant::now();
+        self.pacer.dispatched();
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
@@ -525,7 +479,7 @@ impl Dispatcher for Registry {
     fn dispatch(&self, publication: Publication) -> usize {
         let mut owed = Owed::default();
         let reached = self.dispatch_into(publication, &mut owed);
-        owed.write();
+        owed.write(&self.pacer);
         reached
     }
 
@@ -535,7 +489,7 @@ impl Dispatcher for Registry {
             .into_iter()
             .map(|publication| self.dispatch_into(publication, &mut owed))
             .sum();
-        owed.write();
+        owed.write(&self.pacer);
         reached
     }
 

@@ -180,6 +180,68 @@ async fn a_large_fan_out_spread_over_workers_reaches_everyone_in_order() {
     }
 }
 
+/// A broadcast paced in chunks while every recipient's own channel keeps
+/// publishing: a publication to a socket whose chunk has not come yet is
+/// written with the broadcast before it, so each socket still sees exactly
+/// the order the hub dispatched in, with nothing lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_broadcast_and_per_channel_traffic_keep_dispatch_order() {
+    const CLIENTS: usize = 1100; // the first chunk and four paced ones
+    const ROUNDS: u64 = 15;
+    let hub = TestHub::with(|c| {
+        c.server.max_batch = 2000;
+        // A long pause after every chunk keeps chunks pending while the
+        // next rounds are dispatched.
+        c.fanout.bulk_share_percent = 5;
+        c.rate_limits.messages_per_second = 0;
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut client = hub.connect(&format!("paced-{i}")).await;
+        client.subscribe("paced").await;
+        client.subscribe(&format!("own.{i}")).await;
+        clients.push(client);
+    }
+    for round in 0..ROUNDS {
+        let mut publications =
+            vec![json!({"channel": "paced", "event": "e", "data": {"n": round}})];
+        publications.extend(
+            (0..CLIENTS).map(
+                |i| json!({"channel": format!("own.{i}"), "event": "e", "data": {"n": round}}),
+            ),
+        );
+        hub.publish_batch(publications).await;
+    }
+    // Last, a broadcast alone: only the paced chunks can deliver it.
+    hub.publish_batch(vec![
+        json!({"channel": "paced", "event": "e", "data": {"n": ROUNDS}}),
+    ])
+    .await;
+    let readers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    for channel in ["paced".to_owned(), format!("own.{i}")] {
+                        let push = client.recv_push().await;
+                        assert_eq!(
+                            (push["channel"].as_str(), &push["data"]["n"]),
+                            (Some(channel.as_str()), &json!(round)),
+                            "client {i}"
+                        );
+                    }
+                }
+                assert_eq!(client.recv_push().await["data"]["n"], ROUNDS);
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
 /// Closing a connection while pushes are being written into it: the close
 /// frame arrives whole after whole pushes, in order; the others go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,7 +220,7 @@ and prints integers without the exponent Helm's float64 would get). */}}
 {{ include "herald.tomlTable" (list "engine" $engine) }}
 
 {{ include "herald.tomlTable" (list "auth" $auth) }}
-{{- range $section := list "limits" "websocket" "heartbeat" "outbox" "channels" "rate_limits" "shutdown" "log" }}
+{{- range $section := list "limits" "websocket" "heartbeat" "outbox" "fanout" "channels" "rate_limits" "shutdown" "log" }}
 
 {{ include "herald.tomlTable" (list $section (index $c $section)) }}
 {{- end }}

@@ -1,0 +1,224 @@
+//! The direct writes a fan-out owes, and how a large one shares the
+//! runtime with the rest of the traffic.
+//!
+//! The fan-out first offers a publication to every recipient
+//! ([`super::Outbox::offer`]), then writes into the sockets of those whose
+//! task was idle. Up to [`CHUNK`] sockets are written from the dispatching
+//! thread; past that (a broadcast), the rest is left to [`Bulk`]: at most
+//! one task per worker, each claiming the next chunk, writing it and
+//! yielding, so that the engine readers, woken meanwhile, run between two
+//! chunks instead of after the whole broadcast. While other channels have
+//! traffic, each chunk is also followed by a pause that holds the bulk
+//! writes to [`FanoutConfig::bulk_share_percent`] of a worker's time: on a
+//! busy node a 50,000-socket broadcast then takes a little longer to
+//! reach everyone, and per-channel traffic keeps its latency.
+//!
+//! What is dispatched to a socket whose chunk has not come yet does not
+//! wait for it: the offer is deferred to the new dispatcher, which writes
+//! the broadcast and the new message together, in order.
+
+use std::{
+    ops::Range,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::Instant,
+};
+
+use serde::Deserialize;
+
+use super::Conn;
+
+/// The members of a channel, as the fan-out iterates them.
+pub(super) type Snapshot = Arc<[Arc<Conn>]>;
+
+/// Sockets written in a row by one thread before it yields.
+const CHUNK: usize = 256;
+
+/// `[fanout]`: how a large fan-out shares the workers with other traffic.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// While other publications are being dispatched, the most of a
+    /// worker's time the writes of a large fan-out (past its first 256
+    /// sockets) may take, in percent, 1–100. 100: no pause, only a yield
+    /// between chunks.
+    pub bulk_share_percent: u32,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            bulk_share_percent: 50,
+        }
+    }
+}
+
+impl FanoutConfig {
+    /// Checks the settings; the error names what is wrong.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if (1..=100).contains(&self.bulk_share_percent) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 100")
+        }
+    }
+}
+
+/// Tells large fan-outs whether anything else is being dispatched.
+#[derive(Debug)]
+pub(super) struct Pacer {
+    share_percent: u32,
+    /// Publications dispatched so far: a bulk writer that sees it move
+    /// during a chunk knows other traffic is waiting for the workers.
+    dispatched: AtomicU64,
+}
+
+impl Pacer {
+    pub(super) fn new(config: FanoutConfig) -> Self {
+        Self {
+            share_percent: config.bulk_share_percent.clamp(1, 100),
+            dispatched: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one publication dispatched (once per publication, not per recipient).
+    pub(super) fn dispatched(&self) {
+        self.dispatched.fetch_add(1, Relaxed);
+    }
+
+    /// How long to pause after a chunk that took `spent`, given the count
+    /// of publications dispatched when it began.
+    fn pause(&self, since: u64, spent: std::time::Duration) -> Option<std::time::Duration> {
+        let busy = self.dispatched.load(Relaxed) != since;
+        (busy && self.share_percent < 100)
+            .then(|| spent * (100 - self.share_percent) / self.share_percent)
+    }
+}
+
+/// Direct writes owed to the recipients of one or more fan-outs, made
+/// together by [`Owed::write`]: a run of publications read at once from the
+/// engine then costs each socket one write, not one per publication.
+#[derive(Default)]
+pub(super) struct Owed(Vec<(Snapshot, Range<usize>)>);
+
+impl Owed {
+    pub(super) fn add(&mut self, recipients: Snapshot, range: Range<usize>) {
+        // Consecutive publications of one channel share its snapshot.
+        if let Some((last, owed)) = self.0.last_mut()
+            && Arc::ptr_eq(last, &recipients)
+        {
+            owed.start = owed.start.min(range.start);
+            owed.end = owed.end.max(range.end);
+            return;
+        }
+        self.0.push((recipients, range));
+    }
+
+    pub(super) fn write(self, pacer: &Arc<Pacer>) {
+        for (recipients, range) in self.0 {
+            let mut own = range.clone();
+            if range.len() > CHUNK
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                own.end = range.start + CHUNK;
+                Bulk::start(&runtime, recipients.clone(), own.end..range.end, pacer);
+            }
+            flush(recipients.get(own).unwrap_or_default());
+        }
+    }
+}
+
+fn flush(conns: &[Arc<Conn>]) {
+    for conn in conns {
+        conn.outbox().flush_direct();
+    }
+}
+
+/// The direct writes of a large fan-out past its first chunk.
+struct Bulk {
+    recipients: Snapshot,
+    next: AtomicUsize,
+    end: usize,
+    pacer: Arc<Pacer>,
+}
+
+impl Bulk {
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        recipients: Snapshot,
+        range: Range<usize>,
+        pacer: &Arc<Pacer>,
+    ) {
+        let tasks = runtime
+            .metrics()
+            .num_workers()
+            .clamp(1, range.len().div_ceil(CHUNK));
+        let bulk = Arc::new(Self {
+            recipients,
+            next: range.start.into(),
+            end: range.end,
+            pacer: Arc::clone(pacer),
+        });
+        for _ in 0..tasks {
+            runtime.spawn(Arc::clone(&bulk).run());
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let start = self.next.fetch_add(CHUNK, Relaxed);
+            if start >= self.end {
+                return;
+            }
+            let since = self.pacer.dispatched.load(Relaxed);
+            let began = Instant::now();
+            flush(
+                self.recipients
+                    .get(start..self.end.min(start + CHUNK))
+                    .unwrap_or_default(),
+            );
+            match self.pacer.pause(since, began.elapsed()) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => tokio::task::yield_now().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_chunk_pauses_only_while_other_traffic_waits() {
+        let pacer = Pacer::new(FanoutConfig {
+            bulk_share_percent: 25,
+        });
+        let spent = Duration::from_millis(2);
+        assert_eq!(pacer.pause(0, spent), None, "nothing else dispatched");
+        pacer.dispatched();
+        assert_eq!(pacer.pause(0, spent), Some(Duration::from_millis(6)));
+        let all = Pacer::new(FanoutConfig {
+            bulk_share_percent: 100,
+        });
+        all.dispatched();
+        assert_eq!(all.pause(0, spent), None, "100 % never pauses");
+    }
+
+    #[test]
+    fn shares_outside_1_to_100_are_refused() {
+        for bad in [0, 101] {
+            assert!(
+                FanoutConfig {
+                    bulk_share_percent: bad
+                }
+                .validate()
+                .is_err()
+            );
+        }
+        assert!(FanoutConfig::default().validate().is_ok());
+    }
+}
