@@ -447,29 +447,32 @@ struct Client<T> {
 }
 
 impl<T: Transport> Client<T> {
-    async fn run(mut self, token: Option<String>) {
-        // Every phase but the serving loop is boxed: an idle connection's
-        // future then holds only the loop's state, not the larger state of
-        // authentication, setup, request handling or closing.
-        let end = match Box::pin(self.open(token)).await {
-            Ok(mut live) => {
-                let span = live.span.clone();
-                let result =
-                    Box::pin(self.serve(&live.conn, &mut live.subs).instrument(span)).await;
-                let end = result.err().unwrap_or(Ended::Gone);
-                self.finish(live, &end);
-                end
+    /// Not an `async fn` either, for the same reason as [`ClientContext::serve`]:
+    /// the block below captures the client and the token once.
+    fn run(self, token: Option<String>) -> impl Future<Output = ()> + Send + use<T> {
+        let mut client = self;
+        async move {
+            // Every phase but the serving loop is boxed: an idle connection's
+            // future then holds only the loop's state, not the larger state of
+            // authentication, setup, request handling or closing.
+            let end = match Box::pin(client.open(token)).await {
+                Ok(mut live) => {
+                    let span = live.span.clone();
+                    let result =
+                        Box::pin(client.serve(&live.conn, &mut live.subs).instrument(span)).await;
+                    let end = result.err().unwrap_or(Ended::Gone);
+                    client.finish(live, &end);
+                    end
+                }
+                Err(end) => end,
+            };
+            if let Ended::Closed(reason) = end {
+                client.ctx.hub.record_close(reason.close_code());
+                Box::pin(client.transport.close(&reason)).await;
             }
-            Err(end) => end,
-        };
-        if let Ended::Closed(reason) = end {
-            self.ctx.hub.record_close(reason.close_code());
-            Box::pin(self.transport.close(&reason)).await;
         }
     }
 
-    /// Authenticates, registers with the hub, joins the automatic channels
-    /// and sends the welcome.
     async fn open(&mut self, token: Option<String>) -> Result<Live, Ended> {
         let (credentials, auth_id) = self.authenticate(token).await?;
         let identity = match credentials {

@@ -18,10 +18,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::protocol::{Role, WebSocketConfig},
+};
 use tokio_util::task::TaskTracker;
 
 pub use transport::NativeTransport;
@@ -156,49 +160,79 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
     let on_upgrade = handshake.on_upgrade;
     // Herald tracks its sockets itself: the HTTP server's graceful shutdown
     // does not wait for upgraded connections.
+    let tracker = state.tracker.clone();
     state.tracker.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(error = %err, "WebSocket upgrade failed");
-                return;
+        // Served by a task of its own, built from the finished transport:
+        // this one's state (the upgrade, the handshake) is freed now instead
+        // of being kept for the connection's whole life.
+        match Box::pin(complete_upgrade(on_upgrade, format, config)).await {
+            // `map`, not an async block: a block would store the future
+            // twice (captured, then moved to be awaited).
+            Some(Upgraded::Tcp(transport)) => {
+                tracker.spawn(clients.serve(transport, token).map(move |()| drop(slot)));
             }
-        };
-        // Our own listener's sockets are plain TCP: take the socket back from
-        // the HTTP server, so that deliveries can be written to it directly.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                // Copied, and the original dropped now: it is a slice of the
-                // HTTP server's read buffer (several KiB), which every idle
-                // connection would otherwise keep alive for its whole life.
-                let early = parts.read_buf.to_vec();
-                drop(parts.read_buf);
-                let framing = match format {
-                    Format::Json => transport::json_frame,
-                    Format::MsgPack => transport::msgpack_frame,
-                };
-                let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
-                let ws = WebSocketStream::from_partially_read(
-                    WireIo(Arc::clone(&wire)),
-                    early,
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                let transport = NativeTransport::over_wire(ws, format, wire);
-                clients.serve(transport, token).await;
+            Some(Upgraded::Other(transport)) => {
+                tracker.spawn(clients.serve(transport, token).map(move |()| drop(slot)));
             }
-            Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                clients.serve(NativeTransport::new(ws, format), token).await;
-            }
+            None => {}
         }
-        drop(slot);
     });
     response
+}
+
+/// The transport of an upgraded connection.
+enum Upgraded {
+    /// Our own listener's plain TCP socket, with direct writes.
+    Tcp(NativeTransport<WireIo>),
+    /// Any other stream the HTTP server upgraded.
+    Other(NativeTransport<TokioIo<hyper::upgrade::Upgraded>>),
+}
+
+/// Completes the upgrade and returns the connection's transport (`None`:
+/// the client went away first).
+async fn complete_upgrade(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    format: Format,
+    config: WebSocketConfig,
+) -> Option<Upgraded> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            tracing::debug!(error = %err, "WebSocket upgrade failed");
+            return None;
+        }
+    };
+    // Our own listener's sockets are plain TCP: take the socket back from
+    // the HTTP server, so that deliveries can be written to it directly.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            // Copied, and the original dropped now: it is a slice of the
+            // HTTP server's read buffer (several KiB), which every idle
+            // connection would otherwise keep alive for its whole life.
+            let early = parts.read_buf.to_vec();
+            drop(parts.read_buf);
+            let framing = match format {
+                Format::Json => transport::json_frame,
+                Format::MsgPack => transport::msgpack_frame,
+            };
+            let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
+            let ws = WebSocketStream::from_partially_read(
+                WireIo(Arc::clone(&wire)),
+                early,
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            Some(Upgraded::Tcp(NativeTransport::over_wire(ws, format, wire)))
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            Some(Upgraded::Other(NativeTransport::new(ws, format)))
+        }
+    }
 }
