@@ -43,7 +43,8 @@ ERR=artifacts/bench/loadgen.err
 export HERALD_LIMITS__MAX_CONNECTIONS=100000 HERALD_RATE_LIMITS__UPGRADES_PER_IP_PER_SECOND=0 HERALD_RATE_LIMITS__CONNECTIONS_PER_IP=0 HERALD_SERVER__MAX_PENDING_PER_IP=0 HERALD_RATE_LIMITS__MESSAGES_PER_SECOND=0 HERALD_RATE_LIMITS__API_PUBLISHES_PER_SECOND=0 HERALD_LOG__LEVEL=warn
 ulimit -n "$(ulimit -Hn)" 2>/dev/null # the node peers hold 15k sockets too
 
-RPORT=${REDIS_PORT:-39379}
+# Ports are below 32768, outside the ephemeral range (see bench-compare.sh).
+RPORT=${REDIS_PORT:-7379}
 REDIS_URL=redis://127.0.0.1:$RPORT
 PIDS=()
 R=
@@ -101,25 +102,25 @@ if [ $# -eq 0 ]; then
   OUT=artifacts/bench/results.jsonl
   : >$OUT
   # idle: 15k connections, one subscription each, heartbeats on, held 60 s
-  PORT=39601; hub $PORT
+  PORT=7601; hub $PORT
   run idle herald 1 --url ws://127.0.0.1:$PORT --connections 15000 --procs 2 --connect-rate 3000 --hold 60 --server-pid $P --label idle
   stop $P
   # connect: 15k as fast as the hub accepts
-  PORT=39602; hub $PORT
+  PORT=7602; hub $PORT
   run connect herald 1 --url ws://127.0.0.1:$PORT --connections 15000 --procs 2 --connect-rate 0 --server-pid $P --label connect
   stop $P
   # fanout: 10k subscribers, 10 publications/s through Redis, 60 s
   start_redis
-  PORT=39603; hub $PORT HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL=$REDIS_URL
+  PORT=7603; hub $PORT HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL=$REDIS_URL
   run fanout herald 1 --url ws://127.0.0.1:$PORT --connections 10000 --connect-rate 5000 --publish-rate 10 --duration 60 --via redis --redis-url $REDIS_URL --server-pid $P --label fanout-redis
   stop $P
   # userchannels: 5000 connections on their own channel, 1 publication per channel per second through Redis
-  PORT=39604; hub $PORT HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL=$REDIS_URL
+  PORT=7604; hub $PORT HERALD_ENGINE__KIND=redis HERALD_ENGINE__URL=$REDIS_URL
   run userchannels herald 1 --url ws://127.0.0.1:$PORT --connections 5000 --channel-mode own --connect-rate 5000 --publish-rate 5000 --duration 30 --via redis --redis-url $REDIS_URL --server-pid $P --label userchannels-redis
   redis-cli -p $RPORT PUBSUB NUMSUB herald:bench.0 herald:bench.4999 >&2
   stop $P; kill $R; R=
   # throughput: 1000 subscribers, 100 → 3000 publications/s, 10 s each
-  PORT=39605; hub $PORT
+  PORT=7605; hub $PORT
   run throughput herald 1 --url ws://127.0.0.1:$PORT --connections 1000 --steps 100,300,1000,2000,3000 --step-secs 10 --server-pid $P --label throughput
   stop $P
   echo done >&2
@@ -186,7 +187,7 @@ for round in $(seq 1 "${ROUNDS:-1}"); do
       if [[ $t == herald-h* ]] && [[ $s == idle || $s == connect ]]; then
         echo "== $s $t: skipped (the history targets differ only when publishing)" >&2; continue
       fi
-      PORT=$((39700 + i))
+      PORT=$((7700 + i))
       if ! start "$t" $PORT; then
         stop "$P"
         jq -nc --arg s "$s" --arg t "$t" --argjson r "$round" '{scenario:$s, target:$t, round:$r, error:"the server did not start"}' | tee -a "$OUT"

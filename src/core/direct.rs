@@ -8,8 +8,9 @@
 //! one task per worker, each claiming the next chunk, writing it and
 //! yielding, so that the engine readers, woken meanwhile, run between two
 //! chunks instead of after the whole broadcast. While other channels have
-//! traffic, each chunk is also followed by a pause that holds the bulk
-//! writes to [`FanoutConfig::bulk_share_percent`] of a worker's time: on a
+//! traffic (small fan-outs: a user's channel, a shipment's), each chunk is
+//! also followed by a pause that holds the bulk writes to
+//! [`FanoutConfig::bulk_share_percent`] of a worker's time: on a
 //! busy node a 50,000-socket broadcast then takes a little longer to
 //! reach everyone, and per-channel traffic keeps its latency.
 //!
@@ -23,7 +24,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde::Deserialize;
@@ -83,18 +84,49 @@ impl Pacer {
         }
     }
 
-    /// Counts one publication dispatched (once per publication, not per recipient).
-    pub(super) fn dispatched(&self) {
-        self.dispatched.fetch_add(1, Relaxed);
+    /// Counts a publication dispatched to `recipients` local sockets (once
+    /// per publication, not per recipient). Only those a bulk writer should
+    /// make way for count: small fan-outs, written from the dispatching
+    /// thread. Another large one (the same broadcast channel's next
+    /// publication, say) gains nothing from a pause: it goes to the same
+    /// sockets, or is paced itself.
+    pub(super) fn dispatched(&self, recipients: usize) {
+        if recipients <= CHUNK {
+            self.dispatched.fetch_add(1, Relaxed);
+        }
     }
 
-    /// How long to pause after a chunk that took `spent`, given the count
-    /// of publications dispatched when it began.
-    fn pause(&self, since: u64, spent: std::time::Duration) -> Option<std::time::Duration> {
-        let busy = self.dispatched.load(Relaxed) != since;
-        (busy && self.share_percent < 100)
-            .then(|| spent * (100 - self.share_percent) / self.share_percent)
+    /// What a bulk writer does after its `chunks`-th chunk, which took
+    /// `spent`, given the count of small fan-outs dispatched when it began.
+    fn after_chunk(&self, since: u64, spent: Duration, chunks: usize) -> Next {
+        if self.dispatched.load(Relaxed) != since {
+            if self.share_percent < 100 {
+                return Next::Pause(spent * (100 - self.share_percent) / self.share_percent);
+            }
+            return Next::Yield;
+        }
+        // Nothing else seen: go on, but let the worker poll its sockets now
+        // and then, or a reader with something to dispatch could not run.
+        if chunks % YIELD_EVERY == 0 {
+            Next::Yield
+        } else {
+            Next::Continue
+        }
     }
+}
+
+/// Chunks a bulk writer makes in a row while nothing else is dispatched.
+const YIELD_EVERY: usize = 4;
+
+/// What a bulk writer does after a chunk.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Other traffic waits for the workers: sleep this long.
+    Pause(Duration),
+    /// Let the worker run its other tasks and poll its sockets first.
+    Yield,
+    /// Write the next chunk at once.
+    Continue,
 }
 
 /// Direct writes owed to the recipients of one or more fan-outs, made
@@ -167,7 +199,7 @@ impl Bulk {
     }
 
     async fn run(self: Arc<Self>) {
-        loop {
+        for chunks in 1.. {
             let start = self.next.fetch_add(CHUNK, Relaxed);
             if start >= self.end {
                 return;
@@ -179,9 +211,10 @@ impl Bulk {
                     .get(start..self.end.min(start + CHUNK))
                     .unwrap_or_default(),
             );
-            match self.pacer.pause(since, began.elapsed()) {
-                Some(pause) => tokio::time::sleep(pause).await,
-                None => tokio::task::yield_now().await,
+            match self.pacer.after_chunk(since, began.elapsed(), chunks) {
+                Next::Pause(pause) => tokio::time::sleep(pause).await,
+                Next::Yield => tokio::task::yield_now().await,
+                Next::Continue => {}
             }
         }
     }
@@ -190,22 +223,35 @@ impl Bulk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn a_chunk_pauses_only_while_other_traffic_waits() {
+    fn a_chunk_pauses_only_while_small_fan_outs_wait() {
         let pacer = Pacer::new(FanoutConfig {
             bulk_share_percent: 25,
         });
         let spent = Duration::from_millis(2);
-        assert_eq!(pacer.pause(0, spent), None, "nothing else dispatched");
-        pacer.dispatched();
-        assert_eq!(pacer.pause(0, spent), Some(Duration::from_millis(6)));
+        assert_eq!(pacer.after_chunk(0, spent, 1), Next::Continue);
+        assert_eq!(pacer.after_chunk(0, spent, YIELD_EVERY), Next::Yield);
+        pacer.dispatched(CHUNK + 1);
+        assert_eq!(
+            pacer.after_chunk(0, spent, 1),
+            Next::Continue,
+            "another large fan-out"
+        );
+        pacer.dispatched(1);
+        assert_eq!(
+            pacer.after_chunk(0, spent, 1),
+            Next::Pause(Duration::from_millis(6))
+        );
         let all = Pacer::new(FanoutConfig {
             bulk_share_percent: 100,
         });
-        all.dispatched();
-        assert_eq!(all.pause(0, spent), None, "100 % never pauses");
+        all.dispatched(1);
+        assert_eq!(
+            all.after_chunk(0, spent, 1),
+            Next::Yield,
+            "100 % never pauses"
+        );
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Registry {
         // written from here, after everyone has it queued.
         let (mut first, mut end) = (usize::MAX, 0);
         let recipients = channel.recipients(message, self.limits);
+        self.pacer.dispatched(recipients.len());
         for (i, conn) in recipients.iter().enumerate() {
             match conn
                 .outbox()
@@ -435,7 +436,6 @@ impl Registry {
 impl Registry {
     fn dispatch_into(&self, publication: Publication, owed: &mut Owed) -> usize {
         let started = Instant::now();
-        self.pacer.dispatched();
         let Some(channel) = self.channel(publication.channel.as_str()) else {
             return 0;
         };
