@@ -107,7 +107,7 @@ impl Pacer {
         }
         // Nothing else seen: go on, but let the worker poll its sockets now
         // and then, or a reader with something to dispatch could not run.
-        if chunks % YIELD_EVERY == 0 {
+        if chunks.is_multiple_of(YIELD_EVERY) {
             Next::Yield
         } else {
             Next::Continue
