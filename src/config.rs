@@ -712,6 +712,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_subscritions"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
         let overrides = Overrides {
             listen: Some("0.0.0.0:8080".parse().unwrap()),
             ..Overrides::default()

@@ -6,7 +6,7 @@ use std::{hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc};
 use dashmap::DashMap;
 use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
+    clock::{Clock, MonotonicClock},
     middleware::NoOpMiddleware,
     state::{InMemoryState, NotKeyed},
 };
@@ -101,9 +101,13 @@ fn quota(per_second: u32) -> Option<Quota> {
 /// A connection's own message limiter, with its strike count.
 ///
 /// Generic over the clock so that tests can drive time by hand; herald
-/// itself always uses the default (monotonic) clock.
+/// itself uses [`MonotonicClock`] (`std::time::Instant`), not governor's
+/// default quanta clock: that one is about 40 bytes in every connection's
+/// limiter, and building one runs `cpuid`, which in a virtual machine traps
+/// to the hypervisor (a quarter of the server's CPU in a connection storm,
+/// when each connection built its own).
 #[derive(Debug)]
-pub struct MessageLimiter<C: Clock + Clone = DefaultClock> {
+pub struct MessageLimiter<C: Clock + Clone = MonotonicClock> {
     limiter: Option<RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
     strikes: u32,
     max_strikes: u32,
@@ -204,10 +208,6 @@ pub struct RateLimits {
     api: Option<DefaultDirectRateLimiter>,
     per_ip: Concurrency<IpAddr>,
     per_user: Concurrency<Arc<str>>,
-    /// Made once: a new clock reads the CPU's features (`cpuid`), which in
-    /// a virtual machine traps to the hypervisor. Made per connection it
-    /// was a quarter of the server's CPU during a connection storm.
-    clock: DefaultClock,
 }
 
 impl RateLimits {
@@ -230,7 +230,6 @@ impl RateLimits {
                 max: config.connections_per_user,
             },
             config,
-            clock: DefaultClock::default(),
         }
     }
 
@@ -244,7 +243,7 @@ impl RateLimits {
         MessageLimiter::with_clock(
             self.config.messages_per_second,
             self.config.strikes,
-            &self.clock,
+            &MonotonicClock,
         )
     }
 

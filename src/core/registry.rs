@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, DefaultHasher},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Instant,
 };
@@ -45,14 +46,19 @@ pub(crate) enum Left {
     NotMember,
 }
 
+/// A map keyed by connection id, hashed without per-map keys: ids are
+/// assigned by this node, never chosen by a client, and a keyed hasher's
+/// state would cost every channel 16 bytes per map.
+type ById<V> = HashMap<ConnId, V, BuildHasherDefault<DefaultHasher>>;
+
 #[derive(Default)]
 struct Members {
-    by_id: HashMap<ConnId, Arc<Conn>>,
+    by_id: ById<Arc<Conn>>,
     snapshot: Option<Snapshot>,
     /// Members joining from a stream position (see [`Registry::join_held`]
     /// and [`Registry::release`]). Empty on every channel without history,
     /// where it costs one check per publication.
-    held: HashMap<ConnId, Hold>,
+    held: ById<Hold>,
 }
 
 /// A member joining from a stream position, not yet a plain member.
@@ -86,8 +92,9 @@ struct Channel {
     latest_value: bool,
     members: Mutex<Members>,
     /// The position of the last publication fanned out (history channels):
-    /// duplicates and jumps on the live stream are found against it.
-    last: Mutex<Option<StreamPosition>>,
+    /// duplicates and jumps on the live stream are found against it. Boxed:
+    /// one pointer on the many channels without history.
+    last: Mutex<Option<Box<StreamPosition>>>,
 }
 
 impl Channel {
@@ -448,7 +455,7 @@ impl Registry {
         // Positioning: held across the fan-out so that offsets reach the
         // outboxes in the order they were judged in.
         let mut last = channel.last.lock().unwrap_or_else(PoisonError::into_inner);
-        match judge(last.as_ref(), &position) {
+        match judge(last.as_deref(), &position) {
             Judged::Duplicate => {
                 metrics::counter!(names::HISTORY_DUPLICATES_DROPPED).increment(1);
                 return 0;
@@ -466,7 +473,10 @@ impl Registry {
             }
             Judged::Next => {}
         }
-        *last = Some(position);
+        match &mut *last {
+            Some(kept) => **kept = position,
+            None => *last = Some(Box::new(position)),
+        }
         let message = Arc::new(Delivery::publication(publication));
         let reached = self.fan_out(&channel, &message, owed);
         drop(last);

@@ -56,14 +56,18 @@ static MSGPACK: WireFormat<Bytes> = WireFormat::new(slots::NATIVE_MSGPACK, |payl
     encode_payload(payload, Format::MsgPack)
 });
 
+/// The WebSocket opcodes of JSON (text) and MessagePack (binary) frames.
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+
 /// Direct writes' framing of JSON deliveries: text frames.
 pub(super) fn json_frame(delivery: &Delivery) -> Framed<'_> {
-    framed(0x1, delivery.encoded(&JSON).map(|frame| &frame.raw))
+    framed(OPCODE_TEXT, delivery.encoded(&JSON).map(|frame| &frame.raw))
 }
 
 /// Direct writes' framing of MessagePack deliveries: binary frames.
 pub(super) fn msgpack_frame(delivery: &Delivery) -> Framed<'_> {
-    framed(0x2, delivery.encoded(&MSGPACK))
+    framed(OPCODE_BINARY, delivery.encoded(&MSGPACK))
 }
 
 /// A delivery encoded once for all its recipients, or skipped (counted as
@@ -229,6 +233,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for NativeTransport<S> 
             tracing::error!(%err, "encoding a reply failed");
             Ended::Closed(DisconnectReason::Internal)
         })?;
+        if let Some(wire) = &self.direct {
+            // Past tungstenite's buffer (see `Wire::write_frame`), after
+            // whatever it still holds (a pong it queued, say).
+            self.ws.flush().await.map_err(|_| Ended::Gone)?;
+            let opcode = match self.format {
+                Format::Json => OPCODE_TEXT,
+                Format::MsgPack => OPCODE_BINARY,
+            };
+            return wire
+                .write_frame(opcode, bytes)
+                .await
+                .map_err(|_| Ended::Gone);
+        }
         let frame = self.frame(bytes)?;
         self.ws.send(frame).await.map_err(|_| Ended::Gone)
     }

@@ -142,6 +142,34 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// Writes one whole frame for the connection's task (a reply), after
+    /// any kept tail, waiting for the socket as a task does. The caller has
+    /// flushed tungstenite (the wire is not dirty) and holds the outbox, so
+    /// no direct write runs meanwhile. Written this way a reply never
+    /// passes through tungstenite's write buffer, which would keep its
+    /// capacity (the size of the welcome) for the connection's whole life.
+    ///
+    /// Unlike tungstenite's own send, this does not know whether a close
+    /// frame was sent or received: the caller sends no reply after either
+    /// (the core ends the connection on both).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: what was not sent stays the tail, sent before anything
+    /// else.
+    pub async fn write_frame(&self, opcode: u8, payload: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_tail(cx)).await?;
+        let (head, head_len) = head(opcode, payload.len());
+        self.lock().tail = Some(Box::new(Tail {
+            head,
+            head_at: 0,
+            head_len,
+            payload,
+        }));
+        std::future::poll_fn(|cx| self.poll_tail(cx)).await
+    }
+}
+
 /// The header of a final server-to-client frame of `len` bytes.
 fn head(opcode: u8, len: usize) -> ([u8; MAX_HEAD], usize) {
     let mut head = [0u8; MAX_HEAD];
@@ -464,5 +492,46 @@ mod tests {
             "the byte stream is not whole frames in order"
         );
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_frame_goes_out_whole_after_a_kept_rest() {
+        let (wire, mut client) = pair().await;
+        let big = delivery(40_000);
+        // Direct writes until the socket is full, the last one usually kept
+        // in part; then a reply, written while the client reads.
+        let mut frames = 0;
+        loop {
+            let written = wire.write_now(&mut std::iter::once(&big));
+            frames += written.done;
+            if written.blocked {
+                break;
+            }
+        }
+        let reply = Bytes::from_static(br#"{"type":"ok","id":7}"#);
+        let writer = {
+            let wire = Arc::clone(&wire);
+            let reply = reply.clone();
+            tokio::spawn(async move { wire.write_frame(0x1, reply).await.unwrap() })
+        };
+        let payload = big.encoded(&DATA).unwrap().clone();
+        let (head_big, len_big) = head(0x1, payload.len());
+        let (head_reply, len_reply) = head(0x1, reply.len());
+        let mut expected = Vec::new();
+        // (A frame begun and kept in part counts among those done.)
+        for _ in 0..frames {
+            expected.extend_from_slice(&head_big[..len_big]);
+            expected.extend_from_slice(&payload);
+        }
+        expected.extend_from_slice(&head_reply[..len_reply]);
+        expected.extend_from_slice(&reply);
+        let mut received = vec![0u8; expected.len()];
+        client.read_exact(&mut received).await.unwrap();
+        writer.await.unwrap();
+        assert!(
+            received == expected,
+            "the reply is not a whole frame after the rest"
+        );
+        assert!(wire.lock().tail.is_none(), "nothing may be left");
     }
 }

@@ -215,6 +215,7 @@ fn off_loopback_short_keys_are_refused_with_how_to_make_one() {
         file.to_str().unwrap(),
     ];
     let (ok, stderr) = check_config(&env, &with_file);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok, "a 4-byte auth.keys secret passed");
     assert!(stderr.contains("auth.keys[0].secret (4 bytes)"), "{stderr}");
 
