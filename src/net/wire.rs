@@ -1,12 +1,13 @@
 //! The socket under a native WebSocket, shared between the connection's
 //! task and the fan-out's direct writes.
 //!
-//! The task reads and writes through tungstenite over [`WireIo`]; the
-//! fan-out writes whole frames with [`Wire::write_now`] (the
-//! [`DirectWrite`] of the core's outbox) while the task is idle: the frame
-//! header goes next to the payload every recipient shares, in one vectored
-//! `write`, and nothing waits. Both paths write under one lock, so their
-//! frames never interleave inside one another:
+//! The task reads and writes through tungstenite over [`WireIo`], except
+//! its replies, which it writes with [`Wire::write_frame`] so that they never
+//! grow tungstenite's write buffer; the fan-out writes whole frames with
+//! [`Wire::write_now`] (the [`DirectWrite`] of the core's outbox) while the
+//! task is idle: the frame header goes next to the payload every recipient
+//! shares, in one vectored `write`, and nothing waits. All paths write under
+//! one lock, so their frames never interleave inside one another:
 //!
 //! - a direct write that the socket takes only partly keeps the rest as the
 //!   *tail*, which every later write (either path) sends first;
