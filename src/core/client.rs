@@ -19,7 +19,7 @@
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 use tokio::time::timeout;
 use tracing::Instrument;
 
@@ -438,6 +438,21 @@ impl ClientContext {
             ctx: Arc::clone(self),
         };
         client.run(token)
+    }
+}
+
+impl ClientContext {
+    /// [`Self::serve`], keeping `held` (the per-IP slot, say) until the
+    /// connection ends: the future a transport spawns for a connection.
+    /// Made with `map`, not an async block, which would store the serving
+    /// future twice (captured, then moved to be awaited).
+    pub fn serve_holding<T: Transport, H: Send + 'static>(
+        self: &Arc<Self>,
+        transport: T,
+        token: Option<String>,
+        held: H,
+    ) -> impl Future<Output = ()> + Send + use<T, H> {
+        self.serve(transport, token).map(move |()| drop(held))
     }
 }
 

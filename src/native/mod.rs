@@ -18,7 +18,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -166,13 +165,11 @@ async fn upgrade(State(state): State<Arc<NativeState>>, request: Request) -> Res
         // this one's state (the upgrade, the handshake) is freed now instead
         // of being kept for the connection's whole life.
         match Box::pin(complete_upgrade(on_upgrade, format, config)).await {
-            // `map`, not an async block: a block would store the future
-            // twice (captured, then moved to be awaited).
             Some(Upgraded::Tcp(transport)) => {
-                tracker.spawn(clients.serve(transport, token).map(move |()| drop(slot)));
+                tracker.spawn(clients.serve_holding(transport, token, slot));
             }
             Some(Upgraded::Other(transport)) => {
-                tracker.spawn(clients.serve(transport, token).map(move |()| drop(slot)));
+                tracker.spawn(clients.serve_holding(transport, token, slot));
             }
             None => {}
         }

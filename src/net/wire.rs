@@ -403,6 +403,31 @@ mod tests {
             .unwrap()
     }
 
+    /// Direct writes of `delivery` until the socket is full; the frames
+    /// written (a frame begun and kept in part counts among them).
+    fn write_until_full(wire: &Wire, delivery: &Arc<Delivery>) -> usize {
+        let mut frames = 0;
+        loop {
+            let written = wire.write_now(&mut std::iter::once(delivery));
+            frames += written.done;
+            if written.blocked {
+                return frames;
+            }
+        }
+    }
+
+    /// `count` frames of `delivery`'s payload, as the client reads them.
+    fn frames_of(delivery: &Delivery, count: usize) -> Vec<u8> {
+        let payload = delivery.encoded(&DATA).unwrap();
+        let (head, len) = head(0x1, payload.len());
+        let mut bytes = Vec::new();
+        for _ in 0..count {
+            bytes.extend_from_slice(&head[..len]);
+            bytes.extend_from_slice(payload);
+        }
+        bytes
+    }
+
     #[tokio::test]
     async fn no_direct_write_inside_a_partly_written_task_write() {
         let (wire, mut client) = pair().await;
@@ -452,21 +477,9 @@ mod tests {
         let big = delivery(40_000);
         // Direct writes until the socket is full: the last one is usually
         // taken only partly, and its rest kept.
-        let mut frames = 0;
-        loop {
-            let written = wire.write_now(&mut std::iter::once(&big));
-            frames += written.done;
-            if written.blocked {
-                break;
-            }
-        }
-        let payload = big.encoded(&DATA).unwrap().clone();
-        let (head, len) = head(0x1, payload.len());
+        let frames = write_until_full(&wire, &big);
         let mut expected = b"ok".to_vec();
-        for _ in 0..frames {
-            expected.extend_from_slice(&head[..len]);
-            expected.extend_from_slice(&payload);
-        }
+        expected.extend(frames_of(&big, frames));
         expected.extend_from_slice(b"\x88\x00");
         // Room again: a direct write still waits for the kept rest.
         let mut received = vec![0u8; expected.len()];
@@ -501,29 +514,15 @@ mod tests {
         let big = delivery(40_000);
         // Direct writes until the socket is full, the last one usually kept
         // in part; then a reply, written while the client reads.
-        let mut frames = 0;
-        loop {
-            let written = wire.write_now(&mut std::iter::once(&big));
-            frames += written.done;
-            if written.blocked {
-                break;
-            }
-        }
+        let frames = write_until_full(&wire, &big);
         let reply = Bytes::from_static(br#"{"type":"ok","id":7}"#);
         let writer = {
             let wire = Arc::clone(&wire);
             let reply = reply.clone();
             tokio::spawn(async move { wire.write_frame(0x1, reply).await.unwrap() })
         };
-        let payload = big.encoded(&DATA).unwrap().clone();
-        let (head_big, len_big) = head(0x1, payload.len());
         let (head_reply, len_reply) = head(0x1, reply.len());
-        let mut expected = Vec::new();
-        // (A frame begun and kept in part counts among those done.)
-        for _ in 0..frames {
-            expected.extend_from_slice(&head_big[..len_big]);
-            expected.extend_from_slice(&payload);
-        }
+        let mut expected = frames_of(&big, frames);
         expected.extend_from_slice(&head_reply[..len_reply]);
         expected.extend_from_slice(&reply);
         let mut received = vec![0u8; expected.len()];

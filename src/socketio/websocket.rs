@@ -9,7 +9,7 @@ use axum::{
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::oneshot, time::timeout};
@@ -127,10 +127,9 @@ async fn connect(state: Arc<SocketIoState>, on_upgrade: OnUpgrade, parser: Parse
     };
     // Served by a task of its own: this one's state (the upgrade, the
     // handshake, the open packet) is freed now instead of being kept for
-    // the connection's whole life. `map`, not an async block, which would
-    // store the serving future twice.
-    let serving = state.clients.serve(transport, None);
-    state.tracker.spawn(serving.map(move |()| drop(slot)));
+    // the connection's whole life.
+    let serving = state.clients.serve_holding(transport, None, slot);
+    state.tracker.spawn(serving);
 }
 
 /// The upgrade of a polling session, within `pingInterval + pingTimeout`.

@@ -6,11 +6,12 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { freePort, hubEnv, sleep } from '../lib/procs.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, '../..');
@@ -39,32 +40,11 @@ export function heraldBin() {
   throw new Error('no herald binary: build one (cargo build --release) or set HERALD_BIN');
 }
 
-/** The environment for herald: HERALD_* variables that are not configuration are dropped. */
-export function hubEnv(extra = {}) {
-  return {
-    ...Object.fromEntries(
-      Object.entries(env).filter(([k]) => !k.startsWith('HERALD_') || k === 'HERALD_CONFIG' || k.slice(7).includes('__')),
-    ),
-    ...extra,
-  };
-}
-
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+export { freePort, hubEnv, sleep };
 
 // ------------------------------------------------------------------ processes
 
 const spawned = new Set(); // processes this process started (killed on exit)
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Starts `bin args` with its output appended to `log`; the child is killed when this

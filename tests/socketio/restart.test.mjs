@@ -19,17 +19,17 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { freePort, hubEnv, sleep } from '../lib/procs.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const ARTIFACTS = env.SIO_ARTIFACTS || path.resolve(here, '../../artifacts/socketio');
 const BUNDLE = fs.readFileSync(path.join(here, 'node_modules/socket.io-client/dist/socket.io.min.js'));
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ------------------------------------------------------------------ processes
 
@@ -62,22 +62,6 @@ async function fail(step, why) {
   process.exit(1);
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** herald's environment: HERALD_* variables that are not configuration are dropped. */
-function hubEnv(extra) {
-  const kept = Object.entries(env).filter(([k]) => !k.startsWith('HERALD_') || (k !== 'HERALD_CONFIG' && k.slice(7).includes('__')));
-  return { ...Object.fromEntries(kept), ...extra };
-}
 
 function startHub(port, log, extra = {}) {
   const fd = fs.openSync(log, 'a');
