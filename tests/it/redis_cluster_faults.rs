@@ -29,15 +29,10 @@ fn read_channel_until_end(mut client: Client, channel: String) -> JoinHandle<Rec
                 other => panic!("reader of {channel} ended early: {other:?}"),
             };
             match message["type"].as_str() {
-                Some("gap") => received
-                    .gaps
-                    .push(message["channel"].as_str().unwrap_or_default().to_owned()),
+                Some("gap") => received.gap(&message["channel"]),
                 Some("push") if message["channel"] != channel.as_str() => {}
                 Some("push") if message["data"]["end"] == true => return received,
-                Some("push") => {
-                    let n = message["data"]["n"].as_u64().unwrap();
-                    *received.counts.entry(n).or_default() += 1;
-                }
+                Some("push") => received.push(message["data"]["n"].as_u64().unwrap()),
                 _ => panic!("unexpected message {message}"),
             }
         }
@@ -59,6 +54,20 @@ async fn ready_body(hub: &TestHub) -> Value {
         Ok(response) => response.json().await.unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
+}
+
+/// A herald node on `cluster`, reconnecting quickly.
+async fn cluster_node(cluster: &RedisCluster, id: &str) -> TestHub {
+    let urls = cluster.urls();
+    let id = id.to_owned();
+    TestHub::with(move |c| {
+        c.engine.kind = EngineKind::Redis;
+        c.engine.cluster_urls = urls;
+        c.engine.reconnect_min_ms = 50;
+        c.engine.reconnect_max_ms = 500;
+        c.server.node_id = Some(id);
+    })
+    .await
 }
 
 /// How a cluster master fails in [`master_down`].
@@ -85,21 +94,10 @@ async fn a_hung_cluster_master_is_detected_and_leaves_other_shards_undisturbed()
 async fn master_down(fault: Fault) {
     let label = format!("cluster {fault:?}");
     let mut cluster = RedisCluster::start_with_replicas();
-    let urls = cluster.urls();
-    let node = |id: &'static str| {
-        let urls = urls.clone();
-        TestHub::with(move |c| {
-            c.engine.kind = EngineKind::Redis;
-            c.engine.cluster_urls = urls;
-            c.engine.reconnect_min_ms = 50;
-            c.engine.reconnect_max_ms = 500;
-            c.server.node_id = Some(id.into());
-        })
-    };
     // Publisher and subscribers on one node: a 200 then means this node's
     // reader of the channel was subscribed. (A subscriber on another node
     // whose reader is still reconnecting misses it and gets a gap notice.)
-    let reader_node = node("sub").await;
+    let reader_node = cluster_node(&cluster, "sub").await;
     reader_node.wait_ready().await;
     let publisher = &reader_node;
     let config = &reader_node.state.config.engine;
@@ -127,17 +125,28 @@ async fn master_down(fault: Fault) {
         readers.push(read_channel_until_end(client, channel.clone()));
     }
     let mut answers: Vec<BTreeMap<u64, u16>> = vec![BTreeMap::new(); channels.len()];
+    // When each publication to the dead master's channel was sent and
+    // answered: printed for any that is lost.
+    let mut timeline: BTreeMap<u64, (Instant, Instant)> = BTreeMap::new();
     let mut n = 0;
-    let publish_round = async |n: u64, answers: &mut Vec<BTreeMap<u64, u16>>| {
-        for (i, (channel, _)) in channels.iter().enumerate() {
-            let status = publish_to(publisher, channel, json!({ "n": n })).await;
-            answers[i].insert(n, status);
-        }
-    };
+    let publish_round =
+        async |n: u64,
+               answers: &mut Vec<BTreeMap<u64, u16>>,
+               timeline: &mut BTreeMap<u64, (Instant, Instant)>| {
+            for (i, (channel, _)) in channels.iter().enumerate() {
+                let sent = Instant::now();
+                let status = publish_to(publisher, channel, json!({ "n": n })).await;
+                answers[i].insert(n, status);
+                if i == 0 {
+                    timeline.insert(n, (sent, Instant::now()));
+                }
+            }
+        };
     // During the outage publishes run concurrently, so that one waiting out
     // its deadline on the failed master does not slow the others down.
     let url = publisher.url("/api/v1/publish");
-    let spawn_round = |n: u64| -> Vec<JoinHandle<(usize, u64, u16)>> {
+    type Answer = (usize, u64, u16, Instant, Instant);
+    let spawn_round = |n: u64| -> Vec<JoinHandle<Answer>> {
         channels
             .iter()
             .enumerate()
@@ -145,17 +154,18 @@ async fn master_down(fault: Fault) {
                 let (url, channel) = (url.clone(), channel.clone());
                 tokio::spawn(async move {
                     let body = json!({"channel": channel, "event": "n", "data": {"n": n}});
+                    let sent = Instant::now();
                     let status = api_request(&url, Some(herald::config::DEV_API_KEY), body)
                         .await
                         .0;
-                    (i, n, status)
+                    (i, n, status, sent, Instant::now())
                 })
             })
             .collect()
     };
     let mut in_flight = Vec::new();
     for _ in 0..5 {
-        publish_round(n, &mut answers).await;
+        publish_round(n, &mut answers, &mut timeline).await;
         n += 1;
     }
 
@@ -164,6 +174,7 @@ async fn master_down(fault: Fault) {
         Fault::Hang => cluster.node_mut(victim).pause(),
     }
     let killed = Instant::now();
+    let killed_n = n;
     let mut degraded_at = None;
     let mut promoted_at = None;
     let mut recovered_at = None;
@@ -176,22 +187,26 @@ async fn master_down(fault: Fault) {
             eprintln!("[{label}] /ready while the master is down: {ready}");
         }
         if promoted_at.is_none() && cluster.master_of(dead_slot) != victim {
-            promoted_at = Some(killed.elapsed());
+            promoted_at = Some((killed.elapsed(), n));
         }
         if promoted_at.is_some() && recovered_at.is_none() && ready["status"] == "ready" {
-            recovered_at = Some(killed.elapsed());
+            recovered_at = Some((killed.elapsed(), n));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for publish in in_flight {
-        let (i, n, status) = publish.await.unwrap();
+        let (i, n, status, sent, answered) = publish.await.unwrap();
         answers[i].insert(n, status);
+        if i == 0 {
+            timeline.insert(n, (sent, answered));
+        }
     }
     match fault {
         Fault::Crash => cluster.node_mut(victim).restart(),
         Fault::Hang => cluster.node_mut(victim).resume(),
     }
     let restarted = Instant::now();
+    let restarted_n = n;
     // A paused master that resumes believes it is still master until it
     // hears of the failover, and may accept a publish in that moment (to no
     // subscriber): Redis Cluster's own window, not herald's. Publish again
@@ -218,7 +233,7 @@ async fn master_down(fault: Fault) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..5 {
-        publish_round(n, &mut answers).await;
+        publish_round(n, &mut answers, &mut timeline).await;
         n += 1;
     }
     for (channel, _) in &channels {
@@ -237,12 +252,14 @@ async fn master_down(fault: Fault) {
     }
 
     let degraded_at = degraded_at.expect("/ready never said which slots were down");
-    let promoted_at = promoted_at.expect("the replica was not promoted within 10 s");
-    let recovered_at = recovered_at.expect("the promoted replica was not used within 10 s");
+    let (promoted_at, promoted_n) = promoted_at.expect("the replica was not promoted within 10 s");
+    let (recovered_at, recovered_n) =
+        recovered_at.expect("the promoted replica was not used within 10 s");
     eprintln!(
         "[{label}] master down: /ready degraded after {degraded_at:?}; replica promoted after \
          {promoted_at:?}; its channels resumed after {recovered_at:?} ({:?} after the promotion; \
-         backoff cap {backoff_cap:?})",
+         backoff cap {backoff_cap:?}); publication numbers: killed at {killed_n}, promoted at \
+         {promoted_n}, resumed at {recovered_n}, restarted at {restarted_n}",
         recovered_at - promoted_at
     );
     if fault == Fault::Hang {
@@ -251,6 +268,27 @@ async fn master_down(fault: Fault) {
             degraded_at <= bound + SLACK,
             "hang detected after {degraded_at:?}"
         );
+    }
+    let since_kill = |at: Instant| at.saturating_duration_since(killed);
+    for (n, (sent, answered)) in &timeline {
+        if answers[0][n] == 200 && !received[0].counts.contains_key(n) {
+            eprintln!(
+                "[{label}] lost {n}: sent {:?} and answered {:?} after the fault; gap notices \
+                 at {:?}; arrivals around it: {:?}",
+                since_kill(*sent),
+                since_kill(*answered),
+                received[0]
+                    .gaps_at
+                    .iter()
+                    .map(|at| since_kill(*at))
+                    .collect::<Vec<_>>(),
+                received[0]
+                    .arrived
+                    .range(n.saturating_sub(2)..n + 3)
+                    .map(|(m, at)| (*m, since_kill(*at)))
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
     for (i, (channel, _)) in channels.iter().enumerate() {
         audit(&format!("{label} {channel}"), &answers[i], &received[i]);
@@ -277,17 +315,115 @@ async fn master_down(fault: Fault) {
     );
 }
 
+/// A manual failover (`CLUSTER FAILOVER`, routine maintenance): the old
+/// master becomes a replica and drops its shard subscriptions; herald
+/// subscribes again and sends a gap notice, and a reader that reconnects
+/// afterwards subscribes at the new master. Every publish answered 200
+/// arrives, also those the command connection still sends to the old master
+/// (a node passes a shard message on to the rest of its shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_manual_failover_every_accepted_publish_arrives() {
+    let cluster = RedisCluster::start_with_replicas();
+    let hub = cluster_node(&cluster, "herald-1").await;
+    hub.wait_ready().await;
+    let channel = "orders.failover";
+    let key = format!("herald:{channel}");
+    let old = cluster.master_of(cluster.slot_of(&key));
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let role = |port: u16| -> String {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut node(port).client()).unwrap();
+        match role.first() {
+            Some(redis::Value::BulkString(r)) => String::from_utf8_lossy(r).into_owned(),
+            other => panic!("bad ROLE reply {other:?}"),
+        }
+    };
+    let replica = cluster
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .find(|port| {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut node(*port).client())
+                .unwrap();
+            info.contains(&format!("master_port:{old}\r\n"))
+        })
+        .expect("the master has no replica");
+    let mut client = hub.connect("watcher").await;
+    client.subscribe(channel).await;
+    let reader = read_channel_until_end(client, channel.to_owned());
+    let mut answers = BTreeMap::new();
+    answers.insert(0, publish_to(&hub, channel, json!({"n": 0})).await);
+    assert_eq!(answers[&0], 200);
+
+    let _: () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut node(replica).client())
+        .unwrap();
+    let started = Instant::now();
+    while role(replica) != "master" || role(old) != "slave" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the manual failover did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A reader that reconnects now finds the new master in the slot map.
+    let _: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut node(old).client())
+        .unwrap();
+    let subscribed_at_new_master = || {
+        let (_, count): (String, u64) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(&key)
+            .query(&mut node(replica).client())
+            .unwrap();
+        count == 1
+    };
+    while !subscribed_at_new_master() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "herald's reader never subscribed at the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.wait_ready().await;
+    let mut n = 1;
+    let mut accepted = 0;
+    while accepted < 10 {
+        let status = publish_to(&hub, channel, json!({ "n": n })).await;
+        answers.insert(n, status);
+        n += 1;
+        if status == 200 {
+            accepted += 1;
+        } else {
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "publishing never came back: {answers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    hub.publish(channel, "end", json!({"end": true})).await;
+    let received = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the end marker never arrived")
+        .unwrap();
+    audit("manual failover", &answers, &received);
+    assert!(
+        received.gaps.contains(&channel.to_owned()),
+        "{:?}",
+        received.gaps
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrated_cluster_slot_is_followed_with_a_gap_notice() {
     let cluster = RedisCluster::start();
-    let urls = cluster.urls();
-    let hub = TestHub::with(move |c| {
-        c.engine.kind = EngineKind::Redis;
-        c.engine.cluster_urls = urls;
-        c.engine.reconnect_min_ms = 50;
-        c.engine.reconnect_max_ms = 500;
-    })
-    .await;
+    let hub = cluster_node(&cluster, "herald-1").await;
     hub.wait_ready().await;
     let channel = "moving.1";
     let key = format!("herald:{channel}");

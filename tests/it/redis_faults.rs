@@ -97,6 +97,22 @@ async fn publish_n(hub: &TestHub, n: u64, key: Option<&str>) -> (u16, Value) {
 pub(crate) struct Received {
     pub(crate) counts: BTreeMap<u64, usize>,
     pub(crate) gaps: Vec<String>,
+    /// When each `n` first arrived, and each gap notice (for diagnostics).
+    pub(crate) arrived: BTreeMap<u64, Instant>,
+    pub(crate) gaps_at: Vec<Instant>,
+}
+
+impl Received {
+    pub(crate) fn gap(&mut self, channel: &Value) {
+        self.gaps
+            .push(channel.as_str().unwrap_or_default().to_owned());
+        self.gaps_at.push(Instant::now());
+    }
+
+    pub(crate) fn push(&mut self, n: u64) {
+        *self.counts.entry(n).or_default() += 1;
+        self.arrived.entry(n).or_insert_with(Instant::now);
+    }
 }
 
 /// Reads `client` until the push `{"end": true}` on `feed`.
@@ -109,14 +125,9 @@ pub(crate) fn read_until_end(mut client: Client) -> JoinHandle<Received> {
                 other => panic!("reader ended early: {other:?}"),
             };
             match message["type"].as_str() {
-                Some("gap") => received
-                    .gaps
-                    .push(message["channel"].as_str().unwrap_or_default().to_owned()),
+                Some("gap") => received.gap(&message["channel"]),
                 Some("push") if message["data"]["end"] == true => return received,
-                Some("push") => {
-                    let n = message["data"]["n"].as_u64().unwrap();
-                    *received.counts.entry(n).or_default() += 1;
-                }
+                Some("push") => received.push(message["data"]["n"].as_u64().unwrap()),
                 _ => panic!("unexpected message {message}"),
             }
         }
@@ -128,10 +139,12 @@ pub(crate) fn read_until_end(mut client: Client) -> JoinHandle<Received> {
 pub(crate) fn audit(label: &str, answers: &BTreeMap<u64, u16>, received: &Received) {
     let count = |n: &u64| received.counts.get(n).copied().unwrap_or(0);
     let by_status = |status: u16| answers.values().filter(|s| **s == status).count();
-    let lost = answers
+    let lost_ns: Vec<u64> = answers
         .iter()
         .filter(|(n, s)| **s == 200 && count(n) == 0)
-        .count();
+        .map(|(n, _)| *n)
+        .collect();
+    let lost = lost_ns.len();
     let duplicated = received.counts.values().filter(|c| **c > 1).count();
     let refused_but_delivered = answers
         .iter()
@@ -143,7 +156,7 @@ pub(crate) fn audit(label: &str, answers: &BTreeMap<u64, u16>, received: &Receiv
         .count();
     eprintln!(
         "[{label}] published {}: 200={} 503={} 504={} (504 delivered once: {unknown_delivered}); \
-         lost={lost} duplicated={duplicated} refused-but-delivered={refused_but_delivered}; gaps={:?}",
+         lost={lost} {lost_ns:?} duplicated={duplicated} refused-but-delivered={refused_but_delivered}; gaps={:?}",
         answers.len(),
         by_status(200),
         by_status(503),
