@@ -59,6 +59,14 @@ pub(super) trait Backend: Send + Sync + 'static {
     type Conn: Connection;
     /// Opens a fresh connection with no subscriptions.
     fn connect(&self) -> impl Future<Output = RedisResult<Self::Conn>> + Send;
+    /// Which node serves this reader's slots as master, `host:port`, in the
+    /// view of the node `here` (itself `host:port`): only a backend that
+    /// follows one cluster master (see [`ClusterNode`]) answers, if `here`
+    /// does.
+    fn master_seen_by(&self, here: &str) -> impl Future<Output = Option<String>> + Send {
+        let _ = here;
+        std::future::ready(None)
+    }
 }
 
 /// One pub/sub connection.
@@ -255,26 +263,52 @@ fn client_error(what: &'static str, detail: String) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, what, detail))
 }
 
+impl ClusterNode {
+    fn seeds(&self) -> Vec<ConnectionInfo> {
+        self.seeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl Backend for ClusterNode {
     type Conn = NodeConn;
 
     async fn connect(&self) -> RedisResult<NodeConn> {
-        let seeds = self
-            .seeds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let seeds = self.seeds();
         let topology = topology::fetch(&seeds, self.connect_timeout, self.command_timeout)
             .await
             .map_err(|e| client_error("cluster slot map unavailable", e))?;
         self.learn(&topology);
-        let master = topology
+        let mut master = topology
             .master_of(self.slot)
-            .ok_or_else(|| client_error("slot not served", self.slot.to_string()))?;
+            .ok_or_else(|| client_error("slot not served", self.slot.to_string()))?
+            .clone();
         let Some(seed) = seeds.first() else {
             return Err(client_error("no cluster seed", String::new()));
         };
-        NodeConn::open(seed.redis_settings(), master, self.command_timeout).await
+        // The seed that answered may not have heard of a failover yet; the
+        // master it names knows whether it still is one (and one that does
+        // not answer would not serve us either).
+        let named = master.to_string();
+        let current = self
+            .master_seen_by(&named)
+            .await
+            .ok_or_else(|| client_error("cluster master did not answer", named))?;
+        if let Some(node) = topology::Node::parse(&current) {
+            master = node;
+        }
+        NodeConn::open(seed.redis_settings(), &master, self.command_timeout).await
+    }
+
+    async fn master_seen_by(&self, here: &str) -> Option<String> {
+        let node = topology::Node::parse(here)?;
+        let seed = topology::info_for(self.seeds().first()?, &node);
+        let topology = topology::fetch(&[seed], self.connect_timeout, self.command_timeout)
+            .await
+            .ok()?;
+        topology.master_of(self.slot).map(ToString::to_string)
     }
 }
 

@@ -58,8 +58,8 @@ pub struct RedisEngine {
     writer: RedisHandle,
     prefix: String,
     timeout: Duration,
-    /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
-    publish_command: &'static str,
+    /// A Redis Cluster (sharded pub/sub), not one server.
+    cluster: bool,
     idempotency_window_ms: u64,
     /// The event of history entries that are not envelopes (never written
     /// by herald; kept for symmetry with the readers).
@@ -164,11 +164,7 @@ impl RedisEngine {
             writer,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout(),
-            publish_command: if config.cluster_urls.is_empty() {
-                "PUBLISH"
-            } else {
-                "SPUBLISH"
-            },
+            cluster: !config.cluster_urls.is_empty(),
             idempotency_window_ms: config.idempotency_window_ms,
             default_event,
         })
@@ -208,40 +204,53 @@ impl RedisEngine {
         )
     }
 
-    /// Adds the command that publishes `publication` to `pipe`: the history
-    /// script on a channel with history (checking `idempotency` first if
-    /// given), else `PUBLISH` or the idempotency script.
-    fn push_publish(
+    /// The command that publishes `payload` on the Redis channel `key`:
+    /// `PUBLISH`, or `SPUBLISH` on a cluster. Bare, not in a script: Redis
+    /// refuses scripts on every shard while one master is down (the cluster
+    /// state is `fail` until a replica takes over), but keeps serving
+    /// sharded pub/sub (`cluster-allow-pubsubshard-when-down`).
+    fn plain_publish(&self, key: String, payload: impl redis::ToRedisArgs) -> redis::Cmd {
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(key).arg(payload);
+        cmd
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
+    fn publish_command(&self) -> &'static str {
+        if self.cluster { "SPUBLISH" } else { "PUBLISH" }
+    }
+
+    /// The command that publishes `publication`: the history script on a
+    /// channel with history (checking `idempotency` first if given), else
+    /// [`Self::plain_publish`] or the idempotency script.
+    fn publish_cmd(
         &self,
-        pipe: &mut redis::Pipeline,
         publication: &Publication,
         idempotency: Option<(&str, u64)>,
-    ) {
+    ) -> redis::Cmd {
         let Some(spec) = publication.history else {
-            match idempotency {
-                None => {
-                    pipe.cmd(self.publish_command)
-                        .arg(self.key(&publication.channel))
-                        .arg(envelope::encode(publication));
-                }
+            return match idempotency {
+                None => self.plain_publish(
+                    self.key(&publication.channel),
+                    envelope::encode(publication),
+                ),
                 Some((key, answer)) => {
-                    pipe.cmd("EVAL")
-                        .arg(PUBLISH_ONCE)
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(PUBLISH_ONCE)
                         .arg(2)
                         .arg(self.idempotency_key(&publication.channel, key))
                         .arg(self.key(&publication.channel))
                         .arg(self.idempotency_window_ms)
                         .arg(answer)
-                        .arg(self.publish_command)
+                        .arg(self.publish_command())
                         .arg(envelope::encode(publication));
+                    cmd
                 }
-            }
-            return;
+            };
         };
         let (stream, meta) = self.stream_keys(&publication.channel);
-        let cmd = pipe
-            .cmd("EVAL")
-            .arg(PUBLISH_HISTORY)
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PUBLISH_HISTORY)
             .arg(if idempotency.is_some() { 4 } else { 3 })
             .arg(stream)
             .arg(meta)
@@ -254,10 +263,11 @@ impl RedisEngine {
             .arg(spec.ttl_secs.max(1))
             .arg(spec.meta_ttl_secs.max(spec.ttl_secs).max(1))
             .arg(new_epoch())
-            .arg(self.publish_command);
+            .arg(self.publish_command());
         if let Some((_, answer)) = idempotency {
             cmd.arg(self.idempotency_window_ms).arg(answer);
         }
+        cmd
     }
 
     /// Runs `op` on the writer unless the readers of `channels` are down
@@ -336,15 +346,26 @@ fn cluster_backend(config: &EngineConfig) -> Cluster {
 
 impl Engine for RedisEngine {
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>> {
-        // One pipeline: on a cluster redis-rs splits it per slot owner and
-        // keeps each node's commands in order, so per-channel order holds.
-        let mut pipe = redis::pipe();
-        for publication in &batch {
-            self.push_publish(&mut pipe, publication, None);
-            pipe.ignore();
-        }
+        let mut cmds: Vec<redis::Cmd> = batch.iter().map(|p| self.publish_cmd(p, None)).collect();
         self.write(batch.iter().map(|p| &p.channel), move |writer| {
-            async move { writer.pipeline(pipe).await }.boxed()
+            async move {
+                // One publication: one command, whose `MOVED` (unlike one
+                // inside a pipeline) makes redis-rs refresh its slot map.
+                if cmds.len() == 1
+                    && let Some(cmd) = cmds.pop()
+                {
+                    return writer.query::<redis::Value>(cmd).await.map(drop);
+                }
+                // One pipeline: on a cluster redis-rs splits it per slot owner
+                // and keeps each node's commands in order, so per-channel
+                // order holds.
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd).ignore();
+                }
+                writer.pipeline(pipe).await
+            }
+            .boxed()
         })
     }
 
@@ -356,17 +377,28 @@ impl Engine for RedisEngine {
         // (check the key, publish), and on a cluster each goes to its slot.
         // EVAL, not EVALSHA: a NOSCRIPT reply inside a pipeline would make
         // the whole batch fail, and the script is short.
-        let mut pipe = redis::pipe();
-        for keyed in &batch {
-            self.push_publish(
-                &mut pipe,
-                &keyed.publication,
-                Some((&keyed.key, keyed.answer)),
-            );
-        }
+        let mut cmds: Vec<redis::Cmd> = batch
+            .iter()
+            .map(|k| self.publish_cmd(&k.publication, Some((&k.key, k.answer))))
+            .collect();
         let write = self.write(
             batch.iter().map(|k| &k.publication.channel),
-            move |writer| async move { writer.pipeline_query::<Vec<String>>(pipe).await }.boxed(),
+            move |writer| {
+                async move {
+                    // As in `publish`: one command when there is one.
+                    if cmds.len() == 1
+                        && let Some(cmd) = cmds.pop()
+                    {
+                        return writer.query::<String>(cmd).await.map(|reply| vec![reply]);
+                    }
+                    let mut pipe = redis::pipe();
+                    for cmd in cmds {
+                        pipe.add_command(cmd);
+                    }
+                    writer.pipeline_query::<Vec<String>>(pipe).await
+                }
+                .boxed()
+            },
         );
         async move {
             let replies = write.await?;
@@ -444,13 +476,9 @@ impl Engine for RedisEngine {
         channel: ChannelName,
         kick: Kick,
     ) -> BoxFuture<'static, Result<(), EngineError>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd(self.publish_command)
-            .arg(self.key(&channel))
-            .arg(envelope::control(kick))
-            .ignore();
+        let cmd = self.plain_publish(self.key(&channel), envelope::control(kick));
         self.write([&channel], move |writer| {
-            async move { writer.pipeline(pipe).await }.boxed()
+            async move { writer.query::<redis::Value>(cmd).await.map(drop) }.boxed()
         })
     }
 

@@ -101,6 +101,8 @@ pub(super) struct Shard<B: Backend> {
     /// The last stream position received per history channel: a jump past
     /// it is filled from the stream before the publication is dispatched.
     positions: HashMap<ChannelName, StreamPosition>,
+    /// When [`Self::demoted`] last found our node still serving our slots.
+    master_checked: Option<Instant>,
     metrics: Metrics,
 }
 
@@ -128,6 +130,7 @@ impl<B: Backend> Shard<B> {
             expiry: VecDeque::new(),
             confirmations: HashMap::new(),
             positions: HashMap::new(),
+            master_checked: None,
             metrics: Metrics {
                 reconnects: metrics::counter!(names::ENGINE_RECONNECTS),
                 resubscribe: metrics::histogram!(names::ENGINE_RESUBSCRIBE_DURATION),
@@ -496,6 +499,15 @@ impl<B: Backend> Shard<B> {
         if !self.active.contains(&channel) {
             return Ok(());
         }
+        if self.demoted(conn.node()).await {
+            // A master turned replica (a failover, e.g. `CLUSTER FAILOVER`)
+            // drops its shard subscriptions. Subscribing there again would
+            // work, but a replica delivers a shard message published on it
+            // twice to its own subscribers (Redis 7.0): follow the group to
+            // its new master instead, as after a lost connection.
+            tracing::info!(%channel, node = ?conn.node(), "this reader's node no longer serves its slots as master; reconnecting");
+            return Err(Lost);
+        }
         tracing::info!(%channel, "subscription dropped by the server; resubscribing");
         let moved = timeout(
             self.config.command_timeout,
@@ -510,6 +522,34 @@ impl<B: Backend> Shard<B> {
             None => self.dispatcher.notify_gap(&channel),
         }
         Ok(())
+    }
+
+    /// Whether `here`, the node this reader is connected to, no longer
+    /// serves its slots as master, as `here` itself says (it drops the
+    /// subscriptions in the same step as it changes role, so it knows by
+    /// the time the drop arrives). Asked after the server dropped a
+    /// subscription; a "no" holds for a second, so a slot migration dropping
+    /// many channels asks once. Without an answer within the deadline, no.
+    async fn demoted(&mut self, here: Option<String>) -> bool {
+        let Some(here) = here else {
+            return false;
+        };
+        if self
+            .master_checked
+            .is_some_and(|at| at.elapsed() < MASTER_CHECK_INTERVAL)
+        {
+            return false;
+        }
+        let master = timeout(
+            self.config.connect_timeout,
+            self.backend.master_seen_by(&here),
+        )
+        .await;
+        let demoted = matches!(master, Ok(Some(master)) if master != here);
+        if !demoted {
+            self.master_checked = Some(Instant::now());
+        }
+        demoted
     }
 
     /// Positioning: if `publication` skips offsets past the last one this
@@ -638,6 +678,9 @@ impl<B: Backend> Shard<B> {
 /// Most messages one run delivers (see `Shard::deliver_run`) before the
 /// shard looks at its other work (commands, health checks).
 const RUN: usize = 256;
+
+/// How long one answer of [`Shard::demoted`] holds.
+const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a run of messages ended.
 enum Run {

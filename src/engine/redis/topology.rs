@@ -46,6 +46,17 @@ pub(super) struct Node {
     pub(super) port: u16,
 }
 
+impl Node {
+    /// A node from its `host:port` (as [`Node`] displays it).
+    pub(super) fn parse(address: &str) -> Option<Self> {
+        let (host, port) = address.rsplit_once(':')?;
+        Some(Self {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
 impl std::fmt::Display for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
