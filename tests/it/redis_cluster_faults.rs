@@ -18,20 +18,25 @@ use crate::{
     redis_server::RedisCluster,
 };
 
-/// Reads `client` until the push `{"end": true}` on `channel`; counts the
-/// pushes `{"n": n}` on `channel` and notes every gap notice.
+/// Reads `client` until the push `{"end": true}` on `channel`, or 30 s of
+/// silence (then `ended` is false); counts the pushes `{"n": n}` on
+/// `channel` and notes every gap notice.
 fn read_channel_until_end(mut client: Client, channel: String) -> JoinHandle<Received> {
     tokio::spawn(async move {
         let mut received = Received::default();
         loop {
-            let message = match client.next_message(Duration::from_secs(60)).await {
+            let message = match client.next_message(Duration::from_secs(30)).await {
                 Some(Ok(message)) => message,
-                other => panic!("reader of {channel} ended early: {other:?}"),
+                None => return received,
+                Some(Err(err)) => panic!("reader of {channel} ended early: {err:?}"),
             };
             match message["type"].as_str() {
                 Some("gap") => received.gap(&message["channel"]),
                 Some("push") if message["channel"] != channel.as_str() => {}
-                Some("push") if message["data"]["end"] == true => return received,
+                Some("push") if message["data"]["end"] == true => {
+                    received.ended = true;
+                    return received;
+                }
                 Some("push") => received.push(message["data"]["n"].as_u64().unwrap()),
                 _ => panic!("unexpected message {message}"),
             }
@@ -243,12 +248,7 @@ async fn master_down(fault: Fault) {
     }
     let mut received = Vec::new();
     for reader in readers {
-        received.push(
-            tokio::time::timeout(Duration::from_secs(30), reader)
-                .await
-                .expect("an end marker never arrived")
-                .unwrap(),
-        );
+        received.push(reader.await.unwrap());
     }
 
     let degraded_at = degraded_at.expect("/ready never said which slots were down");
@@ -270,6 +270,23 @@ async fn master_down(fault: Fault) {
         );
     }
     let since_kill = |at: Instant| at.saturating_duration_since(killed);
+    for (i, (channel, _)) in channels.iter().enumerate() {
+        let last = received[i].arrived.iter().next_back();
+        assert!(
+            received[i].ended,
+            "[{label}] the end marker of {channel} never arrived; the last publication that \
+             did: {:?} after the fault; gap notices at {:?}; answers after it: {:?}",
+            last.map(|(n, at)| (*n, since_kill(*at))),
+            received[i]
+                .gaps_at
+                .iter()
+                .map(|at| since_kill(*at))
+                .collect::<Vec<_>>(),
+            answers[i]
+                .range(last.map_or(0, |(n, _)| n + 1)..)
+                .collect::<Vec<_>>(),
+        );
+    }
     for (n, (sent, answered)) in &timeline {
         if answers[0][n] == 200 && !received[0].counts.contains_key(n) {
             eprintln!(
@@ -414,10 +431,8 @@ async fn after_a_manual_failover_every_accepted_publish_arrives() {
     hub.wait_ready().await;
     publish_until_accepted(10, &mut answers).await;
     hub.publish(channel, "end", json!({"end": true})).await;
-    let received = tokio::time::timeout(Duration::from_secs(30), reader)
-        .await
-        .expect("the end marker never arrived")
-        .unwrap();
+    let received = reader.await.unwrap();
+    assert!(received.ended, "the end marker never arrived");
     audit("manual failover", &answers, &received);
     assert!(
         received.gaps.contains(&channel.to_owned()),

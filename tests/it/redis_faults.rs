@@ -100,6 +100,8 @@ pub(crate) struct Received {
     /// When each `n` first arrived, and each gap notice (for diagnostics).
     pub(crate) arrived: BTreeMap<u64, Instant>,
     pub(crate) gaps_at: Vec<Instant>,
+    /// The end marker arrived.
+    pub(crate) ended: bool,
 }
 
 impl Received {
@@ -126,7 +128,10 @@ pub(crate) fn read_until_end(mut client: Client) -> JoinHandle<Received> {
             };
             match message["type"].as_str() {
                 Some("gap") => received.gap(&message["channel"]),
-                Some("push") if message["data"]["end"] == true => return received,
+                Some("push") if message["data"]["end"] == true => {
+                    received.ended = true;
+                    return received;
+                }
                 Some("push") => received.push(message["data"]["n"].as_u64().unwrap()),
                 _ => panic!("unexpected message {message}"),
             }
