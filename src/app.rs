@@ -51,11 +51,13 @@ pub enum StartError {
     /// The Prometheus exporter could not be installed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    /// The engine could not be set up from `[engine]`; the text names the key.
-    // Text, not a source: the Redis engine still reports its errors as
-    // strings (typed errors there come with its rewrite).
-    #[error("{0}")]
-    Engine(String),
+    /// The Redis engine could not be set up from `[engine]`; names the key.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::redis::SetupError),
+    /// The Redis session store or the Socket.IO emitter listener could not
+    /// be set up from `[engine]`; names the key.
+    #[error(transparent)]
+    Redis(#[from] crate::redis_conn::RedisConfigError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -123,7 +125,8 @@ impl App {
                                     *limits,
                                     Arc::clone(&dispatcher),
                                 )
-                                .map(|()| engine),
+                                .map(|()| engine)
+                                .map_err(Into::into),
                                 None => Ok(engine),
                             });
                     match started {
@@ -173,8 +176,7 @@ impl App {
         };
         let store: Arc<dyn SessionStore> = if redis_sessions {
             Arc::new(RedisStore::new(
-                crate::redis_conn::RedisHandle::new(&config.engine.redis())
-                    .map_err(StartError::Engine)?,
+                crate::redis_conn::RedisHandle::new(&config.engine.redis())?,
                 config.engine.prefix.clone(),
             ))
         } else {

@@ -14,7 +14,8 @@
 //! socketio/   /socket.io/: Engine.IO v4 (polling, WebSocket, upgrade) (core, protocol, net, tungstenite)
 //!             and Socket.IO v5 packets, JSON and msgpack parsers
 //! http/       API, /health /ready /metrics, the accept loop          (core, auth, engine trait, net, axum, hyper)
-//! net/        client IP and origin allow-list                        (http types)
+//! net/        client IP, origin allow-list, the WebSocket handshake, (core's DirectWrite, http types,
+//!             the socket under an upgraded WebSocket (wire.rs)        tungstenite's accept key, tokio)
 //! redis_conn  the Redis command connection with deadlines, shared    (redis)
 //!             by the Redis engine and the Redis session store
 //! serde_text  settings that must stay text (secrets)                  (serde)
@@ -25,7 +26,9 @@
 //!
 //! # Dependency rules
 //!
-//! protocol ← core ← transports (`native`, `socketio`), `http`, `auth`, engines ← `app`.
+//! protocol ← engine trait ← core ← transports (`native`, `socketio`), `http`, `auth` ← `app`;
+//! the engines (`engine/memory.rs`, `engine/redis/`) use only the engine trait
+//! and `protocol`, and plug into the core through the trait.
 //! The core never names axum, hyper, tungstenite, redis, jsonwebtoken or an
 //! encoder; transports and the HTTP API never name each other; only `app.rs`
 //! names concrete engines and stores. `tests/it/architecture.rs` parses the

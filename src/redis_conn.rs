@@ -57,6 +57,23 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
+/// A Redis setting herald cannot use; names the configuration key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct RedisConfigError {
+    /// The key, e.g. `engine.url`.
+    pub key: &'static str,
+    /// What redis-rs said of it.
+    pub source: RedisError,
+}
+
+impl RedisConfigError {
+    /// Names `key` as the setting `source` is about.
+    pub fn at(key: &'static str) -> impl FnOnce(RedisError) -> Self {
+        move |source| Self { key, source }
+    }
+}
+
 /// Why a command failed, and whether it may have run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -151,8 +168,9 @@ impl RedisHandle {
     /// `cluster_urls` is set). Connects lazily, on the first command.
     ///
     /// # Errors
-    /// A message naming `engine.url` when it does not parse.
-    pub fn new(config: &RedisSettings) -> Result<Self, String> {
+    /// [`RedisConfigError`] naming `engine.url` or `engine.cluster_urls`
+    /// when it does not parse.
+    pub fn new(config: &RedisSettings) -> Result<Self, RedisConfigError> {
         let conn = if config.cluster_urls.is_empty() {
             let manager_config = ConnectionManagerConfig::new()
                 .set_response_timeout(Some(config.command_timeout))
@@ -166,12 +184,12 @@ impl RedisHandle {
                 single_client(config, ProtocolVersion::RESP3)?,
                 manager_config,
             )
-            .map_err(|e| format!("engine.url: {e}"))?;
+            .map_err(RedisConfigError::at("engine.url"))?;
             Conn::Single(manager)
         } else {
             Conn::Cluster {
                 client: Box::new(
-                    cluster_client(config).map_err(|e| format!("engine.cluster_urls: {e}"))?,
+                    cluster_client(config).map_err(RedisConfigError::at("engine.cluster_urls"))?,
                 ),
                 conn: OnceCell::new(),
             }
@@ -303,18 +321,18 @@ impl RedisHandle {
 pub(crate) fn single_client(
     config: &RedisSettings,
     protocol: redis::ProtocolVersion,
-) -> Result<redis::Client, String> {
+) -> Result<redis::Client, RedisConfigError> {
     let mut info: redis::ConnectionInfo = config
         .url
         .as_str()
         .parse()
-        .map_err(|e| format!("engine.url: {e}"))?;
+        .map_err(RedisConfigError::at("engine.url"))?;
     let mut settings = info.redis_settings().clone().set_protocol(protocol);
     if let Some(password) = &config.password {
         settings = settings.set_password(password.clone());
     }
     info = info.set_redis_settings(settings);
-    redis::Client::open(info).map_err(|e| format!("engine.url: {e}"))
+    redis::Client::open(info).map_err(RedisConfigError::at("engine.url"))
 }
 
 /// A cluster client builder with the configured password and deadlines.

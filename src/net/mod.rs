@@ -1,8 +1,9 @@
 //! What every HTTP-facing module shares about a request: the client's IP
 //! address, the browser origin allow-list, the WebSocket opening
-//! handshake, and the socket under an upgraded WebSocket ([`wire`]). A leaf: it depends on the `http` types (and tungstenite's
-//! accept key) only, so the HTTP API and every transport can use it without
-//! depending on one another.
+//! handshake, and the socket under an upgraded WebSocket ([`wire`]). Below
+//! the transports: it depends on the `http` types, tungstenite's accept key
+//! and the core's [`crate::core::DirectWrite`] only, so the HTTP API and
+//! every transport can use it without depending on one another.
 
 pub mod origin;
 pub mod websocket;

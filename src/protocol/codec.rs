@@ -105,7 +105,7 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
         code: ErrorCode::BadRequest,
         reason: format!("message must be a map with a string `type` field: {reason}"),
     })?;
-    let invalid = |reason: String| DecodeError {
+    let invalid = |reason: ParseError| DecodeError {
         id: head.id,
         code: ErrorCode::BadRequest,
         reason: format!("invalid `{}` message: {reason}", head.kind),
@@ -173,13 +173,20 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ClientMessage, DecodeError
     message.map_err(invalid)
 }
 
-// The error stays text on purpose: it only ever becomes `DecodeError::reason`,
-// the message sent to the client, and never leaves this module.
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, String> {
-    match format {
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
-    }
+/// Why a client message did not parse; its text becomes `DecodeError::reason`.
+#[derive(Debug, thiserror::Error)]
+enum ParseError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    MsgPack(#[from] rmp_serde::decode::Error),
+}
+
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], format: Format) -> Result<T, ParseError> {
+    Ok(match format {
+        Format::Json => serde_json::from_slice(bytes)?,
+        Format::MsgPack => rmp_serde::from_slice(bytes)?,
+    })
 }
 
 /// Why a server message could not be encoded.

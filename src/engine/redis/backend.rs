@@ -279,7 +279,7 @@ impl Backend for ClusterNode {
         let seeds = self.seeds();
         let topology = topology::fetch(&seeds, self.connect_timeout, self.command_timeout)
             .await
-            .map_err(|e| client_error("cluster slot map unavailable", e))?;
+            .map_err(|e| client_error("cluster slot map unavailable", e.to_string()))?;
         self.learn(&topology);
         let mut master = topology
             .master_of(self.slot)

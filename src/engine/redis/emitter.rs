@@ -18,20 +18,20 @@ use crate::{
         emitter::{self, EmitterLimits, Refusal},
     },
     metrics as names,
-    redis_conn::single_client,
+    redis_conn::{RedisConfigError, single_client},
 };
 
 /// Starts listening for emitter messages published under `key` on the Redis
 /// server of `config` (`engine.url`).
 ///
 /// # Errors
-/// A message naming the config key when the URL is invalid.
+/// [`RedisConfigError`] naming `engine.url` when it is invalid.
 pub fn listen_to_emitter(
     config: &EngineConfig,
     key: &str,
     limits: EmitterLimits,
     dispatcher: SharedDispatcher,
-) -> Result<(), String> {
+) -> Result<(), RedisConfigError> {
     let client = single_client(&config.redis(), redis::ProtocolVersion::RESP2)?;
     let pattern = format!("{}#/#*", glob_escape(key));
     let settings = Settings {

@@ -27,7 +27,7 @@ mod stream;
 mod topology;
 
 pub use self::emitter::listen_to_emitter;
-pub use crate::redis_conn::{CommandError, RedisHandle};
+pub use crate::redis_conn::{CommandError, RedisConfigError, RedisHandle};
 use crate::redis_conn::{cluster_builder, single_client};
 
 use std::{sync::Arc, time::Duration};
@@ -49,7 +49,9 @@ use super::{
 };
 use crate::{
     metrics as names,
-    protocol::{ChannelName, EventName, HistoryQuery, HistorySpec, Publication, unix_ms},
+    protocol::{
+        ChannelName, EventName, HistoryQuery, HistorySpec, NameError, Publication, unix_ms,
+    },
 };
 
 /// The Redis (or Redis Cluster) engine.
@@ -88,6 +90,17 @@ end
 return redis.call('GET', KEYS[1]) or ''
 ";
 
+/// Why the Redis engine cannot start from `[engine]`; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A URL (`engine.url`, `engine.cluster_urls`) redis-rs refuses.
+    #[error(transparent)]
+    Redis(#[from] RedisConfigError),
+    /// `engine.default_event` is not a valid event name.
+    #[error("engine.default_event: {0}")]
+    DefaultEvent(#[from] NameError),
+}
+
 /// How a node's announced stats are stored: with their expiry, in one hash.
 #[derive(Serialize, Deserialize)]
 struct Announcement {
@@ -100,22 +113,20 @@ impl RedisEngine {
     /// prepares the writer. Must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// A message naming the config key when a URL is invalid.
+    /// [`SetupError`], naming the config key that cannot be used.
     pub fn start(
         config: &EngineConfig,
         max_data_size: usize,
         dispatcher: SharedDispatcher,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let shard_count = config.reader_shards.max(1);
-        let default_event = EventName::parse(&config.default_event)
-            .map_err(|e| format!("engine.default_event: {e}"))?;
+        let default_event = EventName::parse(&config.default_event)?;
         let writer = RedisHandle::new(&config.redis())?;
         let readers: Routing = Arc::default();
         let shard_config = ShardConfig {
             prefix: config.prefix.clone(),
             linger: Duration::from_millis(config.unsubscribe_linger_ms),
-            default_event: EventName::parse(&config.default_event)
-                .map_err(|e| format!("engine.default_event: {e}"))?,
+            default_event: default_event.clone(),
             max_data_size,
             backoff_min: Duration::from_millis(config.reconnect_min_ms.max(1)),
             backoff_max: Duration::from_millis(
@@ -319,13 +330,13 @@ fn engine_error(err: CommandError) -> EngineError {
 /// TCP; a TLS cluster keeps readers over whole-cluster connections).
 fn plain_cluster_seeds(
     config: &EngineConfig,
-) -> Result<Option<Vec<redis::ConnectionInfo>>, String> {
+) -> Result<Option<Vec<redis::ConnectionInfo>>, RedisConfigError> {
     let mut seeds = Vec::new();
     for url in &config.cluster_urls {
         let mut info: redis::ConnectionInfo = url
             .as_str()
             .parse()
-            .map_err(|e| format!("engine.cluster_urls: {e}"))?;
+            .map_err(RedisConfigError::at("engine.cluster_urls"))?;
         if !matches!(info.addr(), redis::ConnectionAddr::Tcp(..)) {
             return Ok(None);
         }

@@ -109,6 +109,15 @@ pub(super) struct Shard<B: Backend> {
 /// The connection was lost; reconnect.
 struct Lost;
 
+/// Why a reader could not connect (logged, then retried).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    TimedOut(&'static str),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
 impl<B: Backend> Shard<B> {
     pub(super) fn new(
         index: usize,
@@ -191,17 +200,15 @@ impl<B: Backend> Shard<B> {
 
     /// Connects and resubscribes every channel that still has local
     /// subscribers, each step within its deadline.
-    async fn connect(&mut self) -> Result<B::Conn, String> {
+    async fn connect(&mut self) -> Result<B::Conn, ConnectError> {
         let mut conn = timeout(self.config.connect_timeout, self.backend.connect())
             .await
-            .map_err(|_| "connecting timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError::TimedOut("connecting timed out"))??;
         // A hung server accepts TCP connections (the kernel does) but
         // answers nothing: only an answered PING makes the connection count.
         timeout(self.config.ping_timeout, conn.ping())
             .await
-            .map_err(|_| "redis did not answer PING".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError::TimedOut("redis did not answer PING"))??;
         // Lingering channels have no local subscribers: let them go.
         self.lingering.clear();
         self.expiry.clear();
@@ -213,8 +220,7 @@ impl<B: Backend> Shard<B> {
         for chunk in channels.chunks(1000) {
             let moved = timeout(self.config.command_timeout, conn.subscribe(chunk.to_vec()))
                 .await
-                .map_err(|_| "resubscribing timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| ConnectError::TimedOut("resubscribing timed out"))??;
             for moved in moved {
                 self.hand_over(&moved, None);
             }

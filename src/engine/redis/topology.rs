@@ -100,22 +100,39 @@ impl Topology {
 /// within `connect` + `command`.
 ///
 /// # Errors
-/// A message when no seed answered with a usable map.
+/// [`SlotMapError`]: why the last seed asked gave no usable map.
 pub(super) async fn fetch(
     seeds: &[ConnectionInfo],
     connect: Duration,
     command: Duration,
-) -> Result<Topology, String> {
-    let mut last = String::from("no cluster seed");
+) -> Result<Topology, SlotMapError> {
+    let mut last = SlotMapError::NoSeed;
     for seed in seeds {
+        let at = seed.addr().to_string();
         match tokio::time::timeout(connect + command, ask(seed.clone(), connect, command)).await {
             Ok(Ok(topology)) if !topology.ranges.is_empty() => return Ok(topology),
-            Ok(Ok(_)) => last = format!("{:?} serves no slots", seed.addr()),
-            Ok(Err(err)) => last = format!("{:?}: {err}", seed.addr()),
-            Err(_) => last = format!("{:?}: timed out", seed.addr()),
+            Ok(Ok(_)) => last = SlotMapError::NoSlots(at),
+            Ok(Err(source)) => last = SlotMapError::Failed { at, source },
+            Err(_) => last = SlotMapError::TimedOut(at),
         }
     }
     Err(last)
+}
+
+/// Why no seed gave a slot map.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SlotMapError {
+    #[error("no cluster seed")]
+    NoSeed,
+    #[error("{0} serves no slots")]
+    NoSlots(String),
+    #[error("{at}: {source}")]
+    Failed {
+        at: String,
+        source: redis::RedisError,
+    },
+    #[error("{0}: timed out")]
+    TimedOut(String),
 }
 
 async fn ask(
