@@ -20,7 +20,6 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::protocol::{Role, WebSocketConfig},
@@ -34,7 +33,7 @@ use crate::{
     net::{
         self,
         websocket::Handshake,
-        wire::{Wire, WireIo},
+        wire::{WireIo, take_back},
     },
     protocol::Format,
 };
@@ -199,29 +198,12 @@ async fn complete_upgrade(
             return None;
         }
     };
-    // Our own listener's sockets are plain TCP: take the socket back from
-    // the HTTP server, so that deliveries can be written to it directly.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            // Copied, and the original dropped now: it is a slice of the
-            // HTTP server's read buffer (several KiB), which every idle
-            // connection would otherwise keep alive for its whole life.
-            let early = parts.read_buf.to_vec();
-            drop(parts.read_buf);
-            let framing = match format {
-                Format::Json => transport::json_frame,
-                Format::MsgPack => transport::msgpack_frame,
-            };
-            let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
-            let ws = WebSocketStream::from_partially_read(
-                WireIo(Arc::clone(&wire)),
-                early,
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            Some(Upgraded::Tcp(NativeTransport::over_wire(ws, format, wire)))
-        }
+    let framing = match format {
+        Format::Json => transport::json_frame,
+        Format::MsgPack => transport::msgpack_frame,
+    };
+    match take_back(upgraded, framing, config).await {
+        Ok((ws, wire)) => Some(Upgraded::Tcp(NativeTransport::over_wire(ws, format, wire))),
         Err(upgraded) => {
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),

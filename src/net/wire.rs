@@ -23,9 +23,14 @@ use std::{
 };
 
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::protocol::{Role, WebSocketConfig},
 };
 
 use crate::core::{Delivery, DirectWrite, Written};
@@ -169,6 +174,32 @@ impl Wire {
         }));
         std::future::poll_fn(|cx| self.poll_tail(cx)).await
     }
+}
+
+/// Takes an upgraded WebSocket's socket back from the HTTP server (herald's
+/// own listener serves plain TCP) so that deliveries can be written to it
+/// directly: the WebSocket over the [`Wire`], and the `Wire` for the
+/// transport's direct writes. Any other stream comes back as it was.
+pub async fn take_back(
+    upgraded: hyper::upgrade::Upgraded,
+    framing: Framing,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<WireIo>, Arc<Wire>), hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>()?;
+    // Copied, and the original dropped now: it is a slice of the HTTP
+    // server's read buffer (several KiB), which every idle connection would
+    // otherwise keep alive for its whole life.
+    let early = parts.read_buf.to_vec();
+    drop(parts.read_buf);
+    let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
+    let ws = WebSocketStream::from_partially_read(
+        WireIo(Arc::clone(&wire)),
+        early,
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    Ok((ws, wire))
 }
 
 /// The header of a final server-to-client frame of `len` bytes.

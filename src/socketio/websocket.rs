@@ -11,15 +11,8 @@ use axum::{
 };
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, sync::oneshot, time::timeout};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        Message,
-        protocol::{Role, WebSocketConfig},
-    },
-};
+use tokio::{sync::oneshot, time::timeout};
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
 use super::{
     EioError, Endpoint, SocketIoSettings, SocketIoState, Ws, admit, events, new_sid, open_frame,
@@ -27,10 +20,7 @@ use super::{
 };
 use crate::{
     core::IpSlot,
-    net::{
-        websocket::Handshake,
-        wire::{Wire, WireIo},
-    },
+    net::{websocket::Handshake, wire::take_back},
 };
 
 /// `GET …?transport=websocket[&sid=…]`: the RFC 6455 handshake, then a new
@@ -70,10 +60,9 @@ pub(super) fn websocket(endpoint: &Endpoint, parts: &mut Parts, sid: Option<Stri
     response
 }
 
-/// The socket of a completed handshake.
-/// The upgraded socket, taken back from the HTTP server (herald's own
-/// listener serves plain TCP) so that deliveries can be written to it
-/// directly; see [`SocketIoTransport`]'s `direct`.
+/// The WebSocket of a completed handshake, over the socket taken back from
+/// the HTTP server so that deliveries can be written to it directly (see
+/// [`SocketIoTransport`]'s `direct`).
 async fn accept(
     on_upgrade: OnUpgrade,
     settings: &SocketIoSettings,
@@ -85,25 +74,17 @@ async fn accept(
         .write_buffer_size(settings.write_buffer_size)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
-    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::warn!("a Socket.IO upgrade over something other than TCP; closing");
-            return None;
-        }
-    };
-    // Copied, and the original dropped now: it is a slice of the HTTP
-    // server's read buffer, which the connection would otherwise keep alive.
-    let early = parts.read_buf.to_vec();
-    drop(parts.read_buf);
     let framing = match parser {
         Parser::Json => events::json_frame,
         Parser::MsgPack => events::msgpack_frame,
     };
-    let wire = Arc::new(Wire::new(parts.io.into_inner(), framing));
-    Some(Box::new(
-        WebSocketStream::from_partially_read(WireIo(wire), early, Role::Server, Some(config)).await,
-    ))
+    match take_back(upgraded, framing, config).await {
+        Ok((ws, _)) => Some(Box::new(ws)),
+        Err(_) => {
+            tracing::warn!("a Socket.IO upgrade over something other than TCP; closing");
+            None
+        }
+    }
 }
 
 /// A connection on a WebSocket from the start: the `open` packet, then the
