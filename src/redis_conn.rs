@@ -262,6 +262,30 @@ impl RedisHandle {
         .await
     }
 
+    /// Runs `cmds` and returns their replies: one command alone, since a
+    /// `MOVED` to a command makes redis-rs refresh its cluster slot map (one
+    /// inside a pipeline does not); several as one pipeline, which on a
+    /// cluster redis-rs splits per slot owner, keeping each node's commands
+    /// in order. Never retried.
+    ///
+    /// # Errors
+    /// [`CommandError`]: whether the commands may have run.
+    pub async fn batch<T: FromRedisValue>(
+        &self,
+        mut cmds: Vec<redis::Cmd>,
+    ) -> Result<Vec<T>, CommandError> {
+        if cmds.len() == 1
+            && let Some(cmd) = cmds.pop()
+        {
+            return self.query::<T>(cmd).await.map(|reply| vec![reply]);
+        }
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        self.pipeline_query(pipe).await
+    }
+
     /// Runs one command. Never retried.
     ///
     /// # Errors

@@ -63,8 +63,7 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// view of the node `here` (itself `host:port`): only a backend that
     /// follows one cluster master (see [`ClusterNode`]) answers, if `here`
     /// does.
-    fn master_seen_by(&self, here: &str) -> impl Future<Output = Option<String>> + Send {
-        let _ = here;
+    fn master_seen_by(&self, _here: &str) -> impl Future<Output = Option<String>> + Send {
         std::future::ready(None)
     }
 }

@@ -357,26 +357,10 @@ fn cluster_backend(config: &EngineConfig) -> Cluster {
 
 impl Engine for RedisEngine {
     fn publish(&self, batch: Vec<Publication>) -> BoxFuture<'static, Result<(), EngineError>> {
-        let mut cmds: Vec<redis::Cmd> = batch.iter().map(|p| self.publish_cmd(p, None)).collect();
+        let cmds: Vec<redis::Cmd> = batch.iter().map(|p| self.publish_cmd(p, None)).collect();
         self.write(batch.iter().map(|p| &p.channel), move |writer| {
-            async move {
-                // One publication: one command, whose `MOVED` (unlike one
-                // inside a pipeline) makes redis-rs refresh its slot map.
-                if cmds.len() == 1
-                    && let Some(cmd) = cmds.pop()
-                {
-                    return writer.query::<redis::Value>(cmd).await.map(drop);
-                }
-                // One pipeline: on a cluster redis-rs splits it per slot owner
-                // and keeps each node's commands in order, so per-channel
-                // order holds.
-                let mut pipe = redis::pipe();
-                for cmd in cmds {
-                    pipe.add_command(cmd).ignore();
-                }
-                writer.pipeline(pipe).await
-            }
-            .boxed()
+            // In order per channel (see `RedisHandle::batch`).
+            async move { writer.batch::<redis::Value>(cmds).await.map(drop) }.boxed()
         })
     }
 
@@ -384,32 +368,17 @@ impl Engine for RedisEngine {
         &self,
         batch: Vec<Keyed>,
     ) -> BoxFuture<'static, Result<Vec<Once>, EngineError>> {
-        // One script per publication, all in one pipeline: each is atomic
+        // One script per publication, all in one batch: each is atomic
         // (check the key, publish), and on a cluster each goes to its slot.
         // EVAL, not EVALSHA: a NOSCRIPT reply inside a pipeline would make
         // the whole batch fail, and the script is short.
-        let mut cmds: Vec<redis::Cmd> = batch
+        let cmds: Vec<redis::Cmd> = batch
             .iter()
             .map(|k| self.publish_cmd(&k.publication, Some((&k.key, k.answer))))
             .collect();
         let write = self.write(
             batch.iter().map(|k| &k.publication.channel),
-            move |writer| {
-                async move {
-                    // As in `publish`: one command when there is one.
-                    if cmds.len() == 1
-                        && let Some(cmd) = cmds.pop()
-                    {
-                        return writer.query::<String>(cmd).await.map(|reply| vec![reply]);
-                    }
-                    let mut pipe = redis::pipe();
-                    for cmd in cmds {
-                        pipe.add_command(cmd);
-                    }
-                    writer.pipeline_query::<Vec<String>>(pipe).await
-                }
-                .boxed()
-            },
+            move |writer| async move { writer.batch::<String>(cmds).await }.boxed(),
         );
         async move {
             let replies = write.await?;
