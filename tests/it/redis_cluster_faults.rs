@@ -61,18 +61,20 @@ async fn ready_body(hub: &TestHub) -> Value {
     }
 }
 
-/// A herald node on `cluster`, reconnecting quickly.
+/// A herald node on `cluster`, reconnecting quickly, once it is ready.
 async fn cluster_node(cluster: &RedisCluster, id: &str) -> TestHub {
     let urls = cluster.urls();
     let id = id.to_owned();
-    TestHub::with(move |c| {
+    let hub = TestHub::with(move |c| {
         c.engine.kind = EngineKind::Redis;
         c.engine.cluster_urls = urls;
         c.engine.reconnect_min_ms = 50;
         c.engine.reconnect_max_ms = 500;
         c.server.node_id = Some(id);
     })
-    .await
+    .await;
+    hub.wait_ready().await;
+    hub
 }
 
 /// How a cluster master fails in [`master_down`].
@@ -103,7 +105,6 @@ async fn master_down(fault: Fault) {
     // reader of the channel was subscribed. (A subscriber on another node
     // whose reader is still reconnecting misses it and gets a gap notice.)
     let reader_node = cluster_node(&cluster, "sub").await;
-    reader_node.wait_ready().await;
     let publisher = &reader_node;
     let config = &reader_node.state.config.engine;
     let backoff_cap = Duration::from_millis(config.reconnect_max_ms);
@@ -346,13 +347,13 @@ async fn master_down(fault: Fault) {
 async fn after_a_manual_failover_every_accepted_publish_arrives() {
     let cluster = RedisCluster::start_with_replicas();
     let hub = cluster_node(&cluster, "herald-1").await;
-    hub.wait_ready().await;
     let channel = "orders.failover";
     let key = format!("herald:{channel}");
     let old = cluster.master_of(cluster.slot_of(&key));
-    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
     let role = |port: u16| -> String {
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut node(port).client()).unwrap();
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query(&mut cluster.node(port).client())
+            .unwrap();
         match role.first() {
             Some(redis::Value::BulkString(r)) => String::from_utf8_lossy(r).into_owned(),
             other => panic!("bad ROLE reply {other:?}"),
@@ -365,7 +366,7 @@ async fn after_a_manual_failover_every_accepted_publish_arrives() {
         .find(|port| {
             let info: String = redis::cmd("INFO")
                 .arg("replication")
-                .query(&mut node(*port).client())
+                .query(&mut cluster.node(*port).client())
                 .unwrap();
             info.contains(&format!("master_port:{old}\r\n"))
         })
@@ -379,7 +380,7 @@ async fn after_a_manual_failover_every_accepted_publish_arrives() {
 
     let _: () = redis::cmd("CLUSTER")
         .arg("FAILOVER")
-        .query(&mut node(replica).client())
+        .query(&mut cluster.node(replica).client())
         .unwrap();
     let started = Instant::now();
     while role(replica) != "master" || role(old) != "slave" {
@@ -389,47 +390,28 @@ async fn after_a_manual_failover_every_accepted_publish_arrives() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let subscribed_at = |port: u16| {
-        let (_, count): (String, u64) = redis::cmd("PUBSUB")
-            .arg("SHARDNUMSUB")
-            .arg(&key)
-            .query(&mut node(port).client())
-            .unwrap();
-        count == 1
-    };
-    let wait_subscribed_at = async |port: u16| {
-        while !subscribed_at(port) {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "herald's reader never subscribed again at {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let mut n = 1;
-    let mut publish_until_accepted = async |count: usize, answers: &mut BTreeMap<u64, u16>| {
-        let mut accepted = 0;
-        while accepted < count {
-            let status = publish_to(&hub, channel, json!({ "n": n })).await;
-            answers.insert(n, status);
-            n += 1;
-            if status == 200 {
-                accepted += 1;
-            } else {
-                assert!(
-                    started.elapsed() < Duration::from_secs(40),
-                    "publishing never came back: {answers:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     // The old master dropped the subscription as it became a replica; the
     // reader follows its slots to the new master. (Subscribed again at the
     // replica, it would get twice every message published there.)
-    wait_subscribed_at(replica).await;
+    cluster
+        .wait_shard_subscriber(replica, &key, Duration::from_secs(30))
+        .await;
     hub.wait_ready().await;
-    publish_until_accepted(10, &mut answers).await;
+    let (mut n, mut accepted) = (1, 0);
+    while accepted < 10 {
+        let status = publish_to(&hub, channel, json!({ "n": n })).await;
+        answers.insert(n, status);
+        n += 1;
+        if status == 200 {
+            accepted += 1;
+        } else {
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "publishing never came back: {answers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     hub.publish(channel, "end", json!({"end": true})).await;
     let received = reader.await.unwrap();
     assert!(received.ended, "the end marker never arrived");
@@ -445,7 +427,6 @@ async fn after_a_manual_failover_every_accepted_publish_arrives() {
 async fn a_migrated_cluster_slot_is_followed_with_a_gap_notice() {
     let cluster = RedisCluster::start();
     let hub = cluster_node(&cluster, "herald-1").await;
-    hub.wait_ready().await;
     let channel = "moving.1";
     let key = format!("herald:{channel}");
     let slot = cluster.slot_of(&key);
@@ -478,28 +459,9 @@ async fn a_migrated_cluster_slot_is_followed_with_a_gap_notice() {
     assert_eq!(cluster.master_of(slot), to);
     // Subscribed at the new owner (a gap notice from an unrelated reconnect
     // may come first, so wait for it, bounded only to catch a hang).
-    let subscribed_at_new_owner = || {
-        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
-            .arg("SHARDNUMSUB")
-            .arg(&key)
-            .query(
-                &mut cluster
-                    .nodes
-                    .iter()
-                    .find(|n| n.port == to)
-                    .unwrap()
-                    .client(),
-            )
-            .unwrap();
-        subscribers == 1
-    };
-    while !subscribed_at_new_owner() {
-        assert!(
-            moved.elapsed() < Duration::from_secs(20),
-            "never subscribed at the new owner"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster
+        .wait_shard_subscriber(to, &key, Duration::from_secs(20))
+        .await;
     assert_eq!(publish_to(&hub, channel, json!({"n": 1})).await, 200);
     // The next push, past the migration's own gap notice if it comes late.
     let push = loop {

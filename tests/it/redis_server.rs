@@ -333,6 +333,11 @@ impl RedisCluster {
     }
 
     /// The node listening on `port`.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    /// The node listening on `port`.
     pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
@@ -362,15 +367,31 @@ impl RedisCluster {
     pub fn shard_subscribers(&self, channel: &str) -> u64 {
         self.nodes
             .iter()
-            .map(|n| {
-                let (_, count): (String, u64) = redis::cmd("PUBSUB")
-                    .arg("SHARDNUMSUB")
-                    .arg(channel)
-                    .query(&mut n.client())
-                    .unwrap();
-                count
-            })
+            .map(|n| self.shard_subscribers_at(n.port, channel))
             .sum()
+    }
+
+    /// SHARDNUMSUB of `channel` on the node listening on `port`.
+    pub fn shard_subscribers_at(&self, port: u16, channel: &str) -> u64 {
+        let (_, count): (String, u64) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(channel)
+            .query(&mut self.node(port).client())
+            .unwrap();
+        count
+    }
+
+    /// Waits until `channel` has one subscriber on the node listening on
+    /// `port`; panics after `limit` (bounded only to catch a hang).
+    pub async fn wait_shard_subscriber(&self, port: u16, channel: &str, limit: Duration) {
+        let started = Instant::now();
+        while self.shard_subscribers_at(port, channel) != 1 {
+            assert!(
+                started.elapsed() < limit,
+                "{channel} never had a subscriber on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sharded channels with subscribers, over every master.
