@@ -15,7 +15,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -118,8 +118,23 @@ enum Conn {
     Cluster {
         // Boxed: a cluster client is far larger than a connection manager.
         client: Box<ClusterClient>,
-        conn: OnceCell<ClusterConnection>,
+        /// The connection, made on first use; replaced by
+        /// [`RedisHandle::reconnect`] (the lock is only held to swap it).
+        conn: Mutex<Arc<OnceCell<ClusterConnection>>>,
     },
+}
+
+impl Conn {
+    /// The cluster connection, made now if there is none yet.
+    async fn cluster(
+        client: &ClusterClient,
+        conn: &Mutex<Arc<OnceCell<ClusterConnection>>>,
+    ) -> redis::RedisResult<ClusterConnection> {
+        let cell = Arc::clone(&conn.lock().unwrap_or_else(PoisonError::into_inner));
+        cell.get_or_try_init(|| client.get_async_connection())
+            .await
+            .cloned()
+    }
 }
 
 struct Inner {
@@ -150,15 +165,10 @@ macro_rules! on_conn {
                 let mut $conn = manager.clone();
                 $op.await
             }
-            Conn::Cluster { client, conn } => {
-                match conn.get_or_try_init(|| client.get_async_connection()).await {
-                    Ok(conn) => {
-                        let mut $conn = conn.clone();
-                        $op.await
-                    }
-                    Err(err) => Err(err),
-                }
-            }
+            Conn::Cluster { client, conn } => match Conn::cluster(client, conn).await {
+                Ok(mut $conn) => $op.await,
+                Err(err) => Err(err),
+            },
         }
     };
 }
@@ -191,7 +201,7 @@ impl RedisHandle {
                 client: Box::new(
                     cluster_client(config).map_err(RedisConfigError::at("engine.cluster_urls"))?,
                 ),
-                conn: OnceCell::new(),
+                conn: Mutex::default(),
             }
         };
         Ok(Self(Arc::new(Inner {
@@ -199,6 +209,19 @@ impl RedisHandle {
             timeout: config.command_timeout,
             healthy: AtomicBool::new(true),
         })))
+    }
+
+    /// On a cluster: drops the connection, so that the next command makes a
+    /// new one with a fresh slot map. redis-rs refreshes its map only when a
+    /// node answers `MOVED` or a connection fails; a master that hung and
+    /// was replaced answers neither while it hangs and, back as a replica,
+    /// accepts `SPUBLISH` for its old slots (passing it on over the cluster
+    /// bus, which is not reliable then). The readers call this when they
+    /// find their slots served by another node. One server: nothing to do.
+    pub fn reconnect(&self) {
+        if let Conn::Cluster { conn, .. } = &self.0.conn {
+            *conn.lock().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+        }
     }
 
     /// Whether the last command or health check got an answer in time.
@@ -327,10 +350,7 @@ impl RedisHandle {
                     Some(ResponsePolicy::OneSucceeded),
                 ));
                 self.deadline(1, || async {
-                    let mut conn = conn
-                        .get_or_try_init(|| client.get_async_connection())
-                        .await?
-                        .clone();
+                    let mut conn = Conn::cluster(client, conn).await?;
                     conn.route_command(redis::cmd("PING"), routing.clone())
                         .await
                 })

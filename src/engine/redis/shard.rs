@@ -157,10 +157,22 @@ impl<B: Backend> Shard<B> {
         let mut delay = self.config.backoff_min;
         // Set while the shard is down after having been up.
         let mut down_since: Option<Instant> = None;
+        // The cluster node this shard last read from.
+        let mut node: Option<String> = None;
         loop {
             let started = Instant::now();
             let conn = match self.connect().await {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    // Our slots moved to another node (a failover): the
+                    // command connection may still route them to the old
+                    // one (see `RedisHandle::reconnect`).
+                    let now = conn.node();
+                    if node.is_some() && now != node {
+                        self.config.writer.reconnect();
+                    }
+                    node = now;
+                    conn
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in = ?delay, "redis pub/sub connection failed");
                     if self.wait_disconnected(jitter(delay)).await.is_err() {
