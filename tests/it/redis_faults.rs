@@ -199,12 +199,22 @@ async fn hung_redis_is_detected_within_the_bound_and_nothing_is_delivered_twice(
     let mut probe = reader_node.connect("probe").await;
     let reader = read_until_end(watcher);
 
+    // Sees the node's dispatch of `feed` before the hang.
+    let mut settled = reader_node.connect("settled").await;
+    settled.subscribe("feed").await;
+
     let mut answers = BTreeMap::new();
     let mut n = 0;
     for _ in 0..10 {
         answers.insert(n, publish_n(&publisher, n, None).await.0);
         n += 1;
     }
+    // Redis answers the publisher before it writes to the subscribers: wait
+    // until the reader node has dispatched the last one, so that the pause
+    // cannot fall between the two (that loss would be the test's, not the
+    // fault's).
+    while settled.recv_push().await["data"]["n"] != 9 {}
+    drop(settled);
 
     redis.pause();
     let stopped = Instant::now();
